@@ -1,0 +1,4 @@
+"""Shared pytest configuration: fixtures live in tests/support/ plugin modules."""
+
+pytest_plugins = [
+]
