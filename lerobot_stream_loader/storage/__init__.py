@@ -1,0 +1,67 @@
+"""Bytes from anywhere behind one small protocol: ``open_reader(root) -> RangeReader``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .coalesce import ReadRequest
+from .fsspec_reader import FsspecRangeReader
+from .http_reader import HttpRangeReader
+from .reader import (
+    AccessDenied,
+    RangeReader,
+    ReaderStats,
+    RemoteFileNotFound,
+    RetryPolicy,
+    check_relative_path,
+)
+
+__all__ = [
+    "AccessDenied",
+    "FsspecRangeReader",
+    "HttpRangeReader",
+    "RangeReader",
+    "ReadRequest",
+    "ReaderStats",
+    "RemoteFileNotFound",
+    "RetryPolicy",
+    "check_relative_path",
+    "open_reader",
+]
+
+_RETRY_OPTIONS = ("retries", "backoff", "backoff_max", "total_timeout")
+
+
+def open_reader(root: str | os.PathLike[str], backend: str = "auto", **options: Any) -> RangeReader:
+    """Open a RangeReader on a dataset root (local path, ``file://``, ``s3://``, ``https://``, ``hf://`` ...).
+
+    ``backend``: ``"http"`` (native httpx, for http(s) and hf roots), ``"fsspec"`` (anything fsspec
+    opens) or ``"auto"`` (http for http(s)/hf roots, fsspec otherwise).
+
+    Options: ``max_workers`` (alias ``threads``), ``coalesce_gap`` (bytes; None disables merging),
+    ``split_size`` (bytes; None disables splitting), ``retries``, ``backoff``, ``backoff_max``,
+    ``total_timeout`` (seconds per range), or a ready ``retry=RetryPolicy(...)``; for http:
+    ``timeout`` (sets both) / ``connect_timeout`` / ``read_timeout``, ``token`` (None: huggingface_hub's
+    token, False: none), ``endpoint``, ``full_response_limit``; for fsspec: ``storage_options``;
+    ``revision`` for hf roots.
+    """
+    root = os.fspath(root)
+    if "threads" in options:
+        options.setdefault("max_workers", options.pop("threads"))
+    policy = {name: options.pop(name) for name in _RETRY_OPTIONS if name in options}
+    if policy:
+        if "retry" in options:
+            raise TypeError(f"pass either retry=RetryPolicy(...) or {sorted(policy)}, not both")
+        options["retry"] = RetryPolicy(**policy)
+    if backend == "auto":
+        backend = "http" if root.startswith(("http://", "https://", "hf://")) else "fsspec"
+    if backend == "http":
+        if "timeout" in options:
+            timeout = options.pop("timeout")
+            options.setdefault("connect_timeout", timeout)
+            options.setdefault("read_timeout", timeout)
+        return HttpRangeReader(root, **options)
+    if backend == "fsspec":
+        return FsspecRangeReader(root, **options)
+    raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'http' or 'fsspec'")

@@ -1,0 +1,84 @@
+"""Episode spans: the samples and bytes that decode every frame presented in a time range."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .boxes import Mp4FormatError
+
+if TYPE_CHECKING:
+    from .index import Mp4Index
+
+
+@dataclass(frozen=True)
+class Span:
+    """Samples [sample_lo, sample_hi) in decode order and the byte range that holds them.
+
+    A mini-MP4 made from the span presents every sample from the leading sync sample on; its times map
+    to the source file's as `source = mini + time_offset` (exactly `time_offset_ticks` / `timescale`).
+    """
+
+    sample_lo: int
+    sample_hi: int
+    byte_offset: int
+    byte_length: int
+    time_offset: float
+    time_offset_ticks: int
+    timescale: int
+    cts_shift: int  # ticks added to every composition offset so that mini times start at >= 0
+    frames: int  # frames presented in the requested range
+    presented_bytes: int  # bytes of those frames
+
+    @property
+    def samples(self) -> int:
+        return self.sample_hi - self.sample_lo
+
+    @property
+    def padding_ratio(self) -> float:
+        """Bytes fetched / bytes of the frames presented in the range (>= 1)."""
+        return self.byte_length / self.presented_bytes if self.presented_bytes else float("inf")
+
+    def to_dict(self) -> dict[str, float | int]:
+        """Plain values, e.g. for JSON output."""
+        out: dict[str, float | int] = asdict(self)
+        out["padding_ratio"] = self.padding_ratio
+        return out
+
+
+def compute_span(index: Mp4Index, from_ts: float, to_ts: float, *, tolerance: float = 1e-4) -> Span:
+    """From the sync sample at or before the first presented frame (in decode order) through the last
+    sample any presented frame needs: a frame's references are always decoded before it, so that is
+    the presented frame that comes last in decode order."""
+    seconds = index.display_seconds
+    i0 = int(np.searchsorted(seconds, from_ts - tolerance, side="left"))
+    i1 = int(np.searchsorted(seconds, to_ts - tolerance, side="left"))
+    where = index.name or "<bytes>"
+    if i1 <= i0:
+        raise ValueError(f"{where}: no frame is presented in [{from_ts}, {to_ts}) s")
+    shown = index.display_order[i0:i1]
+    first, last = int(shown.min()), int(shown.max())
+    k = int(np.searchsorted(index.sync_samples, first, side="right")) - 1
+    if k < 0:
+        raise Mp4FormatError(f"{where}: 'stss' has no sync sample at or before sample {first}")
+    lo, hi = int(index.sync_samples[k]), last + 1
+    offsets = index.offset[lo:hi]
+    start = int(offsets.min())
+    end = int((offsets + index.size[lo:hi]).max())
+    local_pts = index.dts[lo:hi] - index.dts[lo] + index.cts[lo:hi]
+    cts_shift = max(0, -int(local_pts.min()))
+    ticks = int(index.dts[lo]) - cts_shift + index.info.edit_shift
+    return Span(
+        sample_lo=lo,
+        sample_hi=hi,
+        byte_offset=start,
+        byte_length=end - start,
+        time_offset=ticks / index.timescale,
+        time_offset_ticks=ticks,
+        timescale=index.timescale,
+        cts_shift=cts_shift,
+        frames=i1 - i0,
+        presented_bytes=int(index.size[shown].sum()),
+    )

@@ -1,0 +1,193 @@
+"""``hf://`` roots: parse them, resolve files to their download URL, keep the token on the Hub host.
+
+``hf://datasets/<namespace>/<name>[@<revision>][/<prefix>]`` and
+``hf://buckets/<namespace>/<name>[/<prefix>]`` map to the Hub's resolve endpoint
+(``HF_ENDPOINT`` or huggingface_hub's default). A file is resolved once with HEAD requests that
+follow the redirect by hand, so the Authorization header is only ever sent to the Hub's own origin
+(scheme, host and port). The Hub's redirect carries the size (``X-Linked-Size``), so its target (usually
+a signed CDN URL) is taken without touching it; other redirects are followed with HEAD. The final URL
+and size are cached until the caller asks for a fresh resolution after a 403/410.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+import httpx
+
+from ..errors import FetchError
+from .reader import AccessDenied, ReaderStats, RemoteFileNotFound, redact_url
+
+HeadFn = Callable[[str, Mapping[str, str]], httpx.Response]
+
+_SPECIAL_REVISION = re.compile(r"^refs/(?:convert/[\w.-]+|pr/\d+)")
+_MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True)
+class HubRoot:
+    """A parsed ``hf://`` root: repository kind, id, revision and the prefix inside it."""
+
+    kind: str  # "datasets" or "buckets"
+    repo_id: str
+    revision: str | None
+    prefix: str
+
+    def uri(self, path: str = "") -> str:
+        """The ``hf://`` URI of ``path`` below this root."""
+        rev = f"@{self.revision}" if self.revision is not None else ""
+        inner = "/".join(p for p in (self.prefix, path) if p)
+        return f"hf://{self.kind}/{self.repo_id}{rev}" + (f"/{inner}" if inner else "")
+
+
+def parse_hf_root(url: str, revision: str | None = None) -> HubRoot:
+    """Parse ``hf://datasets/...`` or ``hf://buckets/...``; ``revision`` overrides a missing '@rev'."""
+    if not url.startswith("hf://"):
+        raise ValueError(f"not an hf:// URL: {url!r}")
+    kind, _, body = url[len("hf://") :].strip("/").partition("/")
+    if kind not in ("datasets", "buckets"):
+        raise ValueError(f"unsupported hf:// root {url!r}: expected hf://datasets/... or hf://buckets/...")
+    parts = body.split("/", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise ValueError(f"hf:// root {url!r} lacks a '<namespace>/<name>' id")
+    namespace, name = parts[0], parts[1]
+    rest = parts[2] if len(parts) == 3 else ""
+    rev_in_url: str | None = None
+    if "@" in name:
+        if kind == "buckets":
+            raise ValueError(f"buckets have no revisions: {url!r}")
+        name, _, after = (name + ("/" + rest if rest else "")).partition("@")
+        special = _SPECIAL_REVISION.match(after)
+        if special:
+            rev_in_url, rest = special.group(0), after[special.end() :].lstrip("/")
+        else:
+            rev_in_url, _, rest = after.partition("/")
+        rev_in_url = unquote(rev_in_url)
+    if rev_in_url and revision and rev_in_url != revision:
+        raise ValueError(f"revision {revision!r} disagrees with the one in {url!r}")
+    rev = rev_in_url or revision or ("main" if kind == "datasets" else None)
+    if kind == "buckets" and revision:
+        raise ValueError(f"buckets have no revisions: {url!r} with revision={revision!r}")
+    if ".." in rest.split("/"):
+        raise ValueError(f"hf:// root {url!r} contains '..'")
+    return HubRoot(kind, f"{namespace}/{name}", rev, rest.strip("/"))
+
+
+def hub_endpoint(endpoint: str | None = None) -> str:
+    """The Hub endpoint: the argument, else ``HF_ENDPOINT``, else huggingface_hub's constant."""
+    if endpoint is None:
+        endpoint = os.environ.get("HF_ENDPOINT")
+    if endpoint is None:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    return endpoint.rstrip("/")
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, with default ports filled in."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a file's bytes are fetched from, and its size when the server told us."""
+
+    url: str
+    size: int | None
+
+
+class HubLocator:
+    """Resolve files below an ``hf://`` root to download URLs; the only holder of the token."""
+
+    can_refresh = True
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        head: HeadFn,
+        revision: str | None = None,
+        endpoint: str | None = None,
+        token: str | bool | None = None,
+        stats: ReaderStats | None = None,
+    ) -> None:
+        self.root = parse_hf_root(root, revision)
+        self.endpoint = hub_endpoint(endpoint)
+        if token is None or token is True:
+            from huggingface_hub import get_token
+
+            token = get_token()
+        self.__token = token or None
+        self._head = head
+        self._stats = stats or ReaderStats()
+        self._cache: dict[str, Resolved] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"HubLocator({self.root.uri()!r}, endpoint={self.endpoint!r})"
+
+    def describe(self, path: str) -> str:
+        """The file's hf:// URI, for messages."""
+        return self.root.uri(path)
+
+    def resolve_url(self, path: str) -> str:
+        """The Hub's resolve URL of ``path`` (relative to the root)."""
+        inner = quote("/".join(p for p in (self.root.prefix, path) if p))
+        if self.root.kind == "buckets":
+            return f"{self.endpoint}/buckets/{self.root.repo_id}/resolve/{inner}"
+        rev = quote(self.root.revision or "main", safe="")
+        return f"{self.endpoint}/datasets/{self.root.repo_id}/resolve/{rev}/{inner}"
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """Authorization for the Hub's own origin, nothing for any other host."""
+        if self.__token and origin(url) == origin(self.endpoint):
+            return {"Authorization": f"Bearer {self.__token}"}
+        return {}
+
+    def target(self, path: str, *, refresh: bool = False) -> Resolved:
+        """The cached download URL and size of ``path``; resolved again when ``refresh``."""
+        with self._lock:
+            cached = None if refresh else self._cache.get(path)
+        if cached is not None:
+            return cached
+        resolved = self._resolve(path)
+        with self._lock:
+            self._cache[path] = resolved
+        return resolved
+
+    def _resolve(self, path: str) -> Resolved:
+        self._stats.add(resolves=1)
+        url = self.resolve_url(path)
+        size: int | None = None
+        for _ in range(_MAX_REDIRECTS + 1):
+            resp = self._head(url, self.headers_for(url))
+            status = resp.status_code
+            if size is None and "x-linked-size" in resp.headers:
+                size = int(resp.headers["x-linked-size"])
+            if 300 <= status < 400 and "location" in resp.headers:
+                url = urljoin(url, resp.headers["location"])
+                if size is not None:  # the Hub told the size: the redirect target is the download URL
+                    return Resolved(url, size)
+                continue
+            if status == 200:
+                if size is None and "content-length" in resp.headers:
+                    size = int(resp.headers["content-length"])
+                return Resolved(url, size)
+            where = f"{self.describe(path)} ({redact_url(url)})"
+            if status == 404:
+                raise RemoteFileNotFound(f"{where}: not found (HTTP 404)")
+            if status in (401, 403):
+                raise AccessDenied(
+                    f"{where}: access refused (HTTP {status}); the dataset may be private or gated: "
+                    "log in with `hf auth login`, set HF_TOKEN, or pass token=..."
+                )
+            raise FetchError(f"{where}: resolving failed with HTTP {status}")
+        raise RemoteFileNotFound(f"{self.describe(path)}: more than {_MAX_REDIRECTS} redirects")

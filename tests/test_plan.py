@@ -1,0 +1,342 @@
+"""Sample plan: sharding, equal counts, order, resident pool, resume state, rank resolution."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from lerobot_stream_loader.meta import EpisodeMeta, VideoSpan
+from lerobot_stream_loader.plan import (
+    SPLIT_TOLERANCE,
+    PlanEpisode,
+    PlanState,
+    ShardPlan,
+    assign_shards,
+    fingerprint,
+    plan_episodes,
+    plan_shard,
+    resolve_rank,
+    resolve_worker,
+    samples_per_rank,
+)
+
+
+def make_episodes(count: int, lo: int, hi: int, per_file: int, seed: int = 0) -> list[PlanEpisode]:
+    lengths = np.random.default_rng(seed).integers(lo, hi + 1, size=count)
+    return [
+        PlanEpisode(i, int(n), (f"data/file-{i // per_file}", f"v/file-{i // 3}"))
+        for i, n in enumerate(lengths)
+    ]
+
+
+SMALL = make_episodes(7, 20, 40, per_file=4)  # like the sample datasets: 7 episodes, 2 data files
+MEDIUM = make_episodes(60, 10, 90, per_file=8, seed=1)
+
+
+def all_plans(episodes, world, workers, **kw) -> dict[tuple[int, int], ShardPlan]:
+    return {
+        (r, w): plan_shard(episodes, rank=r, world_size=world, worker_id=w, num_workers=workers, **kw)
+        for r in range(world)
+        for w in range(max(workers, 1))
+    }
+
+
+def pairs(plan: ShardPlan) -> list[tuple[int, int]]:
+    return list(zip(plan.episode_index.tolist(), plan.frame_index.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("episodes", [SMALL, MEDIUM], ids=["small", "medium"])
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("world,workers", [(w, k) for w in (1, 2, 3) for k in (0, 1, 2, 3)])
+def test_every_frame_once_and_equal_counts(episodes, world, workers, shuffle, drop_last):
+    plans = all_plans(episodes, world, workers, shuffle=shuffle, drop_last=drop_last, seed=3, epoch=1)
+    slots = max(workers, 1)
+    expected = samples_per_rank(
+        episodes, world_size=world, num_workers=workers, seed=3, epoch=1, shuffle=shuffle, drop_last=drop_last
+    )
+    for w in range(slots):
+        assert len({len(plans[r, w]) for r in range(world)}) == 1, "slot counts differ across ranks"
+    for r in range(world):
+        assert sum(len(plans[r, w]) for w in range(slots)) == expected
+    everything = {(ep.index, f) for ep in episodes for f in range(ep.length)}
+    seen: collections.Counter = collections.Counter()
+    for plan in plans.values():
+        own = pairs(plan)
+        body = own[: len(own) - plan.num_padded]
+        n = len(body)
+        assert own[n:] == [body[i % n] for i in range(n - plan.num_padded, n)], "pad = own last samples"
+        seen.update(body)
+    assert max(seen.values()) == 1
+    if drop_last:
+        assert set(seen) <= everything
+        assert all(p.num_padded == 0 for p in plans.values())
+    else:
+        assert set(seen) == everything
+    frames = assign_shards(episodes, world * slots, seed=3, epoch=1, shuffle=shuffle).frames_per_shard()
+    for (r, w), plan in plans.items():
+        target = frames.reshape(world, slots)[:, w]
+        assert len(plan) == (target.min() if drop_last else target.max())
+        assert len(plan) - plan.num_padded == min(frames[r * slots + w], len(plan))
+    total = sum(ep.length for ep in episodes)
+    assert frames.max() - frames.min() <= max(4 * SPLIT_TOLERANCE * total / (world * slots), 2)
+    balance = frames.tolist()
+    print(f"world={world} workers={workers} frames/shard min={min(balance)} max={max(balance)}")
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_balance_bound_and_whole_episodes(shuffle):
+    for seed, shards in [(0, 4), (1, 8), (2, 16), (3, 64)]:
+        episodes = make_episodes(800, 30, 600, per_file=25, seed=seed)
+        total = sum(ep.length for ep in episodes)
+        assignment = assign_shards(episodes, shards, seed=seed, epoch=2, shuffle=shuffle)
+        frames = assignment.frames_per_shard()
+        assert frames.sum() == total and frames.min() > 0
+        assert frames.max() - frames.min() <= max(4 * SPLIT_TOLERANCE * total / shards, 2)
+        if 600 < 2 * SPLIT_TOLERANCE * total / shards:  # short episodes are never split
+            assert len(assignment.episode) == len(episodes)
+        print(f"S={shards}: frames/shard max/min = {frames.max() / frames.min():.4f}")
+
+
+def test_long_episodes_are_split_for_balance():
+    episodes = [PlanEpisode(0, 1000, ("a",)), PlanEpisode(1, 10, ("a",)), PlanEpisode(2, 1000, ("b",))]
+    frames = assign_shards(episodes, 4).frames_per_shard()
+    assert frames.max() - frames.min() <= 4 * SPLIT_TOLERANCE * 2010 / 4
+
+
+def test_locality_distinct_files_per_shard():
+    episodes = make_episodes(96, 20, 40, per_file=12)  # 8 data files, 12 episodes each
+    for shuffle in (False, True):
+        assignment = assign_shards(episodes, 4, seed=5, epoch=0, shuffle=shuffle)
+        by_index = {ep.index: ep.locality[0] for ep in episodes}
+        files = [len({by_index[e] for e in assignment.shard(s)[0].tolist()}) for s in range(4)]
+        print(f"shuffle={shuffle}: distinct data files per shard {files}")
+        assert max(files) <= 8 // 4 + 2
+
+
+@pytest.mark.parametrize("episodes", [[PlanEpisode(i, 25, ("one-file",)) for i in range(4)], SMALL[:2]])
+def test_fewer_files_or_episodes_than_shards_no_idle(episodes):
+    plans = all_plans(episodes, 3, 3, shuffle=True)
+    assert all(len(p) - p.num_padded > 0 for p in plans.values())
+    body = collections.Counter(x for p in plans.values() for x in pairs(p)[: len(p) - p.num_padded])
+    assert set(body) == {(ep.index, f) for ep in episodes for f in range(ep.length)}
+    assert max(body.values()) == 1
+
+
+def test_shuffle_false_is_dataset_order():
+    plans = all_plans(MEDIUM, 2, 2, shuffle=False)
+    joined = [
+        x for key in sorted(plans) for x in pairs(plans[key])[: len(plans[key]) - plans[key].num_padded]
+    ]
+    assert joined == [(ep.index, f) for ep in MEDIUM for f in range(ep.length)]
+    assert all(np.array_equal(p.first_pos, np.sort(p.first_pos)) for p in plans.values())
+
+
+def digest(plan: ShardPlan) -> str:
+    parts = (plan.episode_index, plan.frame_index, plan.admit_episodes, plan.first_pos, plan.last_pos)
+    return hashlib.sha256(
+        b"".join(np.ascontiguousarray(a, dtype=np.int64).tobytes() for a in parts)
+    ).hexdigest()
+
+
+@pytest.mark.timeout(120)
+def test_deterministic_across_calls_and_processes():
+    kw = dict(seed=11, epoch=4, rank=1, world_size=2, worker_id=1, num_workers=2, shuffle=True)
+    first = digest(plan_shard(MEDIUM, **kw))
+    assert digest(plan_shard(MEDIUM, **kw)) == first
+    script = textwrap.dedent(
+        f"""
+        from tests.test_plan import MEDIUM, digest
+        from lerobot_stream_loader.plan import plan_shard
+        print(digest(plan_shard(MEDIUM, **{kw!r})))
+        """
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == first
+
+
+def test_epoch_and_seed_change_order_only_with_shuffle():
+    base = dict(rank=0, world_size=1, worker_id=0, num_workers=1)
+    a = plan_shard(MEDIUM, shuffle=True, seed=0, epoch=0, **base)
+    assert digest(plan_shard(MEDIUM, shuffle=True, seed=0, epoch=1, **base)) != digest(a)
+    assert digest(plan_shard(MEDIUM, shuffle=True, seed=1, epoch=0, **base)) != digest(a)
+    assert sorted(pairs(a)) == sorted(pairs(plan_shard(MEDIUM, shuffle=True, seed=0, epoch=1, **base)))
+    fixed = plan_shard(MEDIUM, shuffle=False, seed=0, epoch=0, **base)
+    assert digest(plan_shard(MEDIUM, shuffle=False, seed=9, epoch=5, **base)) == digest(fixed)
+    sharded = [assign_shards(MEDIUM, 4, seed=0, epoch=e, shuffle=True).shard(0)[0].tolist() for e in range(3)]
+    assert sharded[0] != sharded[1] != sharded[2], "assignment varies per epoch"
+
+
+def departed_before(plan: ShardPlan) -> np.ndarray:
+    return np.searchsorted(np.sort(plan.last_pos), np.arange(len(plan)), side="left")
+
+
+@pytest.mark.parametrize("pool", [1, 3, 8])
+def test_pool_residency_invariant(pool):
+    plan = plan_shard(MEDIUM, shuffle=True, pool_size=pool, seed=2)
+    body = len(plan) - plan.num_padded
+    assert (plan.segment[:body] < pool + departed_before(plan)[:body]).all()
+    assert np.array_equal(plan.admit_episodes[plan.segment], plan.episode_index)
+    for i in range(len(plan.admit_episodes)):
+        where = np.flatnonzero(plan.segment == i)
+        assert (where[0], where[-1]) == (plan.first_pos[i], plan.last_pos[i])
+
+
+def test_pool_draws_uniformly_from_unread_frames():
+    """Probability integral transform: each draw's place among the unread pool frames is uniform."""
+    episodes = make_episodes(150, 5, 60, per_file=10, seed=4)
+    pool, values = 6, []
+    aux = np.random.default_rng(0)
+    for seed in range(3):
+        plan = plan_shard(episodes, shuffle=True, pool_size=pool, seed=seed)
+        remaining = np.array([ep.length for ep in episodes])[plan.admit_episodes].astype(float)
+        departed = departed_before(plan)
+        for k, seg in enumerate(plan.segment.tolist()):
+            resident = remaining[: pool + departed[k]]
+            below = resident[:seg].sum()
+            values.append((below + aux.random() * resident[seg]) / resident.sum())
+            remaining[seg] -= 1
+    values = np.sort(values)
+    n = len(values)
+    ks = np.max(np.maximum(np.arange(1, n + 1) / n - values, values - np.arange(n) / n))
+    assert ks < 1.95 / np.sqrt(n), f"KS statistic {ks:.4f} over {n} draws"  # p ~ 0.001
+
+
+def test_shuffle_quality_report():
+    episodes = make_episodes(1500, 20, 40, per_file=20, seed=7)
+    for pool in (64, 256):
+        plan = plan_shard(episodes, shuffle=True, pool_size=pool, seed=1)
+        batches = plan.episode_index[: len(plan) // 32 * 32].reshape(-1, 32)
+        distinct = np.array([len(np.unique(b)) for b in batches])
+        print(
+            f"pool={pool}: distinct episodes per batch of 32 mean={distinct.mean():.1f} min={distinct.min()}"
+        )
+        if pool == 256:
+            assert distinct.mean() >= 27
+    unshuffled = plan_shard(episodes, shuffle=False).episode_index[:3200].reshape(-1, 32)
+    assert np.mean([len(np.unique(b)) for b in unshuffled]) < 3
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_resume_skip_is_the_tail(shuffle):
+    plan = plan_shard(MEDIUM, shuffle=shuffle, pool_size=5, world_size=2, rank=1, seed=3)
+    for k in (0, 1, 37, len(plan) // 2, len(plan) - 1, len(plan)):
+        tail = plan.skip(k)
+        assert tail.start == k and len(tail) == len(plan) - k
+        assert np.array_equal(tail.episode_index, plan.episode_index[k:])
+        assert np.array_equal(tail.frame_index, plan.frame_index[k:])
+        assert np.array_equal(tail.admit_episodes, plan.admit_episodes[plan.last_pos >= k])
+        assert np.array_equal(tail.admit_episodes[tail.segment], tail.episode_index)
+        body = len(tail) - tail.num_padded
+        assert (tail.segment[:body] < (5 if shuffle else 1) + departed_before(tail)[:body]).all()
+    assert np.array_equal(plan.skip(10).skip(5).episode_index, plan.skip(15).episode_index)
+    with pytest.raises(ValueError, match="cannot skip"):
+        plan.skip(len(plan) + 1)
+
+
+def settings(world: int = 2, workers: int = 3, seed: int = 0) -> dict:
+    return dict(world_size=world, num_workers=workers, seed=seed, shuffle=True, drop_last=False, pool_size=16)
+
+
+def test_state_roundtrip_and_mismatch_errors():
+    fp = fingerprint(MEDIUM, **settings())
+    state = PlanState(epoch=2, consumed=17, rank=1, world_size=2, worker_id=0, num_workers=3, fingerprint=fp)
+    saved = json.loads(json.dumps(state.to_dict()))
+    assert len(json.dumps(saved)) < 1024
+    restored = PlanState.from_dict(saved)
+    assert restored == state
+    restored.check(rank=1, world_size=2, worker_id=0, num_workers=3, fingerprint=fp)
+    with pytest.raises(ValueError, match=r"world_size=2, num_workers=3 .* world_size=3, num_workers=3"):
+        restored.check(
+            rank=1, world_size=3, worker_id=0, num_workers=3, fingerprint=fingerprint(MEDIUM, **settings(3))
+        )
+    with pytest.raises(ValueError, match="num_workers=2"):
+        restored.check(rank=1, world_size=2, worker_id=0, num_workers=2, fingerprint=fp)
+    with pytest.raises(ValueError, match="rank 1 worker 0"):
+        restored.check(rank=1, world_size=2, worker_id=2, num_workers=3, fingerprint=fp)
+    with pytest.raises(ValueError, match="different plan"):
+        restored.check(
+            rank=1,
+            world_size=2,
+            worker_id=0,
+            num_workers=3,
+            fingerprint=fingerprint(MEDIUM, **settings(seed=1)),
+        )
+    assert fingerprint(MEDIUM[:-1], **settings()) != fp
+    assert fingerprint(MEDIUM, **settings(workers=0)) == fingerprint(MEDIUM, **settings(workers=1))
+    with pytest.raises(ValueError, match="missing"):
+        PlanState.from_dict({"epoch": 1})
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="empty"):
+        plan_shard([])
+    with pytest.raises(ValueError, match="unique"):
+        plan_shard([PlanEpisode(1, 5), PlanEpisode(1, 6)])
+    with pytest.raises(ValueError, match=r"episodes \[4\] have no frames"):
+        plan_shard([PlanEpisode(4, 0)])
+    with pytest.raises(ValueError, match="fewer than the 9 readers"):
+        plan_shard([PlanEpisode(0, 5)], world_size=3, num_workers=3)
+    with pytest.raises(ValueError, match="outside world_size"):
+        plan_shard(SMALL, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="outside num_workers"):
+        plan_shard(SMALL, worker_id=1, num_workers=0)
+    with pytest.raises(ValueError, match="pool_size"):
+        plan_shard(SMALL, shuffle=True, pool_size=0)
+
+
+def test_plan_episodes_from_metadata():
+    span = VideoSpan("videos/cam0/chunk-000/file-001.mp4", 0.0, 1.0)
+    ep = EpisodeMeta(3, 30, 100, 130, "data/chunk-000/file-000.parquet", ["t"], {"cam0": span})
+    assert plan_episodes([ep]) == [PlanEpisode(3, 30, ("data/chunk-000/file-000.parquet", (span.path,)))]
+
+
+def test_resolve_rank(monkeypatch, tmp_path):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert resolve_rank() == (0, 1)
+    assert resolve_rank(2, 4) == (2, 4)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert resolve_rank() == (1, 3)
+    assert resolve_rank(0, 2) == (0, 2)
+    with pytest.raises(ValueError, match="both rank and world_size"):
+        resolve_rank(rank=1)
+    with pytest.raises(ValueError, match="outside world_size"):
+        resolve_rank(3, 3)
+
+
+@pytest.mark.timeout(60)
+def test_resolve_rank_prefers_torch_distributed(monkeypatch, tmp_path):
+    import torch.distributed as dist
+
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("WORLD_SIZE", "9")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert resolve_rank() == (0, 1)
+    finally:
+        dist.destroy_process_group()
+
+
+class _WorkerIds(IterableDataset):
+    def __iter__(self):
+        yield torch.tensor(resolve_worker())
+
+
+@pytest.mark.timeout(120)
+def test_resolve_worker():
+    assert resolve_worker() == (0, 1)
+    got = sorted(tuple(t.tolist()) for t in DataLoader(_WorkerIds(), batch_size=None, num_workers=2))
+    assert got == [(0, 2), (1, 2)]
