@@ -1,4 +1,5 @@
 """Shared pytest configuration: fixtures live in tests/support/ plugin modules."""
 
 pytest_plugins = [
+    "tests.support.servers",
 ]
