@@ -1,8 +1,18 @@
-"""Stream LeRobot v3.0 datasets from the Hub, S3, HTTP or local disk into PyTorch training."""
+"""Stream LeRobot v3.0 datasets from the Hub, S3, HTTP or local disk into PyTorch training.
+
+``from lerobot_stream_loader import StreamingLeRobot`` is the entry point; the offline tools live in
+:mod:`lerobot_stream_loader.tools`, the MP4 core in :mod:`lerobot_stream_loader.mp4` and range
+readers in :mod:`lerobot_stream_loader.storage`.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import DatasetFormatError, FetchError, FrameMismatchError, StreamLoaderError
+
+if TYPE_CHECKING:
+    from .dataset import StreamingLeRobot
 
 __version__ = "0.1.0"
 
@@ -11,5 +21,15 @@ __all__ = [
     "FetchError",
     "FrameMismatchError",
     "StreamLoaderError",
+    "StreamingLeRobot",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use so that `lerobot_stream_loader.mp4` and the CLI start without torch.
+    if name == "StreamingLeRobot":
+        from .dataset import StreamingLeRobot
+
+        return StreamingLeRobot
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

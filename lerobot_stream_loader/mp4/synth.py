@@ -3,6 +3,8 @@
 Layout: ftyp, mdat (the fetched payload, untouched), moov. Each sample is its own chunk, so sample
 offsets are simply the payload offsets rebased; bytes of other tracks inside the payload are ignored.
 No edit list: every sample from the leading sync sample on is presented (see Span.time_offset).
+Only sync samples that are real random access points stay sync samples (see keyframes.py), so a
+decoder never seeks to an I-frame whose followers reference earlier frames.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .boxes import box, full_box, table_box
+from .keyframes import random_access_mask
 
 if TYPE_CHECKING:
     from .index import Mp4Index
@@ -71,7 +74,9 @@ def synthesize_mp4(index: Mp4Index, span: Span, payload: bytes | bytearray | mem
     if cts.any():
         negative = bool((cts < 0).any())  # possible even when every presentation time is >= 0
         stbl.append(table_box(b"ctts", list(_runs(cts)), version=int(negative), dtype=">i4" if negative else ">u4"))
-    sync = index.sync[lo:hi]
+    dts = index.dts[lo:hi]
+    sync = random_access_mask(index.info.codec, index.info.stsd, index.sync[lo:hi], dts, dts + index.cts[lo:hi],
+                              memoryview(payload), index.offset[lo:hi] - span.byte_offset, sizes)
     if not sync.all():
         stbl.append(table_box(b"stss", [np.flatnonzero(sync) + 1]))
     stbl.append(full_box(b"stsz", 0, 0, struct.pack(">II", 0, len(sizes)), sizes.astype(">u4").tobytes()))

@@ -28,6 +28,7 @@ __all__ = [
     "RetryPolicy",
     "check_relative_path",
     "open_reader",
+    "open_root_reader",
 ]
 
 _RETRY_OPTIONS = ("retries", "backoff", "backoff_max", "total_timeout")
@@ -65,3 +66,18 @@ def open_reader(root: str | os.PathLike[str], backend: str = "auto", **options: 
     if backend == "fsspec":
         return FsspecRangeReader(root, **options)
     raise ValueError(f"unknown backend {backend!r}: expected 'auto', 'http' or 'fsspec'")
+
+
+def open_root_reader(
+    root: str,
+    *,
+    backend: str = "auto",
+    storage_options: dict[str, Any] | None = None,
+    reader_options: dict[str, Any] | None = None,
+) -> RangeReader:
+    """``open_reader`` with fsspec ``storage_options`` passed only to a reader that uses fsspec."""
+    options = dict(reader_options or {})
+    native_http = root.startswith(("http://", "https://", "hf://"))
+    if storage_options and (backend == "fsspec" or (backend == "auto" and not native_http)):
+        options.setdefault("storage_options", storage_options)
+    return open_reader(root, backend=backend, **options)

@@ -1,0 +1,263 @@
+"""StreamingLeRobot: a torch IterableDataset over a LeRobot v3.0 dataset, local or remote.
+
+``DataLoader(StreamingLeRobot(source, ...), batch_size=..., num_workers=...)`` yields, for the
+samples each (rank, worker) is planned to read, exactly what ``LeRobotDataset[i]`` returns.
+Metadata is read once in the constructor; each worker opens its own reader, cache and decoders.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from multiprocessing.context import get_spawning_popen
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset
+
+from .decode import DecoderLRU
+from .episode_cache import DEFAULT_BUDGET_BYTES
+from .meta import DatasetMeta, load_meta
+from .plan import (
+    PlanState,
+    fingerprint,
+    plan_episodes,
+    plan_shard,
+    resolve_rank,
+    resolve_worker,
+    samples_per_rank,
+)
+from .storage import open_root_reader
+from .stream import WorkerResources, WorkerStream
+from .windows import DEFAULT_TOLERANCE_S, DeltaWindows
+
+MAX_AUTO_POOL = 256
+MIN_AUTO_POOL = 4
+
+
+def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], int], *,
+                   sampled_files: int = 8) -> int:
+    """Resident episodes that fit in 3/4 of the byte budget, from the bytes per frame of a few MP4s."""
+    files = meta.video_files[:: max(1, len(meta.video_files) // sampled_files)][:sampled_files]
+    if not files:
+        return MAX_AUTO_POOL
+    frames: dict[str, float] = {}
+    for ep in meta.episodes:
+        for span in ep.videos.values():
+            if span.path in files:
+                frames[span.path] = frames.get(span.path, 0) + ep.length
+    bytes_per_frame = sum(size(p) for p in files) / max(1.0, sum(frames.values()))
+    cameras = max(1, len(meta.video_keys))
+    episode_bytes = bytes_per_frame * cameras * meta.total_frames / max(1, meta.total_episodes)
+    return int(min(MAX_AUTO_POOL, max(MIN_AUTO_POOL, 0.75 * cache_bytes // max(1.0, episode_bytes))))
+
+
+class _Epoch:
+    """A process-local epoch counter with the interface of ``multiprocessing.Value``."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+class StreamingLeRobot(IterableDataset):
+    """Stream a LeRobot v3.0 dataset frame-exactly into training.
+
+    Args:
+        source: local folder, ``hf://datasets/<user>/<name>``, ``s3://...``, ``https://...``, or a bare
+            ``user/name`` (a Hub dataset).
+        episodes: restrict to these episode indices.
+        delta_timestamps: ``{key: [dt, ...]}``: windows of frames/values around each sample.
+        image_transforms: callable applied to every camera tensor of an item.
+        return_uint8: camera frames as uint8 instead of float32 in [0, 1].
+        tolerance_s: largest allowed distance between a requested and a decoded frame time.
+        shuffle: random episode order per epoch and random draws from a resident pool of episodes.
+        seed: seed of the plan; with the epoch it fixes the order on every machine.
+        rank, world_size: this process's place in distributed training (default: torch.distributed,
+            else the RANK/WORLD_SIZE environment, else a single process).
+        drop_last: balance ranks by dropping samples instead of repeating a few.
+        backend: ``"auto"``, ``"http"`` or ``"fsspec"`` (see :func:`lerobot_stream_loader.storage.open_reader`).
+        revision: Hub revision (branch, tag or commit) of a Hub dataset.
+        num_workers: the DataLoader's worker count, used only by ``len()`` (the count per rank depends
+            on it); workers always plan with their real count.
+        pool_size: episodes resident at once when shuffling (a batch draws from about
+            ``2 * pool_size / ln(episode length)`` distinct episodes). Default: as many as fit in
+            three quarters of ``cache_bytes`` (estimated from the MP4 sizes), between 4 and 256.
+        cache_bytes: per-worker byte budget of fetched episodes.
+        prefetch_episodes: episodes fetched ahead of the one being read.
+        fetch_threads: per-worker threads that fetch episodes.
+        storage_options: fsspec options (credentials, endpoints) for metadata and the fsspec backend.
+        reader_options: extra keyword arguments for the range reader (timeouts, retries, coalescing).
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        episodes: Sequence[int] | None = None,
+        delta_timestamps: Mapping[str, Sequence[float]] | None = None,
+        image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        return_uint8: bool = False,
+        tolerance_s: float = DEFAULT_TOLERANCE_S,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+        backend: str = "auto",
+        revision: str | None = None,
+        num_workers: int | None = None,
+        pool_size: int | None = None,
+        cache_bytes: int = DEFAULT_BUDGET_BYTES,
+        prefetch_episodes: int = 4,
+        fetch_threads: int = 4,
+        decoders: int = 8,
+        storage_options: dict[str, Any] | None = None,
+        reader_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.meta = load_meta(source, revision=revision, storage_options=storage_options, backend=backend,
+                              reader_options=reader_options)
+        self.episodes = self._select(episodes)
+        self.windows = (DeltaWindows(delta_timestamps, fps=self.meta.fps, features=self.meta.features,
+                                     tolerance_s=tolerance_s) if delta_timestamps else None)
+        if (rank is None) != (world_size is None):
+            raise ValueError(f"give both rank and world_size or neither (rank={rank}, world_size={world_size})")
+        if (pool_size is not None and pool_size < 1) or cache_bytes < 1 or prefetch_episodes < 1 or fetch_threads < 1 or decoders < 1:
+            raise ValueError("pool_size, cache_bytes, prefetch_episodes, fetch_threads, decoders must be >= 1")
+        unsupported = [k for k, f in self.meta.features.items() if f["dtype"] == "image"]
+        if unsupported:
+            raise ValueError(f"{self.meta.root}: image features stored in parquet are not supported: {unsupported}")
+        self.image_transforms = image_transforms
+        self.return_uint8 = return_uint8
+        self.tolerance_s = tolerance_s
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self._rank, self._world_size = rank, world_size
+        self.num_workers = num_workers
+        if pool_size is None:
+            with open_root_reader(self.meta.root, backend=backend, storage_options=storage_options,
+                                  reader_options=reader_options) as reader:
+                pool_size = auto_pool_size(self.meta, cache_bytes, reader.size)
+        self.pool_size = pool_size
+        self.settings = dict(backend=backend, storage_options=storage_options, reader_options=reader_options or {},
+                             cache_bytes=cache_bytes, prefetch_episodes=prefetch_episodes,
+                             fetch_threads=fetch_threads, decoders=decoders)
+        self._plan_episodes = plan_episodes(self.meta.episode(i) for i in self.episodes)
+        self._epoch = multiprocessing.Value("q", 0, lock=False)
+        self._consumed = 0
+        self._fingerprints: dict[tuple[int, int], str] = {}
+        self._loaded: PlanState | None = None
+        self._resources: WorkerResources | None = None
+
+    def _select(self, episodes: Sequence[int] | None) -> list[int]:
+        known = self.meta.episode_indices
+        if episodes is None:
+            return known
+        chosen = sorted({int(e) for e in episodes})
+        missing = sorted(set(chosen) - set(known))
+        if missing:
+            raise ValueError(f"{self.meta.root}: episodes {missing[:10]} do not exist "
+                             f"(the dataset has episodes {known[0]}..{known[-1]})")
+        if not chosen:
+            raise ValueError("episodes=[] selects nothing")
+        return chosen
+
+    # -- epochs, length and state ------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the plan of ``epoch`` from the next iteration on (also in persistent workers)."""
+        self._epoch.value = int(epoch)
+
+    def _rank_world(self) -> tuple[int, int]:
+        return resolve_rank(self._rank, self._world_size)
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch with ``num_workers`` workers (the same on every rank)."""
+        _, world = self._rank_world()
+        return samples_per_rank(self._plan_episodes, world_size=world, num_workers=self.num_workers or 0,
+                                seed=self.seed, epoch=self.epoch, shuffle=self.shuffle, drop_last=self.drop_last)
+
+    def _fingerprint(self, world: int, workers: int) -> str:
+        key = (world, max(workers, 1))
+        if key not in self._fingerprints:
+            self._fingerprints[key] = fingerprint(
+                self._plan_episodes, world_size=world, num_workers=workers, seed=self.seed,
+                shuffle=self.shuffle, drop_last=self.drop_last, pool_size=self.pool_size)
+        return self._fingerprints[key]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this reader is in its plan: a few integers (for StatefulDataLoader)."""
+        rank, world = self._rank_world()
+        worker, workers = resolve_worker()
+        return PlanState(epoch=self.epoch, consumed=self._consumed, rank=rank, world_size=world,
+                         worker_id=worker, num_workers=workers,
+                         fingerprint=self._fingerprint(world, workers)).to_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration skips the samples already consumed.
+
+        A state saved with another world size or worker count raises ``ValueError`` when iterating.
+        """
+        loaded = PlanState.from_dict(dict(state))
+        self._loaded = loaded
+        self.set_epoch(loaded.epoch)
+
+    # -- iteration -----------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rank, world = self._rank_world()
+        worker, workers = resolve_worker()
+        plan = plan_shard(self._plan_episodes, seed=self.seed, epoch=self.epoch, rank=rank, world_size=world,
+                          worker_id=worker, num_workers=workers, shuffle=self.shuffle,
+                          drop_last=self.drop_last, pool_size=self.pool_size)
+        skip = 0
+        if self._loaded is not None:
+            loaded, self._loaded = self._loaded, None
+            loaded.check(rank=rank, worker_id=worker, world_size=world, num_workers=workers,
+                         fingerprint=self._fingerprint(world, workers))
+            skip = loaded.consumed
+        self._consumed = skip
+        resources = self._worker_resources()
+        stream = WorkerStream(resources, plan.skip(skip), self._builder(resources),
+                              pool=self.pool_size if self.shuffle else 1,
+                              prefetch=self.settings["prefetch_episodes"])
+        try:
+            for item in stream:
+                self._consumed += 1
+                yield item
+        finally:
+            stream.close()
+
+    def _worker_resources(self) -> WorkerResources:
+        """Reader and file indexes of this process, kept across epochs (never shared across processes)."""
+        if self._resources is None or self._resources.pid != os.getpid():
+            self._resources = WorkerResources.open(self.meta, **self.settings)
+        return self._resources
+
+    def _builder(self, resources: WorkerResources):
+        from .items import ItemBuilder
+
+        return ItemBuilder(self.meta, windows=self.windows, tolerance_s=self.tolerance_s,
+                           return_uint8=self.return_uint8, image_transforms=self.image_transforms,
+                           decoders=DecoderLRU(self.settings["decoders"]))
+
+    def close(self) -> None:
+        """Release this process's reader and threads (also done when the dataset is garbage collected)."""
+        if self._resources is not None and self._resources.pid == os.getpid():
+            self._resources.close()
+        self._resources = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_resources"] = None
+        if get_spawning_popen() is None:  # plain pickling (not a worker start): a private epoch counter
+            state["_epoch"] = _Epoch(self.epoch)
+        return state
+
+    def __repr__(self) -> str:
+        return (f"StreamingLeRobot({self.meta.root!r}, episodes={len(self.episodes)}, shuffle={self.shuffle}, "
+                f"seed={self.seed}, epoch={self.epoch})")

@@ -1,0 +1,100 @@
+"""Decode frames of one camera of one episode from its synthesized mini-MP4.
+
+Times are matched on the source file's timeline against the presentation times of the frames
+the mini-MP4 holds (known exactly from the sample table); the decoder is then asked for frames by
+position, which avoids any rounding at frame boundaries.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+import numpy as np
+import torch
+from torchcodec.decoders import VideoDecoder
+
+from .errors import FrameMismatchError
+
+
+def match_frames(presented: np.ndarray, requested: np.ndarray, tolerance_s: float, what: str) -> np.ndarray:
+    """Positions of the frames nearest to ``requested`` times (source timeline) among the sorted
+    ``presented`` times; raise :class:`FrameMismatchError` when one is further than the tolerance."""
+    requested = np.asarray(requested, dtype=np.float64)
+    right = np.clip(np.searchsorted(presented, requested), 0, len(presented) - 1)
+    left = np.clip(right - 1, 0, len(presented) - 1)
+    pick = np.where(np.abs(presented[left] - requested) <= np.abs(presented[right] - requested), left, right)
+    error = np.abs(presented[pick] - requested)
+    worst = int(np.argmax(error)) if len(error) else 0
+    if len(error) and error[worst] > tolerance_s:
+        raise FrameMismatchError(
+            f"{what}: no frame within tolerance_s={tolerance_s} of t={requested[worst]:.6f}s; nearest frame "
+            f"is at {presented[pick[worst]]:.6f}s (the video holds {presented[0]:.6f}..{presented[-1]:.6f}s)")
+    return pick
+
+
+_PTS_SLACK_S = 1e-3
+
+
+class EpisodeVideoDecoder:
+    """Frames of a mini-MP4 by position (0 = first presented frame), uint8 NCHW.
+
+    ``expected_pts`` (seconds on the mini-MP4's timeline, one per frame) are checked against what
+    the decoder reports for every frame it returns: a decoder that lands on the wrong frame raises
+    :class:`FrameMismatchError` instead of returning it.
+    """
+
+    def __init__(self, mini_mp4: bytes, expected_pts: np.ndarray, *, name: str, threads: int = 1) -> None:
+        self.name = name
+        self.expected_pts = np.asarray(expected_pts, dtype=np.float64)
+        self._decoder = VideoDecoder(mini_mp4, seek_mode="exact", num_ffmpeg_threads=threads,
+                                     dimension_order="NCHW")
+        self.num_frames = int(self._decoder.metadata.num_frames or 0)
+
+    def frames(self, positions: np.ndarray) -> torch.Tensor:
+        """Frames at the given positions (any order, repeats allowed)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) and (positions.min() < 0 or positions.max() >= self.num_frames):
+            raise FrameMismatchError(f"{self.name}: frame position {positions.max()} outside the "
+                                     f"{self.num_frames} frames of the episode's video")
+        unique, inverse = np.unique(positions, return_inverse=True)
+        batch = self._decoder.get_frames_at(indices=unique.tolist())
+        got = batch.pts_seconds.numpy().astype(np.float64)
+        want = self.expected_pts[unique]
+        wrong = np.flatnonzero(np.abs(got - want) > _PTS_SLACK_S)
+        if len(wrong):
+            k = int(wrong[0])
+            raise FrameMismatchError(f"{self.name}: the decoder returned the frame at {got[k]:.6f}s for frame "
+                                     f"{int(unique[k])} at {want[k]:.6f}s (episode-local times)")
+        return batch.data[torch.from_numpy(inverse.reshape(-1))]
+
+
+class DecoderLRU:
+    """A small LRU of open decoders, separate from the byte cache; evicted decoders are dropped."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._items: OrderedDict[Hashable, EpisodeVideoDecoder] = OrderedDict()
+
+    def get(self, key: Hashable, open_decoder: Callable[[], EpisodeVideoDecoder]) -> EpisodeVideoDecoder:
+        """The decoder for ``key``, opened with ``open_decoder`` when absent."""
+        decoder = self._items.get(key)
+        if decoder is None:
+            decoder = open_decoder()
+            self._items[key] = decoder
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        else:
+            self._items.move_to_end(key)
+        return decoder
+
+    def discard(self, predicate: Callable[[Hashable], bool]) -> None:
+        """Drop every decoder whose key matches."""
+        for key in [k for k in self._items if predicate(k)]:
+            del self._items[key]
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,121 @@
+"""Build, save and find a dataset's MP4 index sidecar (every MP4's sample table in one file).
+
+Default place: ``meta/mp4_index.npz`` inside the dataset when it is writable, else a local cache
+folder keyed by the dataset URL (revision included). Entries carry the size of the file they were
+built from; a reader checks it on first use and rebuilds a stale entry with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import FetchError
+from .meta import DatasetMeta
+from .mp4 import Mp4FormatError, Mp4Index, SidecarEntry, dumps_sidecar, index_mp4, loads_sidecar
+from .paths import is_local
+from .storage import RangeReader
+
+SIDECAR_PATH = "meta/mp4_index.npz"
+
+
+def cache_path(root: str) -> Path:
+    """Local fallback location of the sidecar of ``root`` (a remote or read-only dataset)."""
+    base = Path(os.environ.get("LEROBOT_STREAM_CACHE", Path.home() / ".cache" / "lerobot_stream_loader"))
+    return base / hashlib.sha256(root.encode()).hexdigest()[:24] / "mp4_index.npz"
+
+
+def build_entries(meta: DatasetMeta, reader: RangeReader, *, threads: int = 8,
+                  progress: bool = True) -> dict[str, SidecarEntry]:
+    """Index every MP4 of the dataset in parallel (range reads only: head probe + moov)."""
+    def one(path: str) -> tuple[str, SidecarEntry]:
+        size = reader.size(path)
+        index = index_mp4(lambda offset, length: reader.read(path, offset, length), size=size,
+                          name=f"{meta.root}/{path}")
+        return path, SidecarEntry(index, size)
+
+    paths = meta.video_files
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = pool.map(one, paths)
+        entries = dict(tqdm(results, total=len(paths), desc="index", unit="file", disable=not progress))
+    return entries
+
+
+def save_sidecar(meta: DatasetMeta, entries: dict[str, SidecarEntry], output: str | None = None) -> str:
+    """Write the sidecar to ``output``, or inside the dataset, or to the local cache; return where."""
+    data = dumps_sidecar(entries)
+    if output is not None:
+        _write_local(Path(output), data)
+        return str(output)
+    if is_local(meta.root):
+        target = Path(meta.url(SIDECAR_PATH).removeprefix("file://"))
+        try:
+            _write_local(target, data)
+            return str(target)
+        except OSError:
+            pass
+    else:
+        try:
+            meta.fs.pipe_file(meta.url(SIDECAR_PATH), data)
+            return f"{meta.root}/{SIDECAR_PATH}"
+        except (OSError, NotImplementedError, PermissionError):
+            pass
+    fallback = cache_path(meta.root)
+    _write_local(fallback, data)
+    return str(fallback)
+
+
+def _write_local(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_sidecar(meta: DatasetMeta, reader: RangeReader) -> dict[str, SidecarEntry]:
+    """The dataset's sidecar entries, from the dataset or the local cache; {} when there is none.
+
+    A corrupt sidecar is never trusted: it is ignored with a warning (indexes are then rebuilt).
+    """
+    data: bytes | None = None
+    try:
+        size = reader.size(SIDECAR_PATH)
+        data = reader.read(SIDECAR_PATH, 0, size)
+        where = f"{meta.root}/{SIDECAR_PATH}"
+    except (FileNotFoundError, FetchError):
+        local = cache_path(meta.root)
+        if local.is_file():
+            data, where = local.read_bytes(), str(local)
+    if data is None:
+        return {}
+    try:
+        return loads_sidecar(data)
+    except Mp4FormatError as exc:
+        warnings.warn(f"{where}: ignoring a corrupt MP4 index sidecar ({exc}); indexes will be rebuilt",
+                      stacklevel=2)
+        return {}
+
+
+def fresh_index(entries: dict[str, SidecarEntry], path: str, size: int, where: str,
+                build: Callable[[], Mp4Index]) -> Mp4Index:
+    """The sidecar's index of ``path`` when its size still matches, else a rebuilt one (with a warning)."""
+    entry = entries.get(path)
+    if entry is None:
+        return build()
+    if entry.is_stale(size):
+        warnings.warn(f"{where}: the MP4 index sidecar entry is stale (indexed at {entry.size} bytes, the file "
+                      f"now has {size}); rebuilding it", stacklevel=2)
+        return build()
+    return entry.index

@@ -1,0 +1,130 @@
+"""Build LeRobot-shaped items (what ``LeRobotDataset[i]`` returns) from a fetched episode.
+
+Row features become tensors with LeRobot's dtypes (scalars as 0-d tensors), each camera gives the
+frame played at ``timestamp + from_timestamp`` of the episode's MP4, ``task`` is the task string,
+and ``delta_timestamps`` keys hold stacked windows with ``<key>_is_pad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from .decode import DecoderLRU, EpisodeVideoDecoder, match_frames
+from .episode_cache import EpisodeData
+from .errors import DatasetFormatError
+from .meta import DatasetMeta
+from .windows import DeltaWindows, pad_key
+
+
+def _column_tensor(column: pa.ChunkedArray, name: str, where: str) -> torch.Tensor | list[Any]:
+    """One parquet column as a tensor with a leading frame axis (strings stay a Python list)."""
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column.to_pylist()
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    shape: list[int] = []
+    while pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type) \
+            or pa.types.is_large_list(array.type):
+        width = len(array[0]) if len(array) and array[0].is_valid else 0
+        shape.append(width)
+        array = array.flatten()
+    values = array.to_numpy(zero_copy_only=False)
+    try:
+        values = values.reshape(len(column), *shape)
+    except ValueError as exc:
+        raise DatasetFormatError(f"{where}: column {name!r} has rows of different lengths") from exc
+    if values.dtype == np.bool_:
+        return torch.from_numpy(values.copy())
+    if np.issubdtype(values.dtype, np.floating):
+        return torch.from_numpy(values.astype(np.float32, copy=False).copy())
+    if np.issubdtype(values.dtype, np.integer):
+        return torch.from_numpy(values.astype(np.int64, copy=False).copy())
+    raise DatasetFormatError(f"{where}: column {name!r} of type {kind} is not supported")
+
+
+class EpisodeItems:
+    """Items of one fetched episode; row columns are converted to tensors once per episode."""
+
+    def __init__(self, data: EpisodeData, meta: DatasetMeta) -> None:
+        self.data = data
+        episode = data.episode
+        where = f"{meta.root}: episode {episode.index} ({episode.data_path})"
+        self.columns = {name: _column_tensor(data.rows.column(name), name, where)
+                        for name in data.rows.column_names}
+        self.timestamps = np.asarray(data.rows.column("timestamp").to_numpy(zero_copy_only=False),
+                                     dtype=np.float32).astype(np.float64)
+
+
+class ItemBuilder:
+    """Turns (episode, frame) into an item, decoding camera frames through a decoder LRU."""
+
+    def __init__(
+        self,
+        meta: DatasetMeta,
+        *,
+        windows: DeltaWindows | None,
+        tolerance_s: float,
+        return_uint8: bool,
+        image_transforms: Callable[[torch.Tensor], torch.Tensor] | None,
+        decoders: DecoderLRU,
+        decoder_threads: int = 1,
+    ) -> None:
+        self.meta = meta
+        self.windows = windows
+        self.tolerance_s = tolerance_s
+        self.return_uint8 = return_uint8
+        self.image_transforms = image_transforms
+        self.decoders = decoders
+        self.decoder_threads = decoder_threads
+        self.video_keys = list(meta.video_keys)
+
+    def item(self, episode: EpisodeItems, frame: int) -> dict[str, Any]:
+        """The item of ``frame`` (0-based within the episode)."""
+        length = episode.data.episode.length
+        windows = self.windows.query(frame, length) if self.windows is not None else {}
+        item: dict[str, Any] = {}
+        for name, column in episode.columns.items():
+            window = windows.get(name)
+            if window is None:
+                value = column[frame]
+                item[name] = value.clone() if isinstance(value, torch.Tensor) else value
+            else:
+                idx = window.indices
+                item[name] = column[torch.from_numpy(idx)] if isinstance(column, torch.Tensor) \
+                    else [column[i] for i in idx]
+                item[pad_key(name)] = torch.from_numpy(window.is_pad.copy())
+        for key in self.video_keys:
+            window = windows.get(key)
+            frames = np.array([frame]) if window is None else window.indices
+            pixels = self._frames(episode, key, frames)
+            item[key] = pixels[0] if window is None else pixels
+            if window is not None:
+                item[pad_key(key)] = torch.from_numpy(window.is_pad.copy())
+        if self.image_transforms is not None:
+            for key in self.video_keys:
+                item[key] = self.image_transforms(item[key])
+        task_index = int(episode.columns["task_index"][frame]) if "task_index" in episode.columns else None
+        item["task"] = self.meta.tasks.get(task_index, "") if task_index is not None else \
+            (episode.data.episode.tasks[0] if episode.data.episode.tasks else "")
+        return item
+
+    def _frames(self, episode: EpisodeItems, key: str, frames: np.ndarray) -> torch.Tensor:
+        video = episode.data.videos[key]
+        span = episode.data.episode.videos[key]
+        requested = span.from_timestamp + episode.timestamps[frames]
+        ep_index = episode.data.episode.index
+        what = f"{self.meta.root}: episode {ep_index}, camera {key} ({video.path})"
+        positions = match_frames(video.presented, requested, self.tolerance_s, what)
+        decoder = self.decoders.get(
+            (ep_index, key),
+            lambda: EpisodeVideoDecoder(video.mini_mp4, video.presented - video.time_offset, name=what,
+                                        threads=self.decoder_threads))
+        pixels = decoder.frames(positions)
+        if self.return_uint8:
+            return pixels
+        return pixels.to(torch.float32).div_(255.0)

@@ -1,0 +1,305 @@
+"""Dataset metadata: info.json, the episodes table, tasks and stats of a LeRobot v3.0 dataset.
+
+``load_meta(root)`` reads everything a loader plans from, validates it, and never lists a
+directory: the episodes files are found by probing their deterministic names, data files come
+from info.json ``data_files`` when present, else from the episodes table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import DatasetFormatError, FetchError
+from .meta_checks import check_episodes_table, check_info
+from .paths import PathEscapeError, check_relative, is_local, join, normalize_root
+from .storage import RangeReader, open_root_reader
+
+INFO_PATH = "meta/info.json"
+STATS_PATH = "meta/stats.json"
+TASKS_PATH = "meta/tasks.parquet"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+DEFAULT_CHUNKS_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class VideoSpan:
+    """Where one camera's frames of one episode live: an MP4 and a time range inside it."""
+
+    path: str
+    from_timestamp: float
+    to_timestamp: float
+
+
+@dataclass(frozen=True)
+class EpisodeMeta:
+    """One row of the episodes table, with its paths resolved (relative to the root)."""
+
+    index: int
+    length: int
+    from_index: int
+    to_index: int
+    data_path: str
+    tasks: list[str] = field(default_factory=list)
+    videos: dict[str, VideoSpan] = field(default_factory=dict)
+
+
+class DatasetMeta:
+    """Validated metadata of one dataset; built by :func:`load_meta`."""
+
+    def __init__(
+        self,
+        root: str,
+        info: dict[str, Any],
+        episodes_table: pa.Table,
+        tasks: dict[int, str],
+        stats: dict[str, Any],
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.root = root
+        self.storage_options = dict(storage_options or {})
+        self.info = info
+        self.episodes_table = episodes_table
+        self.tasks = tasks
+        self.stats = stats
+        self.fps: int = int(info["fps"])
+        self.features: dict[str, dict[str, Any]] = info["features"]
+        self.video_keys: list[str] = [k for k, f in self.features.items() if f.get("dtype") == "video"]
+        self.total_frames: int = int(info["total_frames"])
+        self.total_episodes: int = int(info["total_episodes"])
+        columns = episodes_table.column_names
+        wanted = {"episode_index", "length", "tasks", "dataset_from_index", "dataset_to_index",
+                  "data/chunk_index", "data/file_index"}
+        self._column = {name: episodes_table.column(name).to_pylist() for name in columns
+                        if name in wanted or name.startswith("videos/")}
+        self._position = {ep: pos for pos, ep in enumerate(self._column["episode_index"])}
+
+    @cached_property
+    def _fsspec(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        return fsspec.core.url_to_fs(self.root, **self.storage_options)
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """An fsspec filesystem of the root (for tools that write; reading goes through range readers)."""
+        return self._fsspec[0]
+
+    def url(self, relative: str) -> str:
+        """Full path of a root-relative file, as understood by :attr:`fs`."""
+        return join(self._fsspec[1], relative)
+
+    @property
+    def episode_indices(self) -> list[int]:
+        """Episode indices in table order (sorted)."""
+        return list(self._column["episode_index"])
+
+    @cached_property
+    def episodes(self) -> list[EpisodeMeta]:
+        """Every episode, sorted by index."""
+        return [self.episode(i) for i in self._column["episode_index"]]
+
+    def episode(self, index: int) -> EpisodeMeta:
+        """Metadata of episode ``index``; ``KeyError`` naming the dataset when it does not exist."""
+        pos = self._position.get(int(index))
+        if pos is None:
+            raise KeyError(f"{self.root}: no episode {index} (the dataset has {self.total_episodes})")
+        col = self._column
+        videos = {
+            key: VideoSpan(
+                path=self._video_path(key, col[f"videos/{key}/chunk_index"][pos],
+                                      col[f"videos/{key}/file_index"][pos]),
+                from_timestamp=float(col[f"videos/{key}/from_timestamp"][pos]),
+                to_timestamp=float(col[f"videos/{key}/to_timestamp"][pos]),
+            )
+            for key in self.video_keys
+        }
+        return EpisodeMeta(
+            index=int(index),
+            length=int(col["length"][pos]),
+            from_index=int(col["dataset_from_index"][pos]),
+            to_index=int(col["dataset_to_index"][pos]),
+            data_path=self._data_path(col["data/chunk_index"][pos], col["data/file_index"][pos]),
+            tasks=list(col["tasks"][pos] or []),
+            videos=videos,
+        )
+
+    def _data_path(self, chunk_index: int, file_index: int) -> str:
+        path = self.info["data_path"].format(chunk_index=chunk_index, file_index=file_index)
+        return check_relative(path, what="data_path")
+
+    def _video_path(self, key: str, chunk_index: int, file_index: int) -> str:
+        path = self.info["video_path"].format(video_key=key, chunk_index=chunk_index, file_index=file_index)
+        return check_relative(path, what=f"video_path of {key}")
+
+    @cached_property
+    def data_files(self) -> list[str]:
+        """Data parquet paths, from info.json ``data_files`` or else the episodes table."""
+        listed = self.info.get("data_files")
+        if listed is not None:
+            return [check_relative(p, what="data_files entry") for p in listed]
+        col = self._column
+        pairs = sorted(set(zip(col["data/chunk_index"], col["data/file_index"], strict=True)))
+        return [self._data_path(c, f) for c, f in pairs]
+
+    @cached_property
+    def video_files(self) -> list[str]:
+        """Every distinct MP4 referenced by the episodes table."""
+        return sorted({span.path for ep in self.episodes for span in ep.videos.values()})
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """Episode lengths in table order, as int64."""
+        return np.asarray(self._column["length"], dtype=np.int64)
+
+    def task_index(self, task: str) -> int:
+        """The task index of a task string."""
+        for index, text in self.tasks.items():
+            if text == task:
+                return index
+        raise KeyError(f"{self.root}: unknown task {task!r}")
+
+    def __repr__(self) -> str:
+        return (f"DatasetMeta({self.root!r}, episodes={self.total_episodes}, frames={self.total_frames}, "
+                f"fps={self.fps}, cameras={self.video_keys})")
+
+
+def load_meta(
+    root: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    backend: str = "auto",
+    reader_options: dict[str, Any] | None = None,
+    check_files: bool | None = None,
+) -> DatasetMeta:
+    """Read and validate a dataset's metadata from a local path or URL.
+
+    Files are read through a range reader (``backend`` and ``reader_options`` as for
+    :func:`lerobot_stream_loader.storage.open_reader`; ``storage_options`` go to fsspec).
+    ``check_files`` (default: only for local roots) also checks that every data and video file
+    the metadata references exists. Raises :class:`DatasetFormatError` naming the file and key.
+    """
+    root_url = normalize_root(root, revision)
+    with open_root_reader(root_url, backend=backend, storage_options=storage_options,
+                          reader_options=reader_options) as file_reader:
+        reader = _MetaFiles(root_url, file_reader)
+        info = reader.json(INFO_PATH)
+        check_info(info, f"{root_url}/{INFO_PATH}")
+        episodes_table = _read_episodes(reader, info)
+        tasks = _read_tasks(reader)
+        stats = reader.json(STATS_PATH) if reader.exists(STATS_PATH) else {}
+        check_episodes_table(episodes_table, info, root_url)
+        meta = DatasetMeta(root_url, info, episodes_table, tasks, stats, storage_options)
+        try:
+            files = meta.data_files + meta.video_files
+        except PathEscapeError as exc:
+            raise DatasetFormatError(f"{root_url}/{INFO_PATH}: {exc}") from exc
+        if check_files if check_files is not None else is_local(root_url):
+            missing = [p for p in files if not reader.exists(p)]
+            if missing:
+                raise DatasetFormatError(
+                    f"{root_url}: {len(missing)} file(s) referenced by the metadata are missing, "
+                    f"first: {missing[0]}")
+    return meta
+
+
+class _MetaFiles:
+    """Whole-file reads of metadata files with errors that name the file."""
+
+    def __init__(self, root: str, reader: RangeReader) -> None:
+        self.root, self.reader = root, reader
+
+    def exists(self, relative: str) -> bool:
+        try:
+            self.reader.size(relative)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def bytes(self, relative: str) -> bytes:
+        try:
+            size = self.reader.size(relative)
+            return self.reader.read(relative, 0, size) if size else b""
+        except FileNotFoundError as exc:
+            raise DatasetFormatError(f"{self.root}/{relative}: file not found") from exc
+        except FetchError as exc:
+            raise DatasetFormatError(f"{self.root}/{relative}: could not be read ({exc})") from exc
+
+    def json(self, relative: str) -> dict[str, Any]:
+        raw = self.bytes(relative)
+        try:
+            value = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DatasetFormatError(f"{self.root}/{relative}: not valid JSON ({exc})") from exc
+        if not isinstance(value, dict):
+            raise DatasetFormatError(f"{self.root}/{relative}: expected a JSON object, got "
+                                     f"{type(value).__name__}")
+        return value
+
+    def parquet(self, relative: str) -> pa.Table:
+        raw = self.bytes(relative)
+        try:
+            return pq.read_table(io.BytesIO(raw))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DatasetFormatError(f"{self.root}/{relative}: not a readable parquet file ({exc})") from exc
+
+
+def _read_episodes(reader: _MetaFiles, info: dict[str, Any]) -> pa.Table:
+    """All meta/episodes files, found by probing their names in order (no listing)."""
+    chunks_size = int(info.get("chunks_size") or DEFAULT_CHUNKS_SIZE)
+    tables: list[pa.Table] = []
+    chunk, file = 0, 0
+    while True:
+        path = EPISODES_PATH.format(chunk_index=chunk, file_index=file)
+        if not reader.exists(path):
+            break
+        tables.append(reader.parquet(path))
+        file += 1
+        if file >= chunks_size:
+            chunk, file = chunk + 1, 0
+    if not tables:
+        raise DatasetFormatError(
+            f"{reader.root}/{EPISODES_PATH.format(chunk_index=0, file_index=0)}: file not found "
+            "(the episodes table is required)")
+    table = _concat(tables, reader.root)
+    order = np.argsort(np.asarray(table.column("episode_index").to_pylist()
+                                  if "episode_index" in table.column_names else []), kind="stable")
+    return table.take(pa.array(order)) if len(order) else table
+
+
+def _concat(tables: Sequence[pa.Table], root: str) -> pa.Table:
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowInvalid as exc:
+        raise DatasetFormatError(f"{root}/meta/episodes: files disagree on their columns ({exc})") from exc
+
+
+def _read_tasks(reader: _MetaFiles) -> dict[int, str]:
+    """task_index -> task string. The task string is the table's (pandas index) string column."""
+    table = reader.parquet(TASKS_PATH)
+    where = f"{reader.root}/{TASKS_PATH}"
+    if "task_index" not in table.column_names:
+        raise DatasetFormatError(f"{where}: missing column 'task_index'")
+    text_columns = [name for name in table.column_names
+                    if name != "task_index" and _is_text(table.schema.field(name).type)]
+    preferred = [n for n in text_columns if n in ("task", "__index_level_0__")] or text_columns
+    if not preferred:
+        raise DatasetFormatError(f"{where}: no task string column (expected the task text as index)")
+    indices = table.column("task_index").to_pylist()
+    texts = table.column(preferred[0]).to_pylist()
+    if any(not isinstance(i, int) for i in indices):
+        raise DatasetFormatError(f"{where}: 'task_index' must be integers")
+    return dict(zip(indices, texts, strict=True))
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)

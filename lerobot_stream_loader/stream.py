@@ -1,0 +1,90 @@
+"""One worker's stream: walk its shard plan, keep the planned episodes fetched ahead, build items.
+
+Episodes are admitted in plan order: the resident pool (``pool`` episodes; 1 without shuffle)
+plus ``prefetch`` more are asked of the cache ahead of use. An episode leaves (its bytes become
+evictable, its decoders close) right after its last planned sample.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .episode_cache import EpisodeCache
+from .file_indexes import FileIndexes
+from .index_sidecar import load_sidecar
+from .items import EpisodeItems, ItemBuilder
+from .meta import DatasetMeta
+from .plan import ShardPlan
+from .storage import RangeReader, open_root_reader
+
+
+@dataclass
+class WorkerResources:
+    """What one process keeps across epochs: its range reader and the files' indexes."""
+
+    pid: int
+    meta: DatasetMeta
+    reader: RangeReader
+    indexes: FileIndexes
+    cache_bytes: int
+    prefetch_episodes: int
+    fetch_threads: int
+
+    @classmethod
+    def open(cls, meta: DatasetMeta, *, backend: str, storage_options: dict[str, Any] | None,
+             reader_options: dict[str, Any], cache_bytes: int, prefetch_episodes: int, fetch_threads: int,
+             decoders: int) -> WorkerResources:
+        """Open the reader of ``meta.root`` for this process."""
+        reader = open_root_reader(meta.root, backend=backend, storage_options=storage_options,
+                                  reader_options=reader_options)
+        indexes = FileIndexes(reader, root=meta.root, sidecar=load_sidecar(meta, reader))
+        return cls(os.getpid(), meta, reader, indexes, cache_bytes,
+                   prefetch_episodes, fetch_threads)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class WorkerStream:
+    """Iterates the items of one shard plan."""
+
+    def __init__(self, resources: WorkerResources, plan: ShardPlan, builder: ItemBuilder, *,
+                 pool: int, prefetch: int) -> None:
+        self.plan = plan
+        self.builder = builder
+        self.pool = pool
+        self.prefetch = prefetch
+        self.cache = EpisodeCache(resources.meta, resources.reader, indexes=resources.indexes,
+                                  budget_bytes=resources.cache_bytes, prefetch_depth=resources.prefetch_episodes,
+                                  threads=resources.fetch_threads)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        plan, cache = self.plan, self.cache
+        admit = plan.admit_episodes.tolist()
+        last_pos = plan.last_pos.tolist()
+        segments = plan.segment.tolist()
+        frames = plan.frame_index.tolist()
+        resident: dict[int, EpisodeItems] = {}
+        next_admit = released = 0
+        for k, segment in enumerate(segments):
+            limit = min(len(admit), self.pool + released + self.prefetch)
+            while next_admit < limit:
+                cache.prefetch(admit[next_admit])
+                next_admit += 1
+            episode = admit[segment]
+            items = resident.get(segment)
+            if items is None:
+                items = resident[segment] = EpisodeItems(cache.get(episode), self.builder.meta)
+            yield self.builder.item(items, frames[k])
+            if k == last_pos[segment]:
+                del resident[segment]
+                cache.release(episode)
+                self.builder.decoders.discard(lambda key, ep=episode: key[0] == ep)
+                released += 1
+
+    def close(self) -> None:
+        self.cache.close()
+        self.builder.decoders.clear()

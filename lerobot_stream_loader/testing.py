@@ -1,0 +1,60 @@
+"""Helpers to check samples of a dataset written by ``lerobot_stream_loader.sample``.
+
+- ``read_frame_index(frame)``: the global frame ``index`` drawn in a video frame.
+- ``expected_state(index, dim)`` / ``expected_action(index, dim)``: the row values of that frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .sample.pattern import action_matrix, read_index_from_luma, state_matrix
+
+
+def read_frame_index(frame: Any, *, strict: bool = True) -> int:
+    """The 16-bit global frame index drawn in ``frame``.
+
+    ``frame`` is a numpy array or torch tensor, channel-first (C, H, W) or channel-last (H, W, C)
+    with C = 1 or 3, or a plain (H, W) image; uint8 in [0, 255] or float in [0, 1]. The index is
+    drawn as 16 vertical bands over the top half, most significant bit first, white = 1; each band
+    is sampled in its inner part (the middle half of its width, rows H/8 to 3H/8) and thresholded
+    at mid-grey. With ``strict`` a band that is neither clearly dark nor clearly bright (mean level
+    between 0.3 and 0.7) raises ValueError, so a blended or damaged frame is not mistaken for another.
+    """
+    array = _to_numpy(frame)
+    scale = 255.0 if np.issubdtype(array.dtype, np.integer) else 1.0
+    if array.ndim == 3:
+        if array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+            array = array.mean(axis=0, dtype=np.float64)
+        elif array.shape[-1] in (1, 3):
+            array = array.mean(axis=-1, dtype=np.float64)
+        else:
+            raise ValueError(f"frame of shape {tuple(array.shape)} is neither (C, H, W) nor (H, W, C)")
+    elif array.ndim != 2:
+        raise ValueError(f"frame of shape {tuple(array.shape)} is not an image")
+    return read_index_from_luma(array.astype(np.float64) / scale, strict=strict)
+
+
+def expected_state(index: int, dim: int) -> np.ndarray:
+    """``observation.state`` of global frame ``index``: ``state[j] = sin(0.05 * index + 0.9 * j)``.
+
+    Computed in float64 and cast to float32, shape ``(dim,)``.
+    """
+    return state_matrix(np.array([index]), dim)[0]
+
+
+def expected_action(index: int, dim: int) -> np.ndarray:
+    """``action`` of global frame ``index``: ``action[j] = 0.5 * cos(0.03 * index + 1.3 * j)``.
+
+    Computed in float64 and cast to float32, shape ``(dim,)``.
+    """
+    return action_matrix(np.array([index]), dim)[0]
+
+
+def _to_numpy(frame: Any) -> np.ndarray:
+    if hasattr(frame, "detach"):  # torch tensor, any device
+        return frame.detach().cpu().numpy()
+    return np.asarray(frame)
+

@@ -1,0 +1,111 @@
+"""StreamingLeRobot over real servers on 127.0.0.1: nginx (native HTTP and fsspec), moto S3, a Hub stand-in."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from torch.utils.data import DataLoader
+
+from lerobot_stream_loader import StreamingLeRobot
+from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, build_entries, save_sidecar
+from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.mp4 import SidecarEntry, dumps_sidecar
+from lerobot_stream_loader.storage import open_reader
+from lerobot_stream_loader.testing import read_frame_index
+from tests.test_dataset import _check_items
+
+CAM = "observation.images.cam0"
+
+
+@pytest.fixture(scope="module")
+def h264(make_sample) -> Path:
+    return make_sample(episodes=5, cameras=2, frames_per_episode=(12, 30), codec="h264", bframes=True, gop=10,
+                       episodes_per_video_file=2, stagger_cameras=True, episodes_per_data_file=3, size=(64, 48),
+                       seed=11)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("backend", ["http", "fsspec"])
+def test_http_items_equal_reference(h264: Path, nginx_factory, backend: str) -> None:
+    server = nginx_factory(h264)
+    dataset = StreamingLeRobot(server.url, backend=backend, return_uint8=True)
+    items = list(dataset)
+    assert sorted(int(x["index"]) for x in items) == list(range(dataset.meta.total_frames))
+    _check_items(h264, items, uint8=True)
+
+
+@pytest.mark.timeout(240)
+def test_http_with_workers_reads_only_byte_ranges(h264: Path, nginx_factory) -> None:
+    server = nginx_factory(h264)
+    before = len(server.access_log())
+    dataset = StreamingLeRobot(server.url, shuffle=True, seed=4, num_workers=2, return_uint8=True)
+    seen = []
+    for batch in DataLoader(dataset, batch_size=8, num_workers=2):
+        seen += batch["index"].tolist()
+        assert [read_frame_index(f) for f in batch[CAM]] == batch["index"].tolist()
+    assert sorted(set(seen)) == list(range(dataset.meta.total_frames))
+    log = server.access_log()[before:]
+    gets = [e for e in log if e.method == "GET" and e.uri.endswith(".mp4")]
+    assert gets and all(e.status == 206 and e.range for e in gets), "MP4s must be read by range only"
+
+
+@pytest.mark.timeout(240)
+def test_s3_items(h264: Path, moto_s3) -> None:
+    url = moto_s3.upload_folder(h264, "datasets", "h264")
+    dataset = StreamingLeRobot(url, storage_options=moto_s3.storage_options, return_uint8=True, episodes=[0, 3])
+    items = list(dataset)
+    assert len(items) == dataset.meta.episode(0).length + dataset.meta.episode(3).length
+    _check_items(h264, items, uint8=True)
+
+
+@pytest.mark.timeout(240)
+def test_hub_root_with_revision(h264: Path, nginx_factory, fault_proxy_factory, hub_factory, monkeypatch) -> None:
+    cdn = fault_proxy_factory(nginx_factory(h264).url)
+    hub = hub_factory(h264, cdn=cdn, token="hf_secret_token")
+    hub.add_dataset("user/sample", revision="v1")
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
+    dataset = StreamingLeRobot("hf://datasets/user/sample", revision="v1", backend="http",
+                               reader_options={"endpoint": hub.url, "token": "hf_secret_token"},
+                               return_uint8=True, episodes=[1])
+    items = list(dataset)
+    assert [int(x["index"]) for x in items] == list(range(dataset.meta.episode(1).from_index,
+                                                          dataset.meta.episode(1).to_index))
+    _check_items(h264, items, uint8=True)
+
+
+@pytest.mark.timeout(120)
+def test_sidecar_is_used_and_stale_entries_rebuilt(h264: Path, tmp_path: Path, nginx_factory) -> None:
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(h264, root)
+    meta = load_meta(root)
+    with open_reader(str(root)) as reader:
+        entries = build_entries(meta, reader, progress=False)
+    assert save_sidecar(meta, entries) == str(root / SIDECAR_PATH)
+
+    server = nginx_factory(root)
+    dataset = StreamingLeRobot(server.url, backend="http", episodes=[0], return_uint8=True)
+    before = len(server.access_log())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        list(dataset)
+    mp4_reads = [e for e in server.access_log()[before:] if e.uri.endswith(".mp4") and e.method == "GET"]
+    n_cams = len(meta.video_keys)
+    assert len(mp4_reads) <= n_cams, "with a sidecar, only the episode spans are read from the MP4s"
+
+    first = meta.video_files[0]
+    stale = dict(entries)
+    stale[first] = SidecarEntry(entries[first].index, entries[first].size + 1)
+    (root / SIDECAR_PATH).write_bytes(dumps_sidecar(stale))
+    dataset = StreamingLeRobot(server.url, backend="http", return_uint8=True)
+    with pytest.warns(UserWarning, match="stale"):
+        items = list(dataset)
+    _check_items(root, items[:10], uint8=True)
+
+    (root / SIDECAR_PATH).write_bytes(b"not a sidecar")
+    with pytest.warns(UserWarning, match="corrupt MP4 index sidecar"):
+        assert len(list(StreamingLeRobot(root, episodes=[0]))) == meta.episode(0).length
