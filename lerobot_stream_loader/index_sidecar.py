@@ -61,12 +61,13 @@ def save_sidecar(meta: DatasetMeta, entries: dict[str, SidecarEntry], output: st
             return str(target)
         except OSError:
             pass
-    else:
+    elif not meta.root.startswith(("http://", "https://", "hf://")):  # object stores: try writing in place
         try:
             meta.fs.pipe_file(meta.url(SIDECAR_PATH), data)
             return f"{meta.root}/{SIDECAR_PATH}"
-        except (OSError, NotImplementedError, PermissionError):
-            pass
+        except Exception as exc:  # any store refusal (permissions, read-only bucket): fall back to the cache
+            warnings.warn(f"{meta.root}: cannot write {SIDECAR_PATH} ({type(exc).__name__}: {exc}); "
+                          "saving the sidecar to the local cache instead", stacklevel=2)
     fallback = cache_path(meta.root)
     _write_local(fallback, data)
     return str(fallback)

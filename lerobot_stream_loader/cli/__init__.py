@@ -13,6 +13,9 @@ import sys
 
 _COMMAND_MODULES = (
     "sample",
+    "index",
+    "clip",
+    "tools_commands",
 )
 
 
@@ -36,7 +39,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Offline tools benchmark: realign throughput vs a plain copy, shuffle frames/s vs PyAV encode-only.
+
+Run from the repository root: ``python -m benchmarks.tools_bench`` (writes benchmarks/results/tools.md).
+The encode-only baseline decodes every source frame into memory first (untimed), then encodes the
+same frames with the same settings in one process, one camera after the other (one encoder at a
+time); shuffle runs with one worker process, so both use one encoder at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.sample import write_sample_dataset
+from lerobot_stream_loader.tools import CodecSettings, realign_parquets_to_videos, shuffle_episodes
+
+RESULTS = Path(__file__).parent / "results" / "tools.md"
+
+
+def dataset_bytes(root: Path) -> int:
+    meta = load_meta(root)
+    return sum((root / p).stat().st_size for p in meta.data_files + meta.video_files)
+
+
+def plain_copy(root: Path, target: Path) -> float:
+    """Seconds to copy the data and video files of ``root``."""
+    meta = load_meta(root)
+    start = time.perf_counter()
+    for path in meta.data_files + meta.video_files:
+        (target / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / path, target / path)
+    return time.perf_counter() - start
+
+
+def decoded_frames(root: Path) -> dict[str, list[np.ndarray]]:
+    """Every frame of every camera, decoded into memory (RGB)."""
+    meta = load_meta(root)
+    frames: dict[str, list[np.ndarray]] = {}
+    for key in meta.video_keys:
+        for path in sorted({e.videos[key].path for e in meta.episodes}):
+            with av.open(str(root / path)) as container:
+                frames.setdefault(key, []).extend(f.to_ndarray(format="rgb24") for f in container.decode(video=0))
+    return frames
+
+
+def encode_only(frames: dict[str, list[np.ndarray]], fps: int, settings: CodecSettings, out: Path) -> float:
+    """Seconds PyAV needs to encode the frames (one camera after the other, one process)."""
+    start = time.perf_counter()
+    for key, camera in frames.items():
+        height, width = camera[0].shape[:2]
+        with av.open(str(out / f"{key}.mp4"), "w") as container:
+            stream = container.add_stream(settings.vcodec, rate=fps, options=settings.encoder_options())
+            stream.width, stream.height, stream.pix_fmt = width, height, settings.pix_fmt
+            for n, rgb in enumerate(camera):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts, frame.time_base = n, Fraction(1, fps)
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--cameras", type=int, default=2)
+    parser.add_argument("--size", default="320x240", help="WxH (default 320x240)")
+    parser.add_argument("--frames", default="60:90", help="frames per episode MIN:MAX")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.split("x"))
+    low, high = (int(v) for v in args.frames.split(":"))
+    with tempfile.TemporaryDirectory(prefix="tools-bench-") as tmp:
+        work = Path(tmp)
+        source = write_sample_dataset(work / "src", episodes=args.episodes, cameras=args.cameras,
+                                      size=(width, height), frames_per_episode=(low, high),
+                                      episodes_per_video_file=3, stagger_cameras=True, episodes_per_data_file=4)
+        meta = load_meta(source)
+        total_bytes = dataset_bytes(source)
+        copy_s = plain_copy(source, work / "copy")
+        start = time.perf_counter()
+        realign = realign_parquets_to_videos(source, work / "realigned")
+        realign_s = time.perf_counter() - start
+        frames = decoded_frames(source)
+        settings = CodecSettings()
+        encode_s = encode_only(frames, meta.fps, settings, work)
+        start = time.perf_counter()
+        shuffle_episodes(source, work / "shuffled1", seed=0, max_workers=1)
+        shuffle1_s = time.perf_counter() - start
+        workers = os.cpu_count() or 1
+        start = time.perf_counter()
+        shuffle_episodes(source, work / "shuffledN", seed=0, max_workers=workers)
+        shuffle_n_s = time.perf_counter() - start
+    n_frames = meta.total_frames * len(meta.video_keys)
+    mb = total_bytes / 1e6
+    rows = [
+        ("realign (stream copy, cameras staggered)", f"{mb / realign_s:.1f} MB/s",
+         f"plain copy {mb / copy_s:.1f} MB/s", f"{copy_s / realign_s:.2f}x"),
+        ("shuffle, 1 worker (decode + encode + stats)", f"{n_frames / shuffle1_s:.1f} frames/s",
+         f"PyAV encode-only {n_frames / encode_s:.1f} frames/s", f"{encode_s / shuffle1_s:.2f}x"),
+        (f"shuffle, {workers} workers", f"{n_frames / shuffle_n_s:.1f} frames/s",
+         f"PyAV encode-only {n_frames / encode_s:.1f} frames/s", f"{encode_s / shuffle_n_s:.2f}x"),
+    ]
+    table = ["| tool | ours | baseline | ours / baseline |", "|---|---|---|---|"]
+    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    header = (f"# Offline tools benchmark\n\nDataset: {meta.total_episodes} episodes, {len(meta.video_keys)} "
+              f"cameras, {width}x{height}, {meta.total_frames} frames per camera, {mb:.2f} MB "
+              f"(realign cut {realign.cut_video_files} video files); encoder {settings.vcodec} "
+              f"crf {settings.crf} g {settings.g} preset {settings.preset}; {os.cpu_count()} CPUs.\n\n")
+    text = header + "\n".join(table) + "\n"
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

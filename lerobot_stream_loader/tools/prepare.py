@@ -1,0 +1,74 @@
+"""prepare: the common case in one call: shuffle (or realign), data_files, MP4 index sidecar, validate.
+
+The sidecar and the validation run on the finished temporary folder, so a dataset that does not
+validate is never renamed into ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..index_sidecar import build_entries, save_sidecar
+from ..meta import load_meta
+from ..storage import open_reader
+from .output import ToolError
+from .realign import realign_parquets_to_videos
+from .shuffle import shuffle_episodes
+from .validate import ValidationReport, validate
+
+
+@dataclass
+class PrepareResult:
+    """What prepare did: the shuffle or realign summary, the sidecar and the validation report."""
+
+    output: str
+    shuffled: bool
+    summary: dict[str, Any]
+    sidecar: str = ""
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "shuffled": self.shuffled, "summary": self.summary,
+                "sidecar": self.sidecar, "validation": self.validation}
+
+
+def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], *, shuffle: bool = True,
+            seed: int = 0, overwrite: bool = False, storage_options: dict[str, Any] | None = None,
+            progress: bool = False, **shuffle_options: Any) -> PrepareResult:
+    """Write a streaming-ready copy of ``source`` to ``output_dir``.
+
+    ``shuffle=True`` (default) re-encodes episodes in a seeded order (``shuffle_options`` go to
+    :func:`shuffle_episodes`: ``vcodec``, ``executor``, ...); ``shuffle=False`` realigns without
+    re-encoding. Raises ``ToolError`` and writes nothing when any step or the validation fails.
+    """
+    state: dict[str, Any] = {}
+
+    def finish(folder: Path) -> None:
+        meta = load_meta(folder)
+        reader = open_reader(str(folder))
+        try:
+            entries = build_entries(meta, reader, progress=progress)
+        finally:
+            reader.close()
+        save_sidecar(meta, entries)
+        report: ValidationReport = validate(folder)
+        if not report.ok:
+            raise ToolError(f"the prepared dataset does not validate: {'; '.join(report.problems[:5])}")
+        state["validation"] = report.to_dict()
+        state["entries"] = len(entries)
+
+    if shuffle:
+        summary = shuffle_episodes(source, output_dir, seed, overwrite=overwrite, storage_options=storage_options,
+                                   progress=progress, before_commit=finish, **shuffle_options).to_dict()
+    else:
+        if shuffle_options:
+            raise TypeError(f"options {sorted(shuffle_options)} only apply with shuffle=True")
+        summary = realign_parquets_to_videos(source, output_dir, overwrite=overwrite,
+                                             storage_options=storage_options, progress=progress,
+                                             before_commit=finish).to_dict()
+    output = summary["output"]
+    report = dict(state["validation"], root=output)
+    return PrepareResult(output, shuffle, summary, sidecar=f"{output}/meta/mp4_index.npz", validation=report)

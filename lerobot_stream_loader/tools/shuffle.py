@@ -1,0 +1,218 @@
+"""shuffle_episodes: a copy of a dataset whose episodes are physically in a seeded random order.
+
+Rows are copied with ``episode_index``/``index`` renumbered; videos are re-encoded in the new order
+by the streaming encoder (one task per output video file and camera, one per data file, run on any
+``concurrent.futures.Executor``). Data, videos and meta/episodes are aligned, files roll over at the
+dataset's size limits (estimated from the source bytes), image stats are recomputed while encoding.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..meta import DatasetMeta
+from .encoder import CodecSettings
+from .layout import FileGroup, copy_meta_files, finish_info, make_groups, write_info
+from .output import ToolError, check_output, local_output, staged_output
+from .shuffle_meta import write_shuffled_meta
+from .shuffle_tasks import DataTask, EpisodeMove, VideoTask, run_data_task, run_video_task
+from .source import SourceFiles, VideoSource, open_source
+
+MB = 1 << 20
+
+
+@dataclass
+class ShuffleResult:
+    """What shuffle wrote."""
+
+    output: str
+    seed: int
+    episodes: int
+    frames: int
+    order: list[int]  # source episode index of each output episode
+    data_files: int
+    video_files: int
+    vcodec: str
+    tasks: int
+    bytes_written: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def shuffle_order(num_episodes: int, seed: int) -> list[int]:
+    """Positions (into the sorted source episodes) of the output episodes: a seeded permutation."""
+    return np.random.default_rng(seed).permutation(num_episodes).tolist()
+
+
+def shuffle_episodes(
+    source: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    seed: int,
+    vcodec: str = "libsvtav1",
+    *,
+    crf: int = 30,
+    g: int = 2,
+    preset: int | str = 12,
+    pix_fmt: str = "yuv420p",
+    executor: Executor | None = None,
+    max_workers: int | None = None,
+    overwrite: bool = False,
+    max_episodes_per_file: int | None = None,
+    video_files_size_in_mb: float | None = None,
+    data_files_size_in_mb: float | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    before_commit: Callable[[Path], None] | None = None,
+) -> ShuffleResult:
+    """Write ``source`` with its episodes in the order ``shuffle_order(N, seed)`` to ``output_dir``.
+
+    ``vcodec="auto"`` picks a working hardware encoder, else libsvtav1. ``executor``: where the tasks
+    run (default: a local process pool of ``max_workers`` or one per CPU). Size limits default to the
+    source's info.json. ``before_commit(folder)`` runs on the finished temporary folder before it is
+    renamed into place. Raises ``ToolError`` (nothing written) when any task fails.
+    """
+    start = time.perf_counter()
+    output = local_output(output_dir)
+    meta = open_source(os.fspath(source), storage_options)
+    check_output(os.fspath(source), output, overwrite=overwrite)
+    settings = CodecSettings(vcodec, pix_fmt, g, crf, preset).resolved()
+    files = SourceFiles(meta.root, storage_options)
+    info = dict(meta.info)
+    if video_files_size_in_mb is not None:
+        info["video_files_size_in_mb"] = video_files_size_in_mb
+    if data_files_size_in_mb is not None:
+        info["data_files_size_in_mb"] = data_files_size_in_mb
+    order = shuffle_order(meta.total_episodes, seed)
+    moves = plan_moves(meta, order)
+    groups = plan_groups(meta, files, moves, info, max_episodes_per_file)
+    result = ShuffleResult(str(output), seed, meta.total_episodes, meta.total_frames,
+                           [m.old for m in moves], len(groups), len(groups) * len(meta.video_keys),
+                           settings.vcodec, 0)
+    with staged_output(output, what=f"shuffle of {meta.root}") as tmp:
+        tasks = make_tasks(meta, files, moves, groups, info, settings, tmp)
+        result.tasks = len(tasks)
+        outcomes = run_tasks(tasks, executor, max_workers, progress)
+        result.bytes_written = sum(o["bytes"] for o in outcomes.values())
+        write_shuffled_meta(meta, moves, groups, tasks, outcomes, settings, info, tmp)
+        copy_meta_files(meta, tmp, stats=False)
+        write_info(tmp, finish_info(_encoded_info(meta, info, settings), groups))
+        if before_commit is not None:
+            before_commit(tmp)
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+def plan_moves(meta: DatasetMeta, order: list[int]) -> list[EpisodeMove]:
+    """Each output episode's source and its new global index range."""
+    moves, start = [], 0
+    for new, position in enumerate(order):
+        episode = meta.episodes[position]
+        videos = tuple((k, s.path, s.from_timestamp, s.to_timestamp) for k, s in episode.videos.items())
+        moves.append(EpisodeMove(episode.index, new, episode.length, episode.from_index, start,
+                                 episode.data_path, videos))
+        start += episode.length
+    return moves
+
+
+def plan_groups(meta: DatasetMeta, files: SourceFiles, moves: list[EpisodeMove], info: dict[str, Any],
+                max_episodes: int | None) -> list[FileGroup]:
+    """Consecutive output episodes per file, rolled over (as LeRobot does) before a file would reach
+    its size limit; sizes are estimated from the source's bytes of each episode."""
+    videos = VideoSource(files)
+    video_limit = float(info.get("video_files_size_in_mb") or 200) * MB
+    data_limit = float(info.get("data_files_size_in_mb") or 100) * MB
+    data_bytes = sum(files.size(p) for p in sorted({m.data_path for m in moves}))
+    per_row = data_bytes / max(1, meta.total_frames)
+    runs: list[list[int]] = []
+    sizes: dict[str, float] = {}
+    for move in moves:
+        estimate = {"data": move.length * per_row}
+        for key in meta.video_keys:
+            path, lo, hi = move.video(key)
+            estimate[key] = videos.span(path, lo, hi, move.length, f"episode {move.old} of {key}")[1].byte_length
+        full = any(sizes.get(k, 0) + v >= (data_limit if k == "data" else video_limit) for k, v in estimate.items())
+        if not runs or (runs[-1] and full) or (max_episodes and len(runs[-1]) >= max_episodes):
+            runs.append([])
+            sizes = {}
+        runs[-1].append(move.new)
+        for k, v in estimate.items():
+            sizes[k] = sizes.get(k, 0) + v
+    return make_groups(runs, info)
+
+
+def make_tasks(meta: DatasetMeta, files: SourceFiles, moves: list[EpisodeMove], groups: list[FileGroup],
+               info: dict[str, Any], settings: CodecSettings, out: Path) -> dict[str, VideoTask | DataTask]:
+    """Every task, keyed by a stable id (group number, camera)."""
+    tasks: dict[str, VideoTask | DataTask] = {}
+    for number, group in enumerate(groups):
+        members = tuple(moves[e] for e in group.episodes)
+        tasks[f"{number}/data"] = DataTask(files, str(out / group.data_path(info)), members)
+        for key in meta.video_keys:
+            height, width = meta.features[key]["shape"][:2]
+            tasks[f"{number}/{key}"] = VideoTask(files, key, str(out / group.video_path(info, key)), members,
+                                                 meta.fps, width, height, settings)
+    for task in tasks.values():
+        Path(task.out).parent.mkdir(parents=True, exist_ok=True)
+    return tasks
+
+
+def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None, max_workers: int | None,
+              progress: bool) -> dict[str, dict[str, Any]]:
+    """Run every task on ``executor``; the first failure cancels the rest and raises ToolError."""
+    own = executor is None
+    if own:
+        executor = ProcessPoolExecutor(max_workers or os.cpu_count() or 1,
+                                       mp_context=multiprocessing.get_context("spawn"))
+    assert executor is not None
+    futures: dict[Future, str] = {}
+    try:
+        for name, task in tasks.items():
+            fn = run_video_task if isinstance(task, VideoTask) else run_data_task
+            futures[executor.submit(fn, task)] = name
+        outcomes: dict[str, dict[str, Any]] = {}
+        bar = tqdm(total=len(futures), desc="shuffle", unit="task", disable=not progress)
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                outcomes[name] = future.result()
+            except BaseException as exc:
+                for other in futures:
+                    other.cancel()
+                _wait_quietly(futures)
+                raise ToolError(f"shuffle task '{tasks[name].name}' failed: {type(exc).__name__}: {exc}; "
+                                "nothing was written") from exc
+            bar.update(1)
+        bar.close()
+        return outcomes
+    finally:
+        if own:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _wait_quietly(futures: dict[Future, str]) -> None:
+    """Let tasks already running finish (they write into the temporary folder) before cleanup."""
+    for future in futures:
+        if not future.cancelled():
+            try:
+                future.exception()
+            except BaseException:  # cancelled while waiting: nothing more to wait for
+                pass
+
+
+def _encoded_info(meta: DatasetMeta, info: dict[str, Any], settings: CodecSettings) -> dict[str, Any]:
+    features = {name: dict(feature) for name, feature in info["features"].items()}
+    for key in meta.video_keys:
+        features[key]["info"] = {**features[key].get("info", {}), **settings.feature_info()}
+    return {**info, "features": features}

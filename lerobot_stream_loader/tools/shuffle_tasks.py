@@ -1,0 +1,141 @@
+"""The independent tasks of a shuffle: one per output video file and camera, one per data file.
+
+Tasks are plain picklable values and top-level functions, so any ``concurrent.futures.Executor``
+(a local process pool, a Dask cluster's ``client.get_executor()``) can run them. Each task opens the
+source itself and writes exactly one output file; it returns what the metadata needs.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pyarrow as pa
+
+from ..meta import EpisodeMeta
+from ..mp4 import synthesize_mp4
+from .encoder import CameraEncoder, CodecSettings
+from .layout import write_parquet
+from .remux import check_episode_keyframes, episode_bounds
+from .source import EpisodeRows, SourceFiles, VideoSource
+from .stats import to_lists, vector_stats
+
+TOLERANCE_S = 1e-4
+RENUMBERED = ("index", "episode_index")
+
+
+@dataclass(frozen=True)
+class EpisodeMove:
+    """Where an output episode comes from and where it goes."""
+
+    old: int
+    new: int
+    length: int
+    old_from: int
+    new_from: int
+    data_path: str
+    videos: tuple[tuple[str, str, float, float], ...]  # (camera, path, from_ts, to_ts) in the source
+
+    def video(self, key: str) -> tuple[str, float, float]:
+        for name, path, lo, hi in self.videos:
+            if name == key:
+                return path, lo, hi
+        raise KeyError(key)
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """Re-encode one camera's episodes, in order, into one output MP4."""
+
+    files: SourceFiles
+    key: str
+    out: str
+    episodes: tuple[EpisodeMove, ...]
+    fps: int
+    width: int
+    height: int
+    settings: CodecSettings
+
+    @property
+    def name(self) -> str:
+        return f"video {Path(self.out).name} of {self.key}"
+
+
+@dataclass(frozen=True)
+class DataTask:
+    """Copy the episodes' rows, renumbered, into one output parquet (one row group per episode)."""
+
+    files: SourceFiles
+    out: str
+    episodes: tuple[EpisodeMove, ...]
+
+    @property
+    def name(self) -> str:
+        return f"data {Path(self.out).name}"
+
+
+def run_video_task(task: VideoTask) -> dict[str, Any]:
+    """Decode each source episode and stream its frames to the encoder; return spans and image stats."""
+    videos = VideoSource(task.files)
+    encoder = CameraEncoder(task.out, task.width, task.height, task.fps, task.settings)
+    try:
+        for move in task.episodes:
+            _feed_episode(videos, task.key, move, encoder)
+            encoder.end_episode()
+        result = encoder.close()
+    except BaseException:
+        encoder.abort()
+        raise
+    data = Path(task.out).read_bytes()
+    lengths = [m.length for m in task.episodes]
+    if result.lengths != lengths:
+        raise RuntimeError(f"{task.out}: encoded episodes of {result.lengths} frames, expected {lengths}")
+    check_episode_keyframes(data, lengths, task.out)
+    return {"key": task.key, "bounds": episode_bounds(data, lengths, task.fps, task.out),
+            "stats": [to_lists(s) for s in result.stats], "bytes": len(data)}
+
+
+def _feed_episode(videos: VideoSource, key: str, move: EpisodeMove, encoder: CameraEncoder) -> None:
+    path, lo, hi = move.video(key)
+    what = f"episode {move.old} of {key}"
+    index, span = videos.span(path, lo, hi, move.length, what)
+    mini = synthesize_mp4(index, span, videos.payload(path, span))
+    sent = 0
+    with av.open(io.BytesIO(mini)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            t = float(frame.pts * stream.time_base) + span.time_offset
+            if lo - TOLERANCE_S <= t < hi - TOLERANCE_S:
+                encoder.add(frame)
+                sent += 1
+    if sent != move.length:
+        raise RuntimeError(f"{videos.files.root}/{path}: {what} decoded to {sent} frames in "
+                           f"{lo:.6f}..{hi:.6f} s, expected {move.length}")
+
+
+def run_data_task(task: DataTask) -> dict[str, Any]:
+    """Write the renumbered rows; return per-episode stats of the renumbered columns."""
+    rows = EpisodeRows(task.files)
+    schema = rows.schema(task.episodes[0].data_path)
+    parts, stats = [], []
+    for move in task.episodes:
+        source = EpisodeMeta(index=move.old, length=move.length, from_index=move.old_from,
+                             to_index=move.old_from + move.length, data_path=move.data_path)
+        table = rows.rows(source)
+        table = table.cast(schema) if table.schema != schema else table
+        values = {"index": np.arange(move.new_from, move.new_from + move.length),
+                  "episode_index": np.full(move.length, move.new)}
+        for name, column in values.items():
+            where = table.schema.get_field_index(name)
+            table = table.set_column(where, table.schema.field(where),
+                                     pa.array(column, table.schema.field(where).type))
+        parts.append(table)
+        stats.append({name: to_lists(vector_stats(column)) for name, column in values.items()})
+    out = Path(task.out)
+    write_parquet(out, pa.concat_tables(parts), [p.num_rows for p in parts])
+    return {"stats": stats, "bytes": out.stat().st_size}

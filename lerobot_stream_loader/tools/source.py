@@ -1,0 +1,158 @@
+"""Reading a source dataset for the tools: episode rows from data parquet, episode bytes from MP4s.
+
+Everything goes through fsspec, so sources may be local folders or URLs. :class:`SourceFiles` is
+small and picklable, so tasks running in other processes (or on other machines) open the source
+themselves. Data rows are found from row-group statistics of ``episode_index`` (only the row groups
+that may hold an episode are read), then filtered exactly; nothing assumes one row group per episode.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import DatasetFormatError
+from ..meta import DatasetMeta, EpisodeMeta, load_meta
+from ..mp4 import Mp4Index, Span, index_mp4
+from ..paths import join, normalize_root
+
+
+def open_source(source: str, storage_options: dict[str, Any] | None = None) -> DatasetMeta:
+    """Metadata of the source dataset (every referenced file checked when it is local)."""
+    return load_meta(source, storage_options=storage_options)
+
+
+class SourceFiles:
+    """Files below a dataset root, opened through fsspec on first use (picklable)."""
+
+    def __init__(self, root: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.root = normalize_root(root)
+        self.storage_options = dict(storage_options or {})
+        self._fs: tuple[fsspec.AbstractFileSystem, str] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "storage_options": self.storage_options, "_fs": None}
+
+    def _resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        if self._fs is None:
+            self._fs = fsspec.core.url_to_fs(self.root, **self.storage_options)
+        return self._fs
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return self._resolve()[0]
+
+    def url(self, relative: str) -> str:
+        """Full path of a root-relative file for :attr:`fs`."""
+        return join(self._resolve()[1], relative)
+
+    def read(self, relative: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of a dataset file from ``offset``."""
+        data = self.fs.cat_file(self.url(relative), start=offset, end=offset + length)
+        if len(data) != length:
+            raise DatasetFormatError(f"{self.root}/{relative}: bytes {offset}..{offset + length} are past "
+                                     f"the end of the file (got {len(data)} bytes)")
+        return data
+
+    def size(self, relative: str) -> int:
+        """Size in bytes of a dataset file."""
+        return int(self.fs.size(self.url(relative)))
+
+
+class EpisodeRows:
+    """Rows of single episodes from the source's data files, a few files' footers kept open."""
+
+    def __init__(self, files: SourceFiles, keep_files: int = 4) -> None:
+        self.files = files
+        self._files: OrderedDict[str, tuple[pq.ParquetFile, list[tuple[int, int]]]] = OrderedDict()
+        self._keep = keep_files
+        self._cache: OrderedDict[tuple[str, tuple[int, ...]], pa.Table] = OrderedDict()
+
+    def _open(self, path: str) -> tuple[pq.ParquetFile, list[tuple[int, int]]]:
+        hit = self._files.get(path)
+        if hit is not None:
+            self._files.move_to_end(path)
+            return hit
+        handle = pq.ParquetFile(self.files.fs.open(self.files.url(path), "rb"))
+        column = handle.schema_arrow.get_field_index("episode_index")
+        if column < 0:
+            raise DatasetFormatError(f"{self.files.root}/{path}: no 'episode_index' column")
+        ranges = []
+        for group in range(handle.metadata.num_row_groups):
+            stats = handle.metadata.row_group(group).column(column).statistics
+            if stats is not None and stats.has_min_max:
+                ranges.append((int(stats.min), int(stats.max)))
+            else:
+                ranges.append((-(1 << 62), 1 << 62))
+        self._files[path] = (handle, ranges)
+        while len(self._files) > self._keep:
+            self._files.popitem(last=False)
+        return handle, ranges
+
+    def rows(self, episode: EpisodeMeta) -> pa.Table:
+        """The episode's rows, sorted by ``index``; checked against the episode's length."""
+        handle, ranges = self._open(episode.data_path)
+        groups = tuple(i for i, (lo, hi) in enumerate(ranges) if lo <= episode.index <= hi)
+        key = (episode.data_path, groups)
+        table = self._cache.get(key)
+        if table is None:
+            table = handle.read_row_groups(list(groups)) if groups else handle.schema_arrow.empty_table()
+            self._cache[key] = table
+            while len(self._cache) > 2:
+                self._cache.popitem(last=False)
+        mask = pc.equal(table.column("episode_index"), pa.scalar(episode.index, table.schema.field(
+            "episode_index").type))
+        rows = table.filter(mask)
+        rows = rows.take(pc.sort_indices(rows, [("index", "ascending")]))
+        if rows.num_rows != episode.length:
+            raise DatasetFormatError(
+                f"{self.files.root}/{episode.data_path}: episode {episode.index} has {rows.num_rows} rows, "
+                f"the episodes table says {episode.length}")
+        first = rows.column("index")[0].as_py()
+        if first != episode.from_index:
+            raise DatasetFormatError(
+                f"{self.files.root}/{episode.data_path}: episode {episode.index} starts at index {first}, "
+                f"the episodes table says {episode.from_index}")
+        return rows
+
+    def schema(self, path: str) -> pa.Schema:
+        """Arrow schema (with its metadata) of a data file."""
+        return self._open(path)[0].schema_arrow
+
+
+class VideoSource:
+    """MP4 sample tables of the source, each read once (range reads of the moov only)."""
+
+    def __init__(self, files: SourceFiles) -> None:
+        self.files = files
+        self._indexes: dict[str, Mp4Index] = {}
+
+    def index(self, path: str) -> Mp4Index:
+        """The sample table of one source MP4."""
+        found = self._indexes.get(path)
+        if found is None:
+            size = self.files.size(path)
+            found = index_mp4(lambda off, length: self.files.read(path, off, length), size=size,
+                              name=f"{self.files.root}/{path}")
+            self._indexes[path] = found
+        return found
+
+    def span(self, path: str, from_ts: float, to_ts: float, frames: int, what: str) -> tuple[Mp4Index, Span]:
+        """Index and span of the frames presented in [from_ts, to_ts); checks the frame count."""
+        index = self.index(path)
+        span = index.span(from_ts, to_ts)
+        if span.frames != frames:
+            raise DatasetFormatError(
+                f"{self.files.root}/{path}: {what} spans {from_ts:.6f}..{to_ts:.6f} s which present "
+                f"{span.frames} frames, the episode has {frames}")
+        return index, span
+
+    def payload(self, path: str, span: Span) -> bytes:
+        """The bytes of a span."""
+        return self.files.read(path, span.byte_offset, span.byte_length)
+

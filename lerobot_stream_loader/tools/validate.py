@@ -1,0 +1,190 @@
+"""validate(root): check a dataset's counts, files, alignment, video spans and sample frames.
+
+Problems are collected, not raised, so one run reports everything; an unaligned dataset is noted,
+not a problem. Datasets written by ``lerobot_stream_loader.sample`` (robot_type "synthetic") also
+have the index drawn in sampled frames checked against their rows' ``observation.state``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+
+from ..errors import DatasetFormatError
+from ..meta import DatasetMeta, EpisodeMeta, load_meta
+from ..mp4 import Mp4FormatError, synthesize_mp4
+from .source import SourceFiles, VideoSource
+
+TOLERANCE_S = 1e-4
+
+
+@dataclass
+class ValidationReport:
+    """Result of :func:`validate`: ``ok`` when ``problems`` is empty."""
+
+    root: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    aligned: bool | None = None
+    checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def validate(root: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None,
+             check_pattern: bool | None = None) -> ValidationReport:
+    """Check the dataset at ``root`` (local path or URL); see the module docstring."""
+    report = ValidationReport(os.fspath(root))
+    try:
+        meta = load_meta(root, storage_options=storage_options, check_files=True)
+    except (DatasetFormatError, OSError, KeyError, ValueError) as exc:
+        report.problems.append(f"metadata: {exc}")
+        return report
+    report.root = meta.root
+    files = SourceFiles(meta.root, storage_options)
+    _check_counts(meta, report)
+    rows = _check_rows(meta, files, report)
+    _check_alignment(meta, report)
+    if check_pattern is None:
+        check_pattern = meta.info.get("robot_type") == "synthetic" and "observation.state" in meta.features
+    _check_videos(meta, files, rows, report, check_pattern=check_pattern)
+    return report
+
+
+def _check_counts(meta: DatasetMeta, report: ValidationReport) -> None:
+    total_tasks = meta.info.get("total_tasks")
+    if total_tasks is not None and total_tasks != len(meta.tasks):
+        report.problems.append(f"info.json total_tasks is {total_tasks}, tasks.parquet has {len(meta.tasks)}")
+    from_table = sorted({e.data_path for e in meta.episodes})
+    listed = meta.info.get("data_files")
+    if listed is not None and sorted(listed) != from_table:
+        report.problems.append(f"info.json data_files lists {len(listed)} files, the episodes table uses "
+                               f"{len(from_table)} ({sorted(set(listed) ^ set(from_table))[:3]} differ)")
+    report.checked["episodes"] = meta.total_episodes
+
+
+def _check_rows(meta: DatasetMeta, files: SourceFiles, report: ValidationReport) -> dict[int, dict[str, Any]]:
+    """Rows per episode agree with the episodes table; returns each episode's timestamps and states."""
+    found: dict[int, dict[str, Any]] = {}
+    total = 0
+    wanted = ["episode_index", "index", "timestamp"] + (["observation.state"] if "observation.state" in
+                                                         meta.features else [])
+    for path in sorted({e.data_path for e in meta.episodes}):
+        try:
+            with files.fs.open(files.url(path), "rb") as handle:
+                table = pq.read_table(handle, columns=wanted)
+        except Exception as exc:  # any unreadable file is a problem to report
+            report.problems.append(f"{path}: unreadable parquet ({exc})")
+            continue
+        total += table.num_rows
+        episodes = table.column("episode_index").to_numpy()
+        index = table.column("index").to_numpy()
+        for ep in np.unique(episodes):
+            mask = episodes == ep
+            order = np.argsort(index[mask])
+            entry = {"path": path, "index": index[mask][order],
+                     "timestamp": table.column("timestamp").to_numpy()[mask][order]}
+            if "observation.state" in wanted:
+                states = np.asarray(table.column("observation.state").to_pylist(), dtype=np.float32)
+                entry["state"] = states[mask][order]
+            found[int(ep)] = entry
+    report.checked["rows"] = total
+    if total != meta.total_frames:
+        report.problems.append(f"data files hold {total} rows, info.json total_frames is {meta.total_frames}")
+    for episode in meta.episodes:
+        entry = found.get(episode.index)
+        if entry is None or entry["path"] != episode.data_path:
+            report.problems.append(f"episode {episode.index}: no rows in {episode.data_path}")
+            continue
+        expected = np.arange(episode.from_index, episode.to_index)
+        if len(entry["index"]) != episode.length or not np.array_equal(entry["index"], expected):
+            report.problems.append(f"episode {episode.index}: rows of {episode.data_path} have indices "
+                                   f"{_range(entry['index'])}, expected [{episode.from_index}, {episode.to_index})")
+    return found
+
+
+def _range(values: np.ndarray) -> str:
+    return f"{len(values)} values in [{values.min()}, {values.max()}]" if len(values) else "none"
+
+
+def _check_alignment(meta: DatasetMeta, report: ValidationReport) -> None:
+    table = meta.episodes_table
+    columns = table.column_names
+    if "meta/episodes/chunk_index" not in columns:
+        report.aligned = False
+        report.notes.append("meta/episodes has no meta/episodes/chunk_index column: alignment unknown")
+        return
+    data = list(zip(table.column("data/chunk_index").to_pylist(), table.column("data/file_index").to_pylist()))
+    others = {"meta/episodes": ("meta/episodes/chunk_index", "meta/episodes/file_index")}
+    others.update({k: (f"videos/{k}/chunk_index", f"videos/{k}/file_index") for k in meta.video_keys})
+    unaligned = []
+    for name, (chunk, file) in others.items():
+        where = list(zip(table.column(chunk).to_pylist(), table.column(file).to_pylist()))
+        if where != data:
+            unaligned.append(name)
+    report.aligned = not unaligned
+    report.notes.append("aligned: data, videos and meta/episodes share (chunk, file) for every episode"
+                        if not unaligned else f"not aligned: {', '.join(unaligned)} differ from data")
+
+
+def _check_videos(meta: DatasetMeta, files: SourceFiles, rows: dict[int, dict[str, Any]],
+                  report: ValidationReport, *, check_pattern: bool) -> None:
+    videos = VideoSource(files)
+    decoded = 0
+    for key in meta.video_keys:
+        by_file: dict[str, list[EpisodeMeta]] = {}
+        for episode in meta.episodes:
+            span = episode.videos[key]
+            by_file.setdefault(span.path, []).append(episode)
+            seconds = span.to_timestamp - span.from_timestamp
+            if abs(seconds - episode.length / meta.fps) > 1e-3 + TOLERANCE_S:
+                report.problems.append(f"episode {episode.index} of {key}: span of {seconds:.6f} s in {span.path} "
+                                       f"does not match {episode.length} frames at {meta.fps} fps")
+        for path, episodes in by_file.items():
+            picks = [(episodes[0], 0), (episodes[len(episodes) // 2], episodes[len(episodes) // 2].length // 2),
+                     (episodes[-1], episodes[-1].length - 1)]
+            for episode, position in picks:
+                try:
+                    decoded += _check_frame(meta, videos, key, episode, position, rows, check_pattern)
+                except (DatasetFormatError, Mp4FormatError, ValueError, OSError, av.FFmpegError) as exc:
+                    report.problems.append(f"{path}: episode {episode.index} frame {position} of {key}: {exc}")
+    report.checked["frames_decoded"] = decoded
+
+
+def _check_frame(meta: DatasetMeta, videos: VideoSource, key: str, episode: EpisodeMeta, position: int,
+                 rows: dict[int, dict[str, Any]], check_pattern: bool) -> int:
+    span = episode.videos[key]
+    index, cut = videos.span(span.path, span.from_timestamp, span.to_timestamp, episode.length,
+                             f"episode {episode.index}")
+    entry = rows.get(episode.index)
+    timestamp = float(entry["timestamp"][position]) if entry else position / meta.fps
+    wanted = span.from_timestamp + timestamp
+    mini = synthesize_mp4(index, cut, videos.payload(span.path, cut))
+    with av.open(io.BytesIO(mini)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            t = float(frame.pts * stream.time_base) + cut.time_offset
+            if abs(t - wanted) <= TOLERANCE_S:
+                break
+        else:
+            raise ValueError(f"no decoded frame within {TOLERANCE_S} s of t={wanted:.6f} s")
+    if check_pattern and entry is not None and "state" in entry:
+        from ..testing import expected_state, read_frame_index
+
+        shown = read_frame_index(frame.to_ndarray(format="rgb24"))
+        state = entry["state"][position]
+        if not np.allclose(expected_state(shown, len(state)), state, atol=1e-6):
+            raise ValueError(f"the frame shows pattern index {shown}, which does not match the row's "
+                             f"observation.state (global index {int(entry['index'][position])})")
+    return 1
