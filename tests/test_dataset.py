@@ -169,3 +169,35 @@ def test_subset_is_honoured(av1: Path) -> None:
     wanted = set(range(meta.episode(1).from_index, meta.episode(1).to_index)) | set(
         range(meta.episode(3).from_index, meta.episode(3).to_index))
     assert {int(x["index"]) for x in dataset} == wanted
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_persistent_workers_follow_set_epoch(av1: Path, context: str) -> None:
+    dataset = StreamingLeRobot(av1, shuffle=True, seed=5, num_workers=2, return_uint8=True)
+    loader = DataLoader(dataset, batch_size=8, num_workers=2, persistent_workers=True,
+                        multiprocessing_context=context)
+    epochs = []
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        order = [i for batch in loader for i in batch["index"].tolist()]
+        assert sorted(set(order)) == list(range(dataset.meta.total_frames))
+        epochs.append(order)
+    assert epochs[0] != epochs[1], "set_epoch must reach persistent workers"
+    fresh = StreamingLeRobot(av1, shuffle=True, seed=5, num_workers=2)
+    fresh.set_epoch(1)
+    assert [i for b in DataLoader(fresh, batch_size=8, num_workers=2) for i in b["index"].tolist()] == epochs[1]
+
+
+@pytest.mark.timeout(120)
+def test_worker_errors_reach_the_main_process(av1: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(av1, root)
+    dataset = StreamingLeRobot(root, num_workers=2)
+    victim = dataset.meta.episode(dataset.meta.total_episodes - 1).videos[CAMS[1]].path
+    (root / victim).unlink()
+    with pytest.raises(Exception, match=victim.split("/")[-1]):
+        for _ in DataLoader(dataset, batch_size=4, num_workers=2):
+            pass
