@@ -90,7 +90,7 @@ class EpisodeCache:
         self.columns = columns
         self.stats = CacheStats()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="episode-fetch")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # done-callbacks of already-finished futures run under it
         self._ready: OrderedDict[int, EpisodeData] = OrderedDict()
         self._inflight: dict[int, Future[EpisodeData]] = {}
         self._queued: deque[int] = deque()
@@ -228,6 +228,8 @@ class EpisodeCache:
             try:
                 index = self.indexes.mp4(video.path)
                 span = index.span(video.from_timestamp, video.to_timestamp)
+            except FetchError as exc:  # storage trouble stays a FetchError (FileNotFoundError when gone)
+                raise type(exc)(f"{where}, camera {key}: {video.path}: {exc}") from exc
             except (StreamLoaderError, Mp4FormatError, ValueError) as exc:
                 raise DatasetFormatError(f"{where}, camera {key}: {video.path}: {exc}") from exc
             spans[key] = (index, span)
