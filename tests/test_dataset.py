@@ -201,3 +201,22 @@ def test_worker_errors_reach_the_main_process(av1: Path, tmp_path: Path) -> None
     with pytest.raises(Exception, match=victim.split("/")[-1]):
         for _ in DataLoader(dataset, batch_size=4, num_workers=2):
             pass
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(("world", "workers"), [(2, 0), (3, 2)])
+def test_ranks_split_the_dataset_with_equal_counts(av1: Path, world: int, workers: int) -> None:
+    seen: list[list[int]] = []
+    batches = []
+    for rank in range(world):
+        dataset = StreamingLeRobot(av1, shuffle=True, seed=9, rank=rank, world_size=world, num_workers=workers)
+        loader = DataLoader(dataset, batch_size=4, num_workers=workers)
+        indices = [b["index"].tolist() for b in loader]
+        batches.append(len(indices))
+        seen.append([i for b in indices for i in b])
+        assert len(seen[-1]) == len(dataset)
+    assert len(set(batches)) == 1 and len({len(s) for s in seen}) == 1
+    total = StreamingLeRobot(av1).meta.total_frames
+    assert set().union(*map(set, seen)) == set(range(total))
+    assert sum(len(s) for s in seen) - total == sum(len(s) - len(set(s)) for s in seen) + sum(
+        len(set(a) & set(b)) for i, a in enumerate(seen) for b in seen[i + 1:])
