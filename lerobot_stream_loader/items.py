@@ -102,7 +102,7 @@ class ItemBuilder:
             window = windows.get(key)
             frames = np.array([frame]) if window is None else window.indices
             pixels = self._frames(episode, key, frames)
-            item[key] = pixels[0] if window is None else pixels
+            item[key] = pixels[0] if window is None or len(frames) == 1 else pixels  # LeRobot squeezes T=1
             if window is not None:
                 item[pad_key(key)] = torch.from_numpy(window.is_pad.copy())
         if self.image_transforms is not None:

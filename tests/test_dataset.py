@@ -220,3 +220,11 @@ def test_ranks_split_the_dataset_with_equal_counts(av1: Path, world: int, worker
     assert set().union(*map(set, seen)) == set(range(total))
     assert sum(len(s) for s in seen) - total == sum(len(s) - len(set(s)) for s in seen) + sum(
         len(set(a) & set(b)) for i, a in enumerate(seen) for b in seen[i + 1:])
+
+
+def test_single_offset_camera_window_is_squeezed_like_lerobot(av1: Path) -> None:
+    dataset = StreamingLeRobot(av1, episodes=[0], return_uint8=True,
+                               delta_timestamps={CAMS[0]: [0.0], "observation.state": [0.0]})
+    item = next(iter(dataset))
+    assert item[CAMS[0]].shape == (3, 48, 64) and item[f"{CAMS[0]}_is_pad"].tolist() == [False]
+    assert item["observation.state"].shape == (1, 6)

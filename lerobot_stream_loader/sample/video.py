@@ -65,7 +65,8 @@ class VideoSettings:
                 options["bf"] = "0"
         else:
             options["crf"] = "30"
-            options["x265-params"] = "log-level=error" + ("" if self.bframes else ":bframes=0")
+            # Closed GOPs: LeRobot's approximate-mode reader loses open-GOP leading frames after a seek.
+            options["x265-params"] = "log-level=error:open-gop=0" + ("" if self.bframes else ":bframes=0")
         return options
 
 
