@@ -96,5 +96,9 @@ class DecoderLRU:
     def clear(self) -> None:
         self._items.clear()
 
+    def keys(self) -> list[Hashable]:
+        """Keys of the open decoders, least recently used first."""
+        return list(self._items)
+
     def __len__(self) -> int:
         return len(self._items)

@@ -244,6 +244,7 @@ class EpisodeCache:
             raise DatasetFormatError(
                 f"{where}: {episode.data_path} holds {rows.num_rows} rows of the episode, the episodes table "
                 f"says {episode.length}")
+        _check_row_positions(rows, episode, where)
         if self.columns is not None:
             rows = rows.select([c for c in self.columns if c in rows.column_names])
         videos = {}
@@ -255,3 +256,17 @@ class EpisodeCache:
                                        (span.byte_offset, span.byte_offset + span.byte_length))
         nbytes = rows.nbytes + sum(len(v.mini_mp4) for v in videos.values())
         return EpisodeData(episode, rows, videos, nbytes)
+
+
+def _check_row_positions(rows: pa.Table, episode: EpisodeMeta, where: str) -> None:
+    """The rows' ``index`` and ``frame_index`` must be the episode's range in the episodes table."""
+    for name, start in (("index", episode.from_index), ("frame_index", 0)):
+        if name not in rows.column_names:
+            continue
+        values = np.asarray(rows.column(name).to_numpy(zero_copy_only=False), dtype=np.int64)
+        wrong = np.flatnonzero(values != np.arange(start, start + episode.length))
+        if len(wrong):
+            k = int(wrong[0])
+            raise DatasetFormatError(
+                f"{where}: {episode.data_path}: column {name!r} is {int(values[k])} in row {k} of the episode, "
+                f"the episodes table gives the episode [{start}, {start + episode.length})")

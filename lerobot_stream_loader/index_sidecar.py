@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from .errors import FetchError
@@ -111,7 +112,8 @@ def load_sidecar(meta: DatasetMeta, reader: RangeReader) -> dict[str, SidecarEnt
 
 def fresh_index(entries: dict[str, SidecarEntry], path: str, size: int, where: str,
                 build: Callable[[], Mp4Index]) -> Mp4Index:
-    """The sidecar's index of ``path`` when its size still matches, else a rebuilt one (with a warning)."""
+    """The sidecar's index of ``path`` when its size still matches and every sample lies inside the file,
+    else a rebuilt one (with a warning)."""
     entry = entries.get(path)
     if entry is None:
         return build()
@@ -119,4 +121,12 @@ def fresh_index(entries: dict[str, SidecarEntry], path: str, size: int, where: s
         warnings.warn(f"{where}: the MP4 index sidecar entry is stale (indexed at {entry.size} bytes, the file "
                       f"now has {size}); rebuilding it", stacklevel=2)
         return build()
-    return entry.index
+    index = entry.index
+    offset, length = index.offset, index.size
+    outside = (offset < 0) | (length < 0) | (offset > size) | (length > size - offset)
+    if outside.any():
+        k = int(np.argmax(outside))
+        warnings.warn(f"{where}: the MP4 index sidecar entry puts sample {k} at bytes [{int(offset[k])}, "
+                      f"+{int(length[k])}), beyond the file ({size} bytes); rebuilding it", stacklevel=2)
+        return build()
+    return index

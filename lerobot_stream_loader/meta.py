@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DatasetFormatError, FetchError
+from .errors import DatasetFormatError
 from .meta_checks import check_episodes_table, check_info
 from .paths import PathEscapeError, check_relative, is_local, join, normalize_root
 from .storage import RangeReader, open_root_reader
@@ -231,8 +231,6 @@ class _MetaFiles:
             return self.reader.read(relative, 0, size) if size else b""
         except FileNotFoundError as exc:
             raise DatasetFormatError(f"{self.root}/{relative}: file not found") from exc
-        except FetchError as exc:
-            raise DatasetFormatError(f"{self.root}/{relative}: could not be read ({exc})") from exc
 
     def json(self, relative: str) -> dict[str, Any]:
         raw = self.bytes(relative)

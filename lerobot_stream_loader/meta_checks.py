@@ -131,3 +131,11 @@ def check_episodes_table(table: pa.Table, info: dict[str, Any], root: str) -> No
             i = int(bad[0])
             raise _fail(where, f"videos/{key}/to_timestamp",
                         f"episode {int(indices[i])}: span [{lo[i]}, {hi[i]}) is empty or negative")
+        # A length far beyond what the video span can hold is corrupt metadata (and would make the
+        # planner allocate for frames that do not exist); small rounding differences are fine.
+        room = np.ceil((hi - lo) * info["fps"] * 1.05) + 2
+        bad = np.nonzero(lengths > room)[0]
+        if len(bad):
+            i = int(bad[0])
+            raise _fail(where, "length", f"episode {int(indices[i])} claims {int(lengths[i])} frames but its "
+                        f"{key} span [{lo[i]}, {hi[i]}) s holds about {int(round((hi[i] - lo[i]) * info['fps']))}")

@@ -108,7 +108,7 @@ class _SparseFile(io.RawIOBase):
     def __init__(self, path: str, size: int, segments: dict[int, bytes]) -> None:
         super().__init__()
         self._path, self._size, self._pos = path, size, 0
-        self._segments = sorted(segments.items())
+        self._segments = _merge_adjacent(segments)
 
     def readable(self) -> bool:
         return True
@@ -135,6 +135,18 @@ class _SparseFile(io.RawIOBase):
                 self._pos += want
                 return want
         raise OSError(f"{self._path}: bytes [{self._pos}, {self._pos + want}) were not fetched")
+
+
+def _merge_adjacent(segments: dict[int, bytes]) -> list[tuple[int, bytes]]:
+    """Segments sorted by start, touching or overlapping ones joined (a read may span row groups)."""
+    merged: list[tuple[int, bytes]] = []
+    for start, data in sorted(segments.items()):
+        if merged and start <= merged[-1][0] + len(merged[-1][1]):
+            prev_start, prev = merged[-1]
+            merged[-1] = (prev_start, prev + data[prev_start + len(prev) - start:])
+        else:
+            merged.append((start, data))
+    return merged
 
 
 def read_episode_rows(footer: ParquetFooter, row_groups: dict[int, bytes], episode_index: int) -> pa.Table:

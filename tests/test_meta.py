@@ -143,3 +143,21 @@ def test_inconsistent_index_range(copy: Path) -> None:
 def test_unknown_episode(sample: Path) -> None:
     with pytest.raises(KeyError, match="no episode 77"):
         load_meta(sample).episode(77)
+
+
+def test_length_beyond_the_video_span(copy: Path) -> None:
+    path = copy / "meta/episodes/chunk-000/file-000.parquet"
+    table = pq.read_table(path)
+    lengths = table.column("length").to_pylist()
+    extra = 10_000_000
+    lengths[-1] += extra
+    ends = table.column("dataset_to_index").to_pylist()
+    ends[-1] += extra
+    table = table.set_column(table.column_names.index("length"), "length", pa.array(lengths, type=pa.int64()))
+    table = table.set_column(table.column_names.index("dataset_to_index"), "dataset_to_index",
+                             pa.array(ends, type=pa.int64()))
+    pq.write_table(table, path)
+    info = json.loads((copy / "meta/info.json").read_text())
+    _edit_info(copy, total_frames=info["total_frames"] + extra)
+    with pytest.raises(DatasetFormatError, match=r"key 'length': episode 4 claims \d+ frames but its"):
+        load_meta(copy)

@@ -1,0 +1,170 @@
+"""Security facts: where tokens go, no pickle on dataset bytes, paths stay in the root, tools write only
+their output folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import traceback
+from pathlib import Path
+
+import pytest
+
+import lerobot_stream_loader
+from lerobot_stream_loader import StreamingLeRobot
+from lerobot_stream_loader.errors import DatasetFormatError, FetchError, StreamLoaderError
+from lerobot_stream_loader.storage import open_reader
+
+pytestmark = pytest.mark.timeout(120)
+
+TOKEN = "hf_security_token_abcdef012345"
+CAM = "observation.images.cam0"
+PACKAGE = Path(lerobot_stream_loader.__file__).parent
+
+
+@pytest.fixture(scope="module")
+def sample(make_sample) -> Path:
+    return make_sample(episodes=3, cameras=1, frames_per_episode=(6, 9), codec="h264", gop=3,
+                       episodes_per_video_file=2, episodes_per_data_file=2, size=(64, 48), seed=51)
+
+
+@pytest.fixture
+def hub(sample, nginx_factory, fault_proxy_factory, hub_factory, monkeypatch):
+    """The Hub (needs the token) redirecting to a CDN on another loopback port that records headers."""
+    cdn = fault_proxy_factory(nginx_factory(sample).url)
+    hub = hub_factory(sample, cdn=cdn, token=TOKEN)
+    hub.add_dataset("sec/sample")
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return hub
+
+
+def _everything_said(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc)) + repr(exc) + repr(exc.args)
+
+
+# ------------------------------------------------------------------------------------------------ tokens
+def test_token_goes_to_the_hub_only_and_never_into_reprs_or_logs(hub, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    dataset = StreamingLeRobot("hf://datasets/sec/sample", backend="http", return_uint8=True,
+                               reader_options={"endpoint": hub.url})  # token from HF_TOKEN
+    items = list(dataset)
+    assert len(items) == dataset.meta.total_frames
+    assert hub.authorizations and all(a == f"Bearer {TOKEN}" for a in hub.authorizations)
+    data_requests = [r for r in hub.cdn.seen if r.path.split("?")[0].endswith((".mp4", ".parquet"))]
+    assert data_requests, "the bytes came from the CDN"
+    leaked = [r.path for r in hub.cdn.seen if "authorization" in r.headers or TOKEN in str(r.headers)]
+    assert not leaked, f"the token went to the CDN (another port on the same host): {leaked[:3]}"
+    shown = [repr(dataset), str(dataset), repr(dataset.meta), json.dumps(dataset.state_dict()), caplog.text]
+    assert not [s for s in shown if TOKEN in s]
+
+
+def test_token_given_as_an_option_stays_out_of_reprs(hub) -> None:
+    dataset = StreamingLeRobot("hf://datasets/sec/sample", backend="http",
+                               reader_options={"endpoint": hub.url, "token": TOKEN})
+    with open_reader("hf://datasets/sec/sample", endpoint=hub.url, token=TOKEN) as reader:
+        shown = repr(dataset) + repr(dataset.meta) + repr(reader) + repr(getattr(reader, "_locator", ""))
+    assert TOKEN not in shown
+
+
+def test_token_never_in_error_messages(hub, sample, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    options = {"endpoint": hub.url, "token": TOKEN, "retries": 1, "backoff": 0.01, "read_timeout": 1.0}
+    dataset = StreamingLeRobot("hf://datasets/sec/sample", backend="http", reader_options=options)
+    errors: list[BaseException] = []
+
+    hub.add_dataset("sec/missing", "no/such/folder")
+    with pytest.raises(DatasetFormatError) as err:  # info.json is missing there
+        StreamingLeRobot("hf://datasets/sec/missing", backend="http", reader_options=options)
+    errors.append(err.value)
+
+    with pytest.raises(StreamLoaderError, match="access refused") as err:  # a wrong token must not show either
+        StreamingLeRobot("hf://datasets/sec/sample", backend="http",
+                         reader_options={**options, "token": TOKEN + "-wrong"})
+    errors.append(err.value)
+    assert TOKEN + "-wrong" not in _everything_said(err.value)
+
+    hub.cdn.schedule(*["503"] * 10)  # retries run out while streaming
+    with pytest.raises(FetchError) as err:
+        list(dataset)
+    errors.append(err.value)
+    for error in errors:
+        assert TOKEN not in _everything_said(error), error
+    assert TOKEN not in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------ pickle
+_UNSAFE = {
+    r"\bimport\s+(pickle|cPickle|dill|cloudpickle|shelve|marshal)\b": "a pickle-like module",
+    r"\bfrom\s+(pickle|cPickle|dill|cloudpickle|shelve|marshal)\s+import\b": "a pickle-like module",
+    r"allow_pickle\s*=\s*True": "np.load(allow_pickle=True)",
+    r"\btorch\.load\s*\(": "torch.load",
+    r"\bread_pickle\s*\(": "pandas.read_pickle",
+    r"\byaml\.load\s*\(": "yaml.load",
+    r"(?<![\w.])eval\s*\(": "eval",
+}
+
+
+def test_no_pickle_or_eval_on_dataset_bytes() -> None:
+    sources = sorted(PACKAGE.rglob("*.py"))
+    assert len(sources) > 20
+    found = []
+    for path in sources:
+        text = path.read_text()
+        for pattern, what in _UNSAFE.items():
+            found += [f"{path.relative_to(PACKAGE)}:{text[:m.start()].count(chr(10)) + 1}: {what}"
+                      for m in re.finditer(pattern, text)]
+        for m in re.finditer(r"\bnp\.load\s*\((.*)", text):  # every np.load must refuse pickles
+            if "allow_pickle=False" not in m.group(1):
+                found.append(f"{path.relative_to(PACKAGE)}: np.load without allow_pickle=False")
+    assert not found, found
+
+
+# ------------------------------------------------------------------------------------------------- paths
+@pytest.mark.parametrize("path", ["../secret", "a/../../secret", "/etc/passwd", "file:///etc/passwd",
+                                  "http://127.0.0.1:1/x", "C:/x", "..\\secret"])
+def test_readers_refuse_paths_that_leave_the_root(sample: Path, path: str) -> None:
+    with open_reader(str(sample)) as reader:
+        with pytest.raises(ValueError, match="escapes the dataset root|is absolute"):
+            reader.read(path, 0, 1)
+
+
+def test_feature_names_cannot_steer_paths_out_of_the_root(sample: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    shutil.copytree(sample, root)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["../../../outside"] = dict(info["features"][CAM])
+    (root / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetFormatError, match=r"key 'video_path'.*(escapes the dataset root|usable)"):
+        StreamingLeRobot(root)
+
+
+# ------------------------------------------------------------------------------------------------- tools
+def _tree(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file below ``folder``."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_tools_write_only_their_output_folder(sample: Path, tmp_path: Path, monkeypatch) -> None:
+    tools = pytest.importorskip("lerobot_stream_loader.tools")
+    world = tmp_path / "world"
+    source = world / "source"
+    shutil.copytree(sample, source)
+    monkeypatch.setenv("HOME", str(world / "home"))
+    monkeypatch.setenv("LEROBOT_STREAM_CACHE", str(world / "cache"))
+    monkeypatch.chdir(world)
+    before = _tree(world)
+    tools.realign_parquets_to_videos(source, world / "out" / "realigned")
+    tools.prepare(source, world / "out" / "prepared", shuffle=False)
+    with pytest.raises((ValueError, tools.ToolError), match="overlaps the source"):
+        tools.realign_parquets_to_videos(source, source / "inside")
+    after = _tree(world)
+    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    outside = sorted(p for p in changed if not p.startswith("out/"))
+    assert not outside, f"tools changed files outside their output folder: {outside}"
+    assert _tree(source) == _tree(sample), "the source was modified"
+    assert any(p.startswith("out/prepared/") for p in changed) and any(p.startswith("out/realigned/") for p in changed)
