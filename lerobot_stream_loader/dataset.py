@@ -33,6 +33,7 @@ from .stream import WorkerResources, WorkerStream
 from .windows import DEFAULT_TOLERANCE_S, DeltaWindows
 
 MAX_AUTO_POOL = 256
+MAX_AUTO_DECODERS = 32
 MIN_AUTO_POOL = 4
 
 
@@ -86,6 +87,8 @@ class StreamingLeRobot(IterableDataset):
         cache_bytes: per-worker byte budget of fetched episodes.
         prefetch_episodes: episodes fetched ahead of the one being read.
         fetch_threads: per-worker threads that fetch episodes.
+        decoders: open decoders kept per worker (one per resident episode and camera). Default: enough for
+            the resident pool, at most 32 (an open decoder holds a few frames of memory).
         storage_options: fsspec options (credentials, endpoints) for metadata and the fsspec backend.
         reader_options: extra keyword arguments for the range reader (timeouts, retries, coalescing).
     """
@@ -111,7 +114,7 @@ class StreamingLeRobot(IterableDataset):
         cache_bytes: int = DEFAULT_BUDGET_BYTES,
         prefetch_episodes: int = 4,
         fetch_threads: int = 4,
-        decoders: int = 8,
+        decoders: int | None = None,
         storage_options: dict[str, Any] | None = None,
         reader_options: dict[str, Any] | None = None,
     ) -> None:
@@ -123,7 +126,8 @@ class StreamingLeRobot(IterableDataset):
                                      tolerance_s=tolerance_s) if delta_timestamps else None)
         if (rank is None) != (world_size is None):
             raise ValueError(f"give both rank and world_size or neither (rank={rank}, world_size={world_size})")
-        if (pool_size is not None and pool_size < 1) or cache_bytes < 1 or prefetch_episodes < 1 or fetch_threads < 1 or decoders < 1:
+        if (pool_size is not None and pool_size < 1) or cache_bytes < 1 or prefetch_episodes < 1 or fetch_threads < 1 \
+                or (decoders is not None and decoders < 1):
             raise ValueError("pool_size, cache_bytes, prefetch_episodes, fetch_threads, decoders must be >= 1")
         unsupported = [k for k, f in self.meta.features.items() if f["dtype"] == "image"]
         if unsupported:
@@ -141,6 +145,9 @@ class StreamingLeRobot(IterableDataset):
                                   reader_options=reader_options) as reader:
                 pool_size = auto_pool_size(self.meta, cache_bytes, reader.size)
         self.pool_size = pool_size
+        if decoders is None:
+            resident = pool_size if shuffle else 1
+            decoders = min(MAX_AUTO_DECODERS, max(1, resident * len(self.meta.video_keys)))
         self.settings = dict(backend=backend, storage_options=storage_options, reader_options=reader_options or {},
                              cache_bytes=cache_bytes, prefetch_episodes=prefetch_episodes,
                              fetch_threads=fetch_threads, decoders=decoders)
