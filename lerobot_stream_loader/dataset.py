@@ -230,7 +230,6 @@ class StreamingLeRobot(IterableDataset):
         self._consumed = skip
         resources = self._worker_resources()
         stream = WorkerStream(resources, plan.skip(skip), self._builder(resources),
-                              pool=self.pool_size if self.shuffle else 1,
                               prefetch=self.settings["prefetch_episodes"])
         try:
             for item in stream:

@@ -28,12 +28,19 @@ same number of batches on every rank. The count depends on num_workers and, with
 the epoch (by at most a few episode lengths).
 
 Order. ``shuffle=False``: the shard's episodes in dataset order, frames in order.
-``shuffle=True``: a resident pool of ``pool_size`` episodes; each next sample is drawn uniformly at
-random, without replacement, from the frames still unread in the pool; an episode leaves once all
-its frames are drawn and the next planned episode takes its place. The draw is simulated exactly as
-an exponential race (each pool frame fires after an Exp(1) delay from its episode's admission;
-memorylessness makes each next firing uniform over the unread pool frames), so planning is
-vectorised: O(samples log samples) with a small constant.
+``shuffle=True``: a resident pool of at most ``pool_size`` episodes; each next sample is drawn
+uniformly at random, without replacement, from the frames still unread in the pool; an episode
+leaves once all its frames are drawn, and the next planned episode is admitted as soon as fewer
+episodes than the pool's capacity are resident. This is simulated exactly as an exponential race
+(each pool frame fires after an Exp(1) delay from its episode's admission; memorylessness makes
+each next firing uniform over the unread pool frames): O(samples log samples). Warm-up: at race
+time t the capacity is ``min(pool_size, floor(exp(t * ln(pool_size) / life)))``, where ``life`` is
+the mean over the first pool_size episodes of ``H(L) ~ ln L + 0.5772``, the expected lifetime (the
+maximum of L Exp(1) delays). It grows with the draw rate (the unread resident frames), so new
+episodes enter at a steady pace in draws: a first batch of 32 needs the first few episodes (1 to 3
+on average at 20+ frames each), not the whole pool; the pool is full from t = life on, as before.
+The capacity depends only on lengths, not on the delays, so each draw stays exactly uniform over
+the resident frames.
 
 Resume. A reader's position is ``PlanState`` (a few integers and a fingerprint); resuming is
 ``ShardPlan.skip(consumed)``, a slice. A state saved under another world size, worker count, seed,
@@ -53,7 +60,7 @@ import numpy as np
 
 DEFAULT_POOL_SIZE = 256
 SPLIT_TOLERANCE = 0.125
-_PLAN_VERSION = 1
+_PLAN_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -210,7 +217,9 @@ class ShardPlan:
     them in that order. ``segment[k]`` is the admission number of sample k's episode; episode i is
     first read at ``first_pos[i]`` and can be evicted after ``last_pos[i]``. Sample k only needs
     episodes with admission number < ``pool`` + (number of episodes whose ``last_pos`` < k), where
-    pool is ``pool_size`` with shuffle and 1 without. The last ``num_padded`` samples are padding.
+    pool is ``pool_size`` with shuffle and 1 without. Episode i is in the pool from position
+    ``resident_from[i]`` on (<= ``first_pos[i]``; 0 if resident at ``start``), during the warm-up
+    later than that rule allows. The last ``num_padded`` samples are padding.
     Positions are relative to ``start`` (the number of samples skipped on resume). An episode that
     a cut split (see the module doc) appears on two adjacent shards, each reading its own frames.
     """
@@ -221,6 +230,7 @@ class ShardPlan:
     admit_episodes: np.ndarray
     first_pos: np.ndarray
     last_pos: np.ndarray
+    resident_from: np.ndarray
     num_padded: int
     start: int = 0
 
@@ -231,19 +241,13 @@ class ShardPlan:
         """The plan without its first k samples (resume): a slice, nothing replayed."""
         if not 0 <= k <= len(self):
             raise ValueError(f"cannot skip {k} samples of a plan of {len(self)}")
-        return _finish(
-            self.episode_index[k:],
-            self.frame_index[k:],
-            self.segment[k:],
-            self.admit_episodes,
-            min(self.num_padded, len(self) - k),
-            self.start + k,
-        )
+        resident = np.maximum(self.resident_from - k, 0)
+        return _finish(self.episode_index[k:], self.frame_index[k:], self.segment[k:], self.admit_episodes,
+                       resident, min(self.num_padded, len(self) - k), self.start + k)
 
 
-def _finish(
-    episode: np.ndarray, frame: np.ndarray, segment: np.ndarray, admit: np.ndarray, padded: int, start: int
-) -> ShardPlan:
+def _finish(episode: np.ndarray, frame: np.ndarray, segment: np.ndarray, admit: np.ndarray,
+            resident: np.ndarray, padded: int, start: int) -> ShardPlan:
     """Drop segments without samples, renumber them, and compute first/last positions."""
     n = len(episode)
     first = np.full(len(admit), n, dtype=np.int64)
@@ -253,24 +257,41 @@ def _finish(
     np.maximum.at(last, segment, pos)
     present = last >= 0
     renumber = np.cumsum(present) - 1
-    return ShardPlan(
-        episode, frame, renumber[segment], admit[present], first[present], last[present], padded, start
-    )
+    kept = (admit, first, last, resident)
+    return ShardPlan(episode, frame, renumber[segment], *(a[present] for a in kept), padded, start)
 
 
-def _pool_order(lengths: np.ndarray, pool_size: int, rng: np.random.Generator) -> np.ndarray:
-    """Flat sample numbers (segment-major) in resident-pool draw order, via an exponential race."""
+def _capacity_times(lengths: np.ndarray, pool_size: int) -> np.ndarray:
+    """Race times at which the pool's capacity reaches 1, 2, ... (the warm-up of the module doc)."""
+    warm = lengths[:pool_size].astype(np.float64)
+    life = float(np.mean(np.log(warm) + np.euler_gamma + 0.5 / warm - 1 / (12 * warm**2)))
+    return life * np.log1p(np.arange(len(warm))) / np.log(max(pool_size, 2))
+
+
+def _pool_order(lengths: np.ndarray, pool_size: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pool draw order (flat sample numbers, segment-major) and the draws before each admission."""
     starts = np.cumsum(lengths) - lengths
     delay = rng.standard_exponential(int(lengths.sum()))
     longest = np.maximum.reduceat(delay, starts)
+    opens = _capacity_times(lengths, pool_size).tolist()
     admitted = np.zeros(len(lengths))
     leaving: list[float] = []
+    now, capacity = 0.0, 0
     for i, life in enumerate(longest.tolist()):
-        now = 0.0 if i < pool_size else heapq.heappop(leaving)
+        while True:
+            while leaving and leaving[0] <= now:
+                heapq.heappop(leaving)
+            while capacity < len(opens) and opens[capacity] <= now:
+                capacity += 1
+            if len(leaving) < capacity:
+                break
+            now = min(leaving[0], opens[capacity]) if capacity < len(opens) else leaving[0]
         admitted[i] = now
         heapq.heappush(leaving, now + life)
     fire = np.repeat(admitted, lengths) + delay
-    return np.argsort(fire, kind="stable")
+    order = np.argsort(fire, kind="stable")
+    return order, np.searchsorted(fire[order], admitted, side="right")
 
 
 def plan_shard(
@@ -300,12 +321,14 @@ def plan_shard(
     padded = max(target - n, 0)
     if padded:
         take = np.concatenate([take, np.arange(n - padded, n) % n])
+    resident = np.cumsum(lengths) - lengths
     if shuffle:
-        take = _pool_order(lengths, pool_size, _rng(seed, epoch, 1, shard))[take]
+        order, resident = _pool_order(lengths, pool_size, _rng(seed, epoch, 1, shard))
+        take = order[take]
     # take holds flat sample numbers: segment-major, frames in order within a segment
     segment = np.repeat(np.arange(len(lengths)), lengths)[take]
     frame = take - np.repeat(np.cumsum(lengths) - lengths - seg_start, lengths)[take]
-    return _finish(seg_episode[segment], frame, segment, seg_episode, padded, 0)
+    return _finish(seg_episode[segment], frame, segment, seg_episode, resident, padded, 0)
 
 
 def fingerprint(

@@ -1,8 +1,9 @@
 """One worker's stream: walk its shard plan, keep the planned episodes fetched ahead, build items.
 
-Episodes are admitted in plan order: the resident pool (``pool`` episodes; 1 without shuffle)
-plus ``prefetch`` more are asked of the cache ahead of use. An episode leaves (its bytes become
-evictable, its decoders close) right after its last planned sample.
+Episodes are admitted in plan order: those resident at the current position (the shuffle pool,
+which fills gradually at the start of an epoch; one episode without shuffle) plus ``prefetch``
+more are asked of the cache ahead of use. An episode leaves (its bytes become evictable, its
+decoders close) right after its last planned sample.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .episode_cache import EpisodeCache
 from .file_indexes import FileIndexes
@@ -74,10 +77,9 @@ class WorkerStream:
     """Iterates the items of one shard plan."""
 
     def __init__(self, resources: WorkerResources, plan: ShardPlan, builder: ItemBuilder, *,
-                 pool: int, prefetch: int) -> None:
+                 prefetch: int) -> None:
         self.plan = plan
         self.builder = builder
-        self.pool = pool
         self.prefetch = prefetch
         self.cache = EpisodeCache(resources.meta, resources.reader, indexes=resources.indexes,
                                   budget_bytes=resources.cache_bytes, prefetch_depth=resources.prefetch_episodes,
@@ -89,23 +91,24 @@ class WorkerStream:
         last_pos = plan.last_pos.tolist()
         segments = plan.segment.tolist()
         frames = plan.frame_index.tolist()
-        resident: dict[int, EpisodeItems] = {}
-        next_admit = released = 0
+        # episodes resident at each position (the pool fills gradually), plus `prefetch` ahead
+        resident = np.searchsorted(plan.resident_from, np.arange(len(segments)), side="right")
+        limits = np.minimum(len(admit), resident + self.prefetch).tolist()
+        in_use: dict[int, EpisodeItems] = {}
+        next_admit = 0
         for k, segment in enumerate(segments):
-            limit = min(len(admit), self.pool + released + self.prefetch)
-            while next_admit < limit:
+            while next_admit < limits[k]:
                 cache.prefetch(admit[next_admit])
                 next_admit += 1
             episode = admit[segment]
-            items = resident.get(segment)
+            items = in_use.get(segment)
             if items is None:
-                items = resident[segment] = EpisodeItems(cache.get(episode), self.builder.meta)
+                items = in_use[segment] = EpisodeItems(cache.get(episode), self.builder.meta)
             yield self.builder.item(items, frames[k])
             if k == last_pos[segment]:
-                del resident[segment]
+                del in_use[segment]
                 cache.release(episode)
                 self.builder.decoders.discard(lambda key, ep=episode: key[0] == ep)
-                released += 1
                 return_freed_memory()
 
     def close(self) -> None:
