@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         report = {"rank": rank, "world_size": world, "batches": batches, "len": len(dataset), "indices": seen,
                   "batches_per_rank": [int(c) for c in counts], "node": os.environ.get("GROUP_RANK")}
         (out / f"rank-{rank}.json").write_text(json.dumps(report))
-    print(f"rank {rank}/{world}: {batches} batches, {len(seen)} samples")
+    print(f"rank {rank}/{world}: {batches} batches, {len(seen)} samples", flush=True)
+    dist.barrier()  # leave together: no rank tears the group down while another still uses it
     dist.destroy_process_group()
 
 
