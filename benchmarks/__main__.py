@@ -13,9 +13,10 @@ BENCHMARKS = {
     "stream": "benchmarks.stream_bench",
     "mp4": "benchmarks.mp4_bench",
     "tools": "benchmarks.tools_bench",
+    "storage": "benchmarks.storage_bench",
 }
-TAKES_SMALL = {"stream"}
-USAGE = "usage: python -m benchmarks {stream,mp4,tools,all} [--small] [options of that benchmark]"
+TAKES_SMALL = {"stream", "storage"}
+USAGE = "usage: python -m benchmarks {stream,storage,mp4,tools,all} [--small] [options of that benchmark]"
 
 
 def run(name: str, argv: list[str]) -> int:
