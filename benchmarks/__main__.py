@@ -1,4 +1,4 @@
-"""One entry point for every benchmark: ``python -m benchmarks {stream,mp4,tools,all} [--small] ...``.
+"""One entry point for every benchmark: ``python -m benchmarks {stream,storage,mp4,tools,all} [--small] ...``.
 
 Arguments after the subcommand go to that benchmark (``all`` passes ``--small`` on to each). Every
 benchmark writes into ``benchmarks/results/``.
