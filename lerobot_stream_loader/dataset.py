@@ -257,6 +257,12 @@ class StreamingLeRobot(IterableDataset):
             self._resources.close()
         self._resources = None
 
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: modules may already be gone
+            pass
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_resources"] = None

@@ -43,7 +43,8 @@ class FileIndexes:
 
     def _index_mp4(self, path: str) -> Mp4Index:
         size = self._reader.size(path)
-        return fresh_index(self._sidecar, path, size, f"{self._root}/{path}", lambda: self._build_mp4(path, size))
+        return fresh_index(self._sidecar, path, size, self._reader.etag(path), f"{self._root}/{path}",
+                           lambda: self._build_mp4(path, size))
 
     def _build_mp4(self, path: str, size: int) -> Mp4Index:
         try:

@@ -40,7 +40,7 @@ def build_entries(meta: DatasetMeta, reader: RangeReader, *, threads: int = 8,
         size = reader.size(path)
         index = index_mp4(lambda offset, length: reader.read(path, offset, length), size=size,
                           name=f"{meta.root}/{path}")
-        return path, SidecarEntry(index, size)
+        return path, SidecarEntry(index, size, reader.etag(path))
 
     paths = meta.video_files
     with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -110,16 +110,16 @@ def load_sidecar(meta: DatasetMeta, reader: RangeReader) -> dict[str, SidecarEnt
         return {}
 
 
-def fresh_index(entries: dict[str, SidecarEntry], path: str, size: int, where: str,
+def fresh_index(entries: dict[str, SidecarEntry], path: str, size: int, etag: str | None, where: str,
                 build: Callable[[], Mp4Index]) -> Mp4Index:
-    """The sidecar's index of ``path`` when its size still matches and every sample lies inside the file,
-    else a rebuilt one (with a warning)."""
+    """The sidecar's index of ``path`` when its size (and ETag, when both sides know one) still match
+    and every sample lies inside the file, else a rebuilt one (with a warning)."""
     entry = entries.get(path)
     if entry is None:
         return build()
-    if entry.is_stale(size):
-        warnings.warn(f"{where}: the MP4 index sidecar entry is stale (indexed at {entry.size} bytes, the file "
-                      f"now has {size}); rebuilding it", stacklevel=2)
+    if entry.is_stale(size, etag):
+        warnings.warn(f"{where}: the MP4 index sidecar entry is stale (indexed at {entry.size} bytes, ETag "
+                      f"{entry.etag}; the file now has {size} bytes, ETag {etag}); rebuilding it", stacklevel=2)
         return build()
     index = entry.index
     offset, length = index.offset, index.size

@@ -109,3 +109,23 @@ def test_sidecar_is_used_and_stale_entries_rebuilt(h264: Path, tmp_path: Path, n
     (root / SIDECAR_PATH).write_bytes(b"not a sidecar")
     with pytest.warns(UserWarning, match="corrupt MP4 index sidecar"):
         assert len(list(StreamingLeRobot(root, episodes=[0]))) == meta.episode(0).length
+
+
+@pytest.mark.timeout(120)
+def test_sidecar_entry_with_another_etag_is_rebuilt(h264: Path, tmp_path: Path, nginx_factory) -> None:
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(h264, root)
+    server = nginx_factory(root)
+    meta = load_meta(server.url)
+    with open_reader(server.url) as reader:
+        entries = build_entries(meta, reader, progress=False)
+        first = meta.video_files[0]
+        assert entries[first].etag == reader.etag(first) and entries[first].etag
+    entries[first] = SidecarEntry(entries[first].index, entries[first].size, '"another-version"')
+    (root / SIDECAR_PATH).write_bytes(dumps_sidecar(entries))
+    dataset = StreamingLeRobot(server.url, backend="http", return_uint8=True)
+    with pytest.warns(UserWarning, match="stale .*another-version"):
+        items = list(dataset)
+    _check_items(root, items[:10], uint8=True)

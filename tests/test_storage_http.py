@@ -126,10 +126,10 @@ def test_paths_cannot_escape_the_root(bad, backend, random_files, nginx_factory)
 def test_closed_reader_refuses_and_close_is_idempotent(random_files, nginx_factory):
     reader = open_reader(nginx_factory(random_files).url)
     reader.read_many([("a.bin", 0, 10), ("sub/b.bin", 0, 10)])
-    assert any(t.name.startswith("range-fetch") for t in threading.enumerate())
+    assert any(t.name.startswith(reader.thread_name_prefix) for t in threading.enumerate())
     reader.close()
     reader.close()
-    assert not any(t.name.startswith("range-fetch") for t in threading.enumerate())
+    assert not any(t.name.startswith(reader.thread_name_prefix) for t in threading.enumerate())
     with pytest.raises(RuntimeError, match="closed"):
         reader.read("a.bin", 0, 1)
 

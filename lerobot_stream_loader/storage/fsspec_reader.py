@@ -69,11 +69,14 @@ class FsspecRangeReader(BaseRangeReader):
 
     def _size(self, path: str) -> int:
         try:
-            return int(self.fs.size(self._full(path)))
+            info = self.fs.info(self._full(path))
         except FileNotFoundError:
             raise RemoteFileNotFound(f"{self._describe(path)}: not found") from None
         except PermissionError as exc:
             raise AccessDenied(f"{self._describe(path)}: access refused ({exc})") from None
+        etag = info.get("ETag") or info.get("etag")  # object stores; plain file systems have none
+        self._etags[path] = None if etag is None else str(etag)
+        return int(info["size"])
 
     def _handle(self, path: str) -> Any:
         handles: dict[str, Any] = self._local.__dict__.setdefault("handles", {})

@@ -102,6 +102,7 @@ class Resolved:
 
     url: str
     size: int | None
+    etag: str | None = None
 
 
 class HubLocator:
@@ -175,7 +176,7 @@ class HubLocator:
             if 300 <= status < 400 and "location" in resp.headers:
                 url = urljoin(url, resp.headers["location"])
                 if size is not None:  # the Hub told the size: the redirect target is the download URL
-                    return Resolved(url, size)
+                    return Resolved(url, size, resp.headers.get("x-linked-etag"))
                 continue
             if status == 200:
                 if size is None and "content-length" in resp.headers:

@@ -160,6 +160,7 @@ class HttpRangeReader(BaseRangeReader):
     def _size(self, path: str) -> int:
         target = self._locator.target(path)
         if target.size is not None:
+            self._etags[path] = target.etag
             return target.size
         url = target.url
         for _ in range(_MAX_REDIRECTS + 1):
@@ -169,6 +170,7 @@ class HttpRangeReader(BaseRangeReader):
                 continue
             self._raise_for_final_status(resp.status_code, self._describe(path))
             if resp.status_code == 200 and "content-length" in resp.headers:
+                self._etags[path] = resp.headers.get("etag")
                 return int(resp.headers["content-length"])
             raise FetchError(f"{self._describe(path)}: HEAD gave HTTP {resp.status_code} without a size")
         raise FetchError(f"{self._describe(path)}: more than {_MAX_REDIRECTS} redirects")

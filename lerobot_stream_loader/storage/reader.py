@@ -113,6 +113,8 @@ class RangeReader(Protocol):
 
     def size(self, path: str) -> int: ...
 
+    def etag(self, path: str) -> str | None: ...
+
     def read(self, path: str, offset: int, length: int) -> bytes: ...
 
     def read_many(self, requests: Iterable[ReadRequest | tuple[str, int, int]]) -> list[bytes]: ...
@@ -174,9 +176,11 @@ class BaseRangeReader:
         self.retry = retry or RetryPolicy()
         self.stats = ReaderStats()
         self._sizes: dict[str, int] = {}
+        self._etags: dict[str, str | None] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self.thread_name_prefix = f"range-fetch-{id(self):x}"
 
     # -- public API -------------------------------------------------------------------------------
     def size(self, path: str) -> int:
@@ -185,6 +189,13 @@ class BaseRangeReader:
         if path not in self._sizes:
             self._sizes[path] = self._size(path)
         return self._sizes[path]
+
+    def etag(self, path: str) -> str | None:
+        """The file's ETag when the store gives one (HTTP servers, the Hub, object stores), else None;
+        learnt with the size, at no extra request."""
+        path = check_relative_path(path)
+        self.size(path)
+        return self._etags.get(path)
 
     def read(self, path: str, offset: int, length: int) -> bytes:
         """``length`` bytes of ``path`` from ``offset``."""
@@ -227,7 +238,7 @@ class BaseRangeReader:
         with self._lock:
             self._check_open()
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="range-fetch")
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix=self.thread_name_prefix)
             return self._pool
 
     def _run(self, fetches: Sequence[ReadRequest]) -> list[bytes]:
