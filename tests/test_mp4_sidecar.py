@@ -97,3 +97,13 @@ def test_no_pickle_is_ever_loaded(entries) -> None:
     np.savez(evil, header=np.frombuffer(header, dtype=np.uint8), **arrays)
     with pytest.raises(Mp4FormatError, match="sidecar"):
         loads_sidecar(evil.getvalue())
+
+
+def test_mtime_markers_compare_only_with_mtime_markers(entries) -> None:
+    index = next(iter(entries.values())).index
+    data = b"x" * 1000
+    entry = SidecarEntry(index, len(data), "mtime:100.0")
+    assert not entry.is_stale(len(data), "mtime:100.0")
+    assert entry.is_stale(len(data), "mtime:101.5")
+    assert not entry.is_stale(len(data), '"5f3a-1c2"'), "a file system marker says nothing about an HTTP ETag"
+    assert entry.is_stale(len(data) + 1, "mtime:100.0")

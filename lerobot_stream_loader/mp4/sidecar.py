@@ -32,10 +32,13 @@ class SidecarEntry:
     mtime: float | None = None
 
     def is_stale(self, size: int, etag: str | None = None) -> bool:
-        """True when the file now has another size, or another ETag (when both sides know one)."""
+        """True when the file now has another size, or another ETag when both sides know one of the same
+        kind (an ``mtime:`` marker from a file system is only compared with another such marker)."""
         if size != self.size:
             return True
-        return etag is not None and self.etag is not None and etag != self.etag
+        if etag is None or self.etag is None or etag.startswith("mtime:") != self.etag.startswith("mtime:"):
+            return False
+        return etag != self.etag
 
 
 EntryLike = SidecarEntry | tuple

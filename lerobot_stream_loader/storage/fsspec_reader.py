@@ -74,7 +74,9 @@ class FsspecRangeReader(BaseRangeReader):
             raise RemoteFileNotFound(f"{self._describe(path)}: not found") from None
         except PermissionError as exc:
             raise AccessDenied(f"{self._describe(path)}: access refused ({exc})") from None
-        etag = info.get("ETag") or info.get("etag")  # object stores; plain file systems have none
+        etag = info.get("ETag") or info.get("etag")  # object stores; file systems give an mtime instead
+        if etag is None and info.get("mtime") is not None:
+            etag = f"mtime:{info['mtime']}"
         self._etags[path] = None if etag is None else str(etag)
         return int(info["size"])
 

@@ -191,8 +191,8 @@ class BaseRangeReader:
         return self._sizes[path]
 
     def etag(self, path: str) -> str | None:
-        """The file's ETag when the store gives one (HTTP servers, the Hub, object stores), else None;
-        learnt with the size, at no extra request."""
+        """The file's version marker: its ETag (HTTP servers, the Hub, object stores) or ``mtime:<seconds>``
+        on a file system, None when the store gives neither; learnt with the size, at no extra request."""
         path = check_relative_path(path)
         self.size(path)
         return self._etags.get(path)
