@@ -9,7 +9,6 @@ leave it.
 from __future__ import annotations
 
 import os
-import posixpath
 import re
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -46,15 +45,18 @@ def is_local(root: str) -> bool:
 
 
 def check_relative(path: str, *, what: str = "path") -> str:
-    """Return ``path`` normalized (POSIX, relative) or raise if it escapes the root."""
-    if not isinstance(path, str) or not path:
-        raise PathEscapeError(f"{what} {path!r} is not a non-empty string")
+    """``path`` normalized (POSIX separators, no empty or ``.`` parts), or :class:`PathEscapeError` when it
+    is not a file below the root: empty, absolute, a URL, a drive letter, or with any ``..`` part."""
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise PathEscapeError(f"{what} {path!r} is not a path relative to the dataset root")
     if path.startswith(("/", "\\")) or "://" in path or re.match(r"^[A-Za-z]:", path):
         raise PathEscapeError(f"{what} {path!r} is absolute; paths must be relative to the dataset root")
-    normalized = posixpath.normpath(path.replace("\\", "/"))
-    if normalized == ".." or normalized.startswith("../") or "/../" in f"/{normalized}/":
-        raise PathEscapeError(f"{what} {path!r} escapes the dataset root")
-    return normalized
+    parts = [part for part in path.replace("\\", "/").split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise PathEscapeError(f"{what} {path!r} escapes the dataset root ('..' is not allowed)")
+    if not parts:
+        raise PathEscapeError(f"{what} {path!r} names the dataset root itself, not a file")
+    return "/".join(parts)
 
 
 def join(root: str, relative: str) -> str:

@@ -13,6 +13,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from ..errors import FetchError
+from ..paths import check_relative as check_relative_path
 from .coalesce import ReadRequest, assemble, plan_reads
 
 log = logging.getLogger(__name__)
@@ -120,20 +121,6 @@ class RangeReader(Protocol):
     def read_many(self, requests: Iterable[ReadRequest | tuple[str, int, int]]) -> list[bytes]: ...
 
     def close(self) -> None: ...
-
-
-def check_relative_path(path: str) -> str:
-    """Normalise a path below the root; refuse absolute paths, URLs and any '..' component."""
-    if not isinstance(path, str) or not path or "\x00" in path:
-        raise ValueError(f"invalid path {path!r}: expected a non-empty path relative to the dataset root")
-    if path.startswith(("/", "\\")) or "://" in path or (len(path) > 1 and path[1] == ":"):
-        raise ValueError(f"path {path!r} is absolute; paths must be relative to the dataset root")
-    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise ValueError(f"path {path!r} escapes the dataset root ('..' is not allowed)")
-    if not parts:
-        raise ValueError(f"path {path!r} names the dataset root itself, not a file")
-    return "/".join(parts)
 
 
 def redact_url(url: str) -> str:
