@@ -40,10 +40,10 @@ MIN_AUTO_POOL = 4
 def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], int], *,
                    sampled_files: int = 8) -> int:
     """Resident episodes that fit in 3/4 of the byte budget, from the bytes per frame of a few MP4s."""
-    files = meta.video_files[:: max(1, len(meta.video_files) // sampled_files)][:sampled_files]
+    files = set(meta.video_files[:: max(1, len(meta.video_files) // sampled_files)][:sampled_files])
     if not files:
         return MAX_AUTO_POOL
-    frames: dict[str, float] = {}
+    frames: dict[str, int] = {}
     for ep in meta.episodes:
         for span in ep.videos.values():
             if span.path in files:
@@ -140,7 +140,9 @@ class StreamingLeRobot(IterableDataset):
         self.drop_last = drop_last
         self._rank, self._world_size = rank, world_size
         self.num_workers = num_workers
-        if pool_size is None:
+        if pool_size is None and not shuffle:
+            pool_size = 1  # without shuffle one episode at a time is read, in order
+        elif pool_size is None:
             with open_root_reader(self.meta.root, backend=backend, storage_options=storage_options,
                                   reader_options=reader_options) as reader:
                 pool_size = auto_pool_size(self.meta, cache_bytes, reader.size)
