@@ -183,8 +183,8 @@ class BenchStreaming(StreamingLeRobot):
         probe.reader_stats = lambda: self._resources.reader.stats.snapshot() if self._resources else None
         yield from _timed_items(probe, super().__iter__())
 
-    def _builder(self, resources):
-        return _timed_builder(super()._builder(resources), self.probe_folder)
+    def _builder(self):
+        return _timed_builder(super()._builder(), self.probe_folder)
 
 
 def shard_plan(episodes: list, workers: int, worker_id: int, *, seed: int, pool_size: int) -> ShardPlan:

@@ -18,6 +18,7 @@ from torch.utils.data import IterableDataset
 
 from .decode import DecoderLRU
 from .episode_cache import DEFAULT_BUDGET_BYTES
+from .items import ItemBuilder
 from .meta import DatasetMeta, load_meta
 from .plan import (
     PlanState,
@@ -150,9 +151,10 @@ class StreamingLeRobot(IterableDataset):
         if decoders is None:
             resident = pool_size if shuffle else 1
             decoders = min(MAX_AUTO_DECODERS, max(1, resident * len(self.meta.video_keys)))
+        self.decoders = decoders
         self.settings = dict(backend=backend, storage_options=storage_options, reader_options=reader_options or {},
                              cache_bytes=cache_bytes, prefetch_episodes=prefetch_episodes,
-                             fetch_threads=fetch_threads, decoders=decoders)
+                             fetch_threads=fetch_threads)
         self._plan_episodes = plan_episodes(self.meta.episode(i) for i in self.episodes)
         self._epoch = multiprocessing.Value("q", 0, lock=False)
         self._consumed = 0
@@ -231,7 +233,7 @@ class StreamingLeRobot(IterableDataset):
             skip = loaded.consumed
         self._consumed = skip
         resources = self._worker_resources()
-        stream = WorkerStream(resources, plan.skip(skip), self._builder(resources),
+        stream = WorkerStream(resources, plan.skip(skip), self._builder(),
                               prefetch=self.settings["prefetch_episodes"])
         try:
             for item in stream:
@@ -246,12 +248,10 @@ class StreamingLeRobot(IterableDataset):
             self._resources = WorkerResources.open(self.meta, **self.settings)
         return self._resources
 
-    def _builder(self, resources: WorkerResources):
-        from .items import ItemBuilder
-
+    def _builder(self) -> ItemBuilder:
         return ItemBuilder(self.meta, windows=self.windows, tolerance_s=self.tolerance_s,
                            return_uint8=self.return_uint8, image_transforms=self.image_transforms,
-                           decoders=DecoderLRU(self.settings["decoders"]))
+                           decoders=DecoderLRU(self.decoders))
 
     def close(self) -> None:
         """Release this process's reader and threads (also done when the dataset is garbage collected)."""

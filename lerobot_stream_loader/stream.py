@@ -60,8 +60,8 @@ class WorkerResources:
 
     @classmethod
     def open(cls, meta: DatasetMeta, *, backend: str, storage_options: dict[str, Any] | None,
-             reader_options: dict[str, Any], cache_bytes: int, prefetch_episodes: int, fetch_threads: int,
-             decoders: int) -> WorkerResources:
+             reader_options: dict[str, Any], cache_bytes: int, prefetch_episodes: int,
+             fetch_threads: int) -> WorkerResources:
         """Open the reader of ``meta.root`` for this process."""
         reader = open_root_reader(meta.root, backend=backend, storage_options=storage_options,
                                   reader_options=reader_options)

@@ -49,7 +49,7 @@ def worker_stream(dataset: StreamingLeRobot, resources: WorkerResources, epoch: 
     """The stream one (single-process) reader runs for ``epoch``, as ``StreamingLeRobot.__iter__`` builds it."""
     plan = plan_shard(dataset._plan_episodes, seed=dataset.seed, epoch=epoch, shuffle=dataset.shuffle,
                       pool_size=dataset.pool_size)
-    return WorkerStream(resources, plan, dataset._builder(resources),
+    return WorkerStream(resources, plan, dataset._builder(),
                         prefetch=dataset.settings["prefetch_episodes"])
 
 
