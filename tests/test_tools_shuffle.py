@@ -113,3 +113,18 @@ def test_a_failing_task_leaves_no_output_and_names_the_task(make_sample, tmp_pat
     assert "injected failure" in message and "shuffle task" in message and "nothing was written" in message
     assert not out.exists()
     assert leftovers(out) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_broken_source_video_fails_cleanly_in_process(make_sample, tmp_path):
+    import shutil
+
+    source = tmp_path / "src"
+    shutil.copytree(make_sample(**TINY), source)
+    victim = sorted(source.glob("videos/*/chunk-000/file-000.mp4"))[0]
+    victim.write_bytes(victim.read_bytes()[:200])
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match=rf"{victim.name}.*'moov'"):
+        shuffle_episodes(source, out, seed=1, max_episodes_per_file=2, max_workers=1)
+    assert not out.exists()
+    assert leftovers(out) == []

@@ -106,6 +106,80 @@ class CameraResult:
     stats: list[Stats]
 
 
+class FileEncoder:
+    """Encodes frames into one MP4 (``path``) in the calling thread; each episode starts with a
+    keyframe and gets running image statistics. A process or thread that owns one camera's file
+    uses it directly: no hand-over between threads, so no GIL ping-pong with the decoder."""
+
+    def __init__(self, path: str, width: int, height: int, fps: int, settings: CodecSettings) -> None:
+        self.path = path
+        self.settings = settings.resolved()
+        self._width, self._height = width, height
+        self._time_base = Fraction(1, fps)
+        self._container = av.open(path, "w", format="mp4", options={"movflags": "+faststart"})
+        try:
+            self._stream = self._container.add_stream(self.settings.vcodec, rate=fps,
+                                                      options=self.settings.encoder_options())
+            self._stream.width, self._stream.height = width, height
+            self._stream.pix_fmt = self.settings.pix_fmt
+        except BaseException:
+            self._container.close()
+            raise
+        self._pts, self._in_episode, self._stats = 0, 0, RunningImageStats()
+        self._lengths: list[int] = []
+        self._episode_stats: list[Stats] = []
+
+    def add(self, item: av.VideoFrame | np.ndarray) -> None:
+        """Encode one frame (a decoded PyAV frame or an RGB uint8 array)."""
+        frame = self._prepare(item)
+        frame.pts, frame.time_base = self._pts, self._time_base
+        frame.pict_type = _KEY if self._in_episode == 0 else _ANY
+        self._container.mux(self._stream.encode(frame))
+        self._pts += 1
+        self._in_episode += 1
+
+    def end_episode(self) -> None:
+        """Close the current episode (the next frame starts a new one, with a keyframe)."""
+        if self._in_episode:
+            self._lengths.append(self._in_episode)
+            self._episode_stats.append(self._stats.result())
+        self._in_episode, self._stats = 0, RunningImageStats()
+
+    def close(self) -> CameraResult:
+        """Flush the encoder, finish the file and return what it holds."""
+        self.end_episode()
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+        return CameraResult(self.path, self._lengths, self._episode_stats)
+
+    def abort(self) -> None:
+        """Close the file without flushing (its content is not usable)."""
+        try:
+            self._container.close()
+        except Exception:  # the file is thrown away; a failure to close it changes nothing
+            pass
+
+    def _prepare(self, item: av.VideoFrame | np.ndarray) -> av.VideoFrame:
+        """The frame to encode; its downsampled RGB pixels go to the episode's statistics."""
+        if isinstance(item, av.VideoFrame):
+            if (item.width, item.height) != (self._width, self._height):
+                raise ValueError(f"{self.path}: frame of {item.width}x{item.height} pixels, the file is "
+                                 f"{self._width}x{self._height}")
+            self._stats.update(item.to_ndarray(format="rgb24"))
+            if item.format.name == self.settings.pix_fmt:
+                return item
+            return item.reformat(format=self.settings.pix_fmt)
+        rgb = np.ascontiguousarray(item, dtype=np.uint8)
+        if rgb.shape[:2] != (self._height, self._width):
+            raise ValueError(f"{self.path}: frame of {rgb.shape[1]}x{rgb.shape[0]} pixels, the file is "
+                             f"{self._width}x{self._height}")
+        self._stats.update(rgb)
+        return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=self.settings.pix_fmt)
+
+
+_KEY, _ANY = av.video.frame.PictureType.I, av.video.frame.PictureType.NONE
 _END_EPISODE = object()
 _CLOSE = object()
 
@@ -117,12 +191,11 @@ class CameraEncoder:
                  queue_size: int = 64) -> None:
         self.path = path
         self.settings = settings.resolved()
-        self._width, self._height, self._fps = width, height, fps
+        self._size, self._fps = (width, height), fps
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._error: BaseException | None = None
         self._closed = False
-        self._lengths: list[int] = []
-        self._stats: list[Stats] = []
+        self._result: CameraResult | None = None
         self._thread = threading.Thread(target=self._run, name=f"encode {os.path.basename(path)}", daemon=True)
         self._thread.start()
 
@@ -140,7 +213,8 @@ class CameraEncoder:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return CameraResult(self.path, self._lengths, self._stats)
+        assert self._result is not None
+        return self._result
 
     def abort(self) -> None:
         """Stop the thread without waiting for queued frames."""
@@ -167,46 +241,21 @@ class CameraEncoder:
                 self._closed = self._queue.get() is _CLOSE
 
     def _encode_all(self) -> None:
-        settings = self.settings
-        with av.open(self.path, "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream(settings.vcodec, rate=self._fps, options=settings.encoder_options())
-            stream.width, stream.height, stream.pix_fmt = self._width, self._height, settings.pix_fmt
-            pts, in_episode, stats = 0, 0, RunningImageStats()
+        encoder = FileEncoder(self.path, *self._size, self._fps, self.settings)
+        try:
             while (item := self._queue.get()) is not _CLOSE:
                 if item is _END_EPISODE:
-                    if in_episode:
-                        self._lengths.append(in_episode)
-                        self._stats.append(stats.result())
-                    in_episode, stats = 0, RunningImageStats()
-                    continue
-                frame = self._prepare(item, stats)
-                frame.pts = pts
-                frame.time_base = Fraction(1, self._fps)
-                frame.pict_type = av.video.frame.PictureType.I if in_episode == 0 else \
-                    av.video.frame.PictureType.NONE
-                container.mux(stream.encode(frame))
-                pts += 1
-                in_episode += 1
-            self._closed = True
-            if in_episode:
-                self._lengths.append(in_episode)
-                self._stats.append(stats.result())
-            container.mux(stream.encode(None))
-
-    def _prepare(self, item: av.VideoFrame | np.ndarray, stats: RunningImageStats) -> av.VideoFrame:
-        if isinstance(item, av.VideoFrame):
-            rgb = item.to_ndarray(format="rgb24")
-            if item.format.name == self.settings.pix_fmt and (item.width, item.height) == (
-                    self._width, self._height):
-                stats.update(rgb)
-                return item
-        else:
-            rgb = np.ascontiguousarray(item, dtype=np.uint8)
-        if rgb.shape[:2] != (self._height, self._width):
-            raise ValueError(f"{self.path}: frame of {rgb.shape[1]}x{rgb.shape[0]} pixels, the file is "
-                             f"{self._width}x{self._height}")
-        stats.update(rgb)
-        return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=self.settings.pix_fmt)
+                    encoder.end_episode()
+                elif self._error is None:
+                    encoder.add(item)
+        except BaseException:
+            encoder.abort()
+            raise
+        self._closed = True
+        if self._error is not None:
+            encoder.abort()
+            return
+        self._result = encoder.close()
 
 
 class StreamingEncoder:

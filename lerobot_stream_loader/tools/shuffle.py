@@ -170,11 +170,16 @@ def make_tasks(meta: DatasetMeta, files: SourceFiles, moves: list[EpisodeMove], 
 
 def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None, max_workers: int | None,
               progress: bool) -> dict[str, dict[str, Any]]:
-    """Run every task on ``executor``; the first failure cancels the rest and raises ToolError."""
+    """Run every task on ``executor``; the first failure cancels the rest and raises ToolError.
+
+    Without an executor: a process pool of ``max_workers`` (default one per CPU, at most one per
+    task); with a single worker the tasks run here, in turn, which spares starting a process.
+    """
     own = executor is None
     if own:
-        executor = ProcessPoolExecutor(max_workers or os.cpu_count() or 1,
-                                       mp_context=multiprocessing.get_context("spawn"))
+        workers = min(max_workers or os.cpu_count() or 1, len(tasks))
+        executor = InlineExecutor() if workers <= 1 else ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"))
     assert executor is not None
     futures: dict[Future, str] = {}
     try:
@@ -191,6 +196,8 @@ def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None,
                 for other in futures:
                     other.cancel()
                 _wait_quietly(futures)
+                future, exc = _first_failure(futures, future, exc)
+                name = futures[future]
                 raise ToolError(f"shuffle task '{tasks[name].name}' failed: {type(exc).__name__}: {exc}; "
                                 "nothing was written") from exc
             bar.update(1)
@@ -199,6 +206,36 @@ def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None,
     finally:
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+class InlineExecutor(Executor):
+    """Runs each submitted call at once in the calling thread; after a failure, later calls are
+    not run (their futures come back cancelled)."""
+
+    def __init__(self) -> None:
+        self._failed = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        if self._failed:
+            future.cancel()
+            return future
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future
+            self._failed = True
+            future.set_exception(exc)
+        return future
+
+
+def _first_failure(futures: dict[Future, str], seen: Future, error: BaseException
+                   ) -> tuple[Future, BaseException]:
+    """The first submitted task that raised (not one cancelled because of it), else ``seen``."""
+    for future in futures:
+        if not future.cancelled() and future.exception() is not None:
+            return future, future.exception()  # type: ignore[return-value]
+    return seen, error
 
 
 def _wait_quietly(futures: dict[Future, str]) -> None:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..meta import EpisodeMeta
 from ..mp4 import synthesize_mp4
-from .encoder import CameraEncoder, CodecSettings
+from .encoder import CodecSettings, FileEncoder
 from .layout import write_parquet
 from .remux import check_episode_keyframes, episode_bounds
 from .source import EpisodeRows, SourceFiles, VideoSource
@@ -79,9 +79,13 @@ class DataTask:
 
 
 def run_video_task(task: VideoTask) -> dict[str, Any]:
-    """Decode each source episode and stream its frames to the encoder; return spans and image stats."""
+    """Decode each source episode and stream its frames to the encoder; return spans and image stats.
+
+    The task is the camera's one encoder thread: it decodes and encodes in turn (the decoder and the
+    encoder run their own native threads), which avoids handing every frame to another Python thread.
+    """
     videos = VideoSource(task.files)
-    encoder = CameraEncoder(task.out, task.width, task.height, task.fps, task.settings)
+    encoder = FileEncoder(task.out, task.width, task.height, task.fps, task.settings)
     try:
         for move in task.episodes:
             _feed_episode(videos, task.key, move, encoder)
@@ -99,7 +103,7 @@ def run_video_task(task: VideoTask) -> dict[str, Any]:
             "stats": [to_lists(s) for s in result.stats], "bytes": len(data)}
 
 
-def _feed_episode(videos: VideoSource, key: str, move: EpisodeMove, encoder: CameraEncoder) -> None:
+def _feed_episode(videos: VideoSource, key: str, move: EpisodeMove, encoder: FileEncoder) -> None:
     path, lo, hi = move.video(key)
     what = f"episode {move.old} of {key}"
     index, span = videos.span(path, lo, hi, move.length, what)
