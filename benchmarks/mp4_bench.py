@@ -6,6 +6,7 @@ Run from the repository root: `python -m benchmarks.mp4_bench` (writes benchmark
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -17,6 +18,8 @@ from torchcodec.decoders import VideoDecoder
 
 from lerobot_stream_loader.mp4 import index_mp4, synthesize_mp4
 from tests.support.mp4_files import build_mp4, make_mp4
+
+from .report import machine_section
 
 RESULTS = Path(__file__).parent / "results" / "mp4.md"
 CODECS = {
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=300, help="frames per episode")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    start_load = os.getloadavg()
 
     size, seconds = index_speed(args.samples)
     lines = [
@@ -106,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['span_synth_ms'] / r['decode_ms']:.4f} | {r['padding']:.3f} | {r['padding_max']:.3f} | "
                 f"{r['lead_in']:.1f} | {r['window_padding']:.2f} |"
             )
+    lines += machine_section((start_load, os.getloadavg()))
     text = "\n".join(lines) + "\n"
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,8 @@ from lerobot_stream_loader.storage import RangeReader, ReadRequest, open_reader
 
 from .datasets import DATA_DIR, ensure_dataset, spec_for
 from .proxy import ShapingProxy
-from .stream_bench import _machine, _versions, calibrate
+from .report import machine_section
+from .stream_bench import calibrate
 
 RESULTS = Path(__file__).parent / "results"
 RAW_DIR = DATA_DIR / "storage-raw"
@@ -241,7 +242,7 @@ def write_report(rows: list[dict], context: dict, folder: Path) -> Path:
            "at both ends, so no single connection is held back by a TCP window over the RTT: one range can fill "
            "the capped link by itself, and splitting can only pay where one stream is slower than the link.",
            "", "## Findings", ""] + findings(rows, args)
-    md += ["", "## Machine and versions", ""] + [f"- {x}" for x in _machine(context["load"]) + _versions()]
+    md += machine_section(context["load"])
     path = folder / "storage.md"
     path.write_text("\n".join(md) + "\n")
     return path

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ from torch.utils.data import DataLoader
 from . import tracks
 from .datasets import DATA_DIR, dataset_bytes, ensure_dataset, spec_for, without_sidecar
 from .proxy import ShapingProxy
+from .report import machine_section
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -234,36 +233,6 @@ def _find(rows: list[dict], track: str, workers: int, variant: str = "av1") -> d
     return None
 
 
-def _versions() -> list[str]:
-    import importlib.metadata as md
-
-    out = [f"python {platform.python_version()}"]
-    for name in ("torch", "torchcodec", "av", "numpy", "pyarrow", "fsspec", "aiohttp", "httpx"):
-        try:
-            out.append(f"{name} {md.version(name)}")
-        except md.PackageNotFoundError:
-            pass
-    for cmd in (["/usr/sbin/nginx", "-v"], ["ffmpeg", "-version"]):
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-            out.append((done.stdout or done.stderr).splitlines()[0].replace("nginx version: ", ""))
-        except (OSError, IndexError, subprocess.SubprocessError):
-            pass
-    return out
-
-
-def _machine(load: tuple) -> list[str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    cores = os.cpu_count() or 1
-    lines = [f"{platform.platform()}; {cpu}; {cores} cores; {psutil.virtual_memory().total / 2**30:.0f} GiB RAM",
-             f"load average at start {load[0][0]:.2f}, at end {load[1][0]:.2f}"]
-    if cores <= 4 or max(load[0][0], load[1][0]) > 0.5 * cores:
-        lines.append(f"**Noisy numbers**: {cores} cores shared with other processes (load above); nginx, the "
-                     "proxy and the DataLoader workers compete for the same cores.")
-    return lines
-
-
 def targets(rows: list[dict], context: dict, workers: int) -> list[str]:
     t1, t3, t4, t5 = (_find(rows, t, workers) for t in ("ours-http", "ours-local", "decode-only", "naive"))
     out = []
@@ -320,7 +289,7 @@ def write_report(rows: list[dict], context: dict, folder: Path) -> tuple[Path, P
                   (("track1", "track4", t1, t4), ("track1", "track5", t1, t5), ("track1", "track3", t1, t3)) if x and y]
         md.append(f"- {workers} workers: " + ", ".join(ratios))
     md += [""] + targets(rows, context, max(args.workers))
-    md += ["", "## Machine and versions", ""] + [f"- {x}" for x in _machine(context["load"]) + _versions()]
+    md += machine_section(context["load"])
     path = folder / "stream.md"
     path.write_text("\n".join(md) + "\n")
     return path, _plot(rows, folder / "stream.png")

@@ -26,6 +26,8 @@ from lerobot_stream_loader.meta import load_meta
 from lerobot_stream_loader.sample import write_sample_dataset
 from lerobot_stream_loader.tools import CodecSettings, realign_parquets_to_videos, shuffle_episodes
 
+from .report import machine_section
+
 RESULTS = Path(__file__).parent / "results" / "tools.md"
 
 
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", default="60:90", help="frames per episode MIN:MAX")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    start_load = os.getloadavg()
     width, height = (int(v) for v in args.size.split("x"))
     low, high = (int(v) for v in args.frames.split(":"))
     with tempfile.TemporaryDirectory(prefix="tools-bench-") as tmp:
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
              "yuv420p, which shuffle avoids (it encodes the decoded yuv420p frames as they are); the last "
              "row compares with the encoder's work alone. With one worker shuffle runs in-process; with "
              "more, each worker is a spawned process, whose start-up is part of the time.\n")
-    text = header + "\n".join(table) + "\n" + notes
+    text = header + "\n".join(table) + "\n" + notes + "\n".join(machine_section((start_load, os.getloadavg()))) + "\n"
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)

@@ -1,0 +1,49 @@
+"""The "Machine and versions" section every results file ends with."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import psutil
+
+
+def versions() -> list[str]:
+    """Python, the libraries that matter for speed, nginx and FFmpeg."""
+    import importlib.metadata as md
+
+    out = [f"python {platform.python_version()}"]
+    for name in ("torch", "torchcodec", "av", "numpy", "pyarrow", "fsspec", "aiohttp", "httpx"):
+        try:
+            out.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            pass
+    for cmd in (["/usr/sbin/nginx", "-v"], ["ffmpeg", "-version"]):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            out.append((done.stdout or done.stderr).splitlines()[0].replace("nginx version: ", ""))
+        except (OSError, IndexError, subprocess.SubprocessError):
+            pass
+    return out
+
+
+def machine(load: tuple) -> list[str]:
+    """Platform, CPU, cores, memory, load average at start and end, and a noise warning when due."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    cores = os.cpu_count() or 1
+    lines = [f"{platform.platform()}; {cpu}; {cores} cores; {psutil.virtual_memory().total / 2**30:.0f} GiB RAM",
+             f"load average at start {load[0][0]:.2f}, at end {load[1][0]:.2f}"]
+    if cores <= 4 or max(load[0][0], load[1][0]) > 0.5 * cores:
+        lines.append(f"**Noisy numbers**: {cores} cores shared with other processes (load above) and, where a "
+                     "benchmark runs servers (nginx, the shaping proxy), with those too.")
+    return lines
+
+
+
+def machine_section(load: tuple) -> list[str]:
+    """Markdown lines: machine, load average at start and end (``(os.getloadavg(), os.getloadavg())``),
+    library and tool versions."""
+    return ["", "## Machine and versions", ""] + [f"- {line}" for line in machine(load) + versions()]
