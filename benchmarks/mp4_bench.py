@@ -19,7 +19,7 @@ from torchcodec.decoders import VideoDecoder
 from lerobot_stream_loader.mp4 import index_mp4, synthesize_mp4
 from tests.support.mp4_files import build_mp4, make_mp4
 
-from .report import machine_section
+from .report import machine_section, publish
 
 RESULTS = Path(__file__).parent / "results" / "mp4.md"
 CODECS = {
@@ -111,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['lead_in']:.1f} | {r['window_padding']:.2f} |"
             )
     lines += machine_section((start_load, os.getloadavg()))
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    publish(args.output, "\n".join(lines) + "\n")
     return 0
 
 

@@ -43,6 +43,13 @@ def machine(load: tuple) -> list[str]:
 
 
 
+def publish(path: Path, text: str) -> None:
+    """Print a results file's text and write it to ``path``."""
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def machine_section(load: tuple) -> list[str]:
     """Markdown lines: machine, load average at start and end (``(os.getloadavg(), os.getloadavg())``),
     library and tool versions."""

@@ -26,7 +26,7 @@ from lerobot_stream_loader.meta import load_meta
 from lerobot_stream_loader.sample import write_sample_dataset
 from lerobot_stream_loader.tools import CodecSettings, realign_parquets_to_videos, shuffle_episodes
 
-from .report import machine_section
+from .report import machine_section, publish
 
 RESULTS = Path(__file__).parent / "results" / "tools.md"
 
@@ -136,10 +136,8 @@ def main(argv: list[str] | None = None) -> int:
              "yuv420p, which shuffle avoids (it encodes the decoded yuv420p frames as they are); the last "
              "row compares with the encoder's work alone. With one worker shuffle runs in-process; with "
              "more, each worker is a spawned process, whose start-up is part of the time.\n")
-    text = header + "\n".join(table) + "\n" + notes + "\n".join(machine_section((start_load, os.getloadavg()))) + "\n"
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    machine = "\n".join(machine_section((start_load, os.getloadavg())))
+    publish(args.output, header + "\n".join(table) + "\n" + notes + machine + "\n")
     return 0
 
 
