@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import warnings
 from pathlib import Path
 
 import pytest
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, build_entries, save_sidecar
@@ -129,3 +130,31 @@ def test_sidecar_entry_with_another_etag_is_rebuilt(h264: Path, tmp_path: Path, 
     with pytest.warns(UserWarning, match="stale .*another-version"):
         items = list(dataset)
     _check_items(root, items[:10], uint8=True)
+
+
+
+class _CollectingInWorkers(IterableDataset):
+    """Runs the garbage collector in each worker once its stream started, as any training job soon does."""
+
+    def __init__(self, dataset: StreamingLeRobot) -> None:
+        self.dataset = dataset
+
+    def __iter__(self):
+        for n, item in enumerate(self.dataset):
+            if n == 1:
+                gc.collect()
+            yield item
+
+
+@pytest.mark.timeout(120)
+def test_fsspec_backend_in_the_parent_still_works_after_forked_workers(h264: Path, nginx_factory) -> None:
+    """Forked workers inherit the parent's fsspec event loop and pooled connections; they must leave
+    them alone, or the parent's next request on such a connection is never read (it waits for its
+    timeout, minutes)."""
+    server = nginx_factory(h264)
+    for _ in range(3):
+        dataset = StreamingLeRobot(server.url, backend="fsspec", num_workers=2, return_uint8=True, episodes=[0, 1])
+        loader = DataLoader(_CollectingInWorkers(dataset), batch_size=8, num_workers=2, multiprocessing_context="fork")
+        seen = [i for batch in loader for i in batch["index"].tolist()]
+        assert len(seen) == dataset.meta.episodes[0].length + dataset.meta.episodes[1].length
+        dataset.close()

@@ -27,6 +27,21 @@ from .reader import (
 )
 
 _HANDLES_PER_THREAD = 32
+_EVENT_LOOP_FILESYSTEMS: dict[int, Any] = {}
+
+
+def _keep_for_the_process(fs: Any) -> None:
+    """Keep an event-loop filesystem (http, s3, gcs ...) referenced until the process ends.
+
+    A forked DataLoader worker inherits the parent's filesystem together with its pooled connections,
+    whose sockets and event-loop epoll set it shares with the parent. When the worker makes its own
+    filesystem, fsspec drops the inherited one from its cache; were it garbage-collected there, its
+    connections would be closed from the worker, which unregisters them from the parent's epoll set,
+    and the parent's next request on such a connection would be sent but its answer never read. Held
+    here, it is never collected in a worker (workers end with ``os._exit``).
+    """
+    if getattr(fs, "async_impl", False):
+        _EVENT_LOOP_FILESYSTEMS.setdefault(id(fs), fs)
 
 
 class FsspecRangeReader(BaseRangeReader):
@@ -53,6 +68,7 @@ class FsspecRangeReader(BaseRangeReader):
             raise ValueError(f"revision={revision!r} only applies to hf:// roots, not {root!r}")
         self.root = root
         self.fs, root_path = fsspec.core.url_to_fs(root, **(storage_options or {}))
+        _keep_for_the_process(self.fs)
         self._root_path = root_path.rstrip("/")
         self._open_kwargs = {} if isinstance(self.fs, LocalFileSystem) else {"cache_type": "none"}
         self._local = threading.local()
