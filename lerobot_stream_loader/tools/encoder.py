@@ -18,8 +18,9 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
-from .stats import RunningImageStats, Stats
+from .stats import RunningImageStats, Stats, downsampled_size
 
 os.environ.setdefault("SVT_LOG", "1")  # keep the AV1 encoder's banner quiet
 
@@ -126,6 +127,8 @@ class FileEncoder:
             self._container.close()
             raise
         self._pts, self._in_episode, self._stats = 0, 0, RunningImageStats()
+        self._scaler, self._stats_scaler = VideoReformatter(), VideoReformatter()
+        self._stats_size = downsampled_size(width, height)
         self._lengths: list[int] = []
         self._episode_stats: list[Stats] = []
 
@@ -162,21 +165,26 @@ class FileEncoder:
             pass
 
     def _prepare(self, item: av.VideoFrame | np.ndarray) -> av.VideoFrame:
-        """The frame to encode; its downsampled RGB pixels go to the episode's statistics."""
+        """The frame to encode; its downsampled RGB pixels go to the episode's statistics.
+
+        One reformatter serves every frame, so FFmpeg's scaler is set up once per file, not per frame.
+        """
         if isinstance(item, av.VideoFrame):
             if (item.width, item.height) != (self._width, self._height):
                 raise ValueError(f"{self.path}: frame of {item.width}x{item.height} pixels, the file is "
                                  f"{self._width}x{self._height}")
-            self._stats.update(item.to_ndarray(format="rgb24"))
+            small = self._stats_scaler.reformat(item, width=self._stats_size[0], height=self._stats_size[1],
+                                                format="rgb24", interpolation="POINT")
+            self._stats.update(small.to_ndarray())
             if item.format.name == self.settings.pix_fmt:
                 return item
-            return item.reformat(format=self.settings.pix_fmt)
+            return self._scaler.reformat(item, format=self.settings.pix_fmt)
         rgb = np.ascontiguousarray(item, dtype=np.uint8)
         if rgb.shape[:2] != (self._height, self._width):
             raise ValueError(f"{self.path}: frame of {rgb.shape[1]}x{rgb.shape[0]} pixels, the file is "
                              f"{self._width}x{self._height}")
         self._stats.update(rgb)
-        return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=self.settings.pix_fmt)
+        return self._scaler.reformat(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format=self.settings.pix_fmt)
 
 
 _KEY, _ANY = av.video.frame.PictureType.I, av.video.frame.PictureType.NONE

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..meta import EpisodeMeta
 from ..mp4 import synthesize_mp4
-from .encoder import CodecSettings, FileEncoder
+from .encoder import HARDWARE_ENCODERS, CodecSettings, FileEncoder
 from .layout import write_parquet
 from .remux import check_episode_keyframes, episode_bounds
 from .source import EpisodeRows, SourceFiles, VideoSource
@@ -111,7 +111,10 @@ def _feed_episode(videos: VideoSource, key: str, move: EpisodeMove, encoder: Fil
     sent = 0
     with av.open(io.BytesIO(mini)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if encoder.settings.vcodec in HARDWARE_ENCODERS:
+            stream.thread_type = "AUTO"  # the encoder leaves the CPU free: let the decoder use it
+        else:  # a software encoder keeps every core busy: more decoder threads only add overhead
+            stream.codec_context.thread_count = 1
         for frame in container.decode(stream):
             t = float(frame.pts * stream.time_base) + span.time_offset
             if lo - TOLERANCE_S <= t < hi - TOLERANCE_S:

@@ -2,7 +2,8 @@
 
 Keys: ``min, max, mean, std, count, q01, q10, q50, q90, q99``. Image statistics are per channel,
 scaled to [0, 1], shaped (3, 1, 1), over frames downsampled as LeRobot does (stride ``W // 150``
-once the larger side reaches 300 pixels); ``count`` is the number of frames. Pixels are uint8, so a
+once the larger side reaches 300 pixels; decoded video frames are scaled to that size by nearest
+neighbour while they are converted to RGB, which costs a fraction of a full-size conversion); ``count`` is the number of frames. Pixels are uint8, so a
 256-bin histogram per channel gives exact running statistics (quantiles interpolate linearly
 between order statistics, like ``numpy.quantile``). Aggregation over episodes follows LeRobot:
 count-weighted mean and quantiles, pooled variance, min of mins, max of maxes.
@@ -20,13 +21,22 @@ STAT_KEYS = ("min", "max", "mean", "std", "count", *QUANTILES)
 Stats = dict[str, np.ndarray]
 
 
+def _stride(height: int, width: int, target: int, threshold: int) -> int:
+    if max(height, width) < threshold:
+        return 1
+    return int(width / target) if width > height else int(height / target)
+
+
 def downsample(frame_hwc: np.ndarray, target: int = 150, threshold: int = 300) -> np.ndarray:
     """LeRobot's stride downsampling of a large frame (H, W, C) before image statistics."""
-    height, width = frame_hwc.shape[:2]
-    if max(height, width) < threshold:
-        return frame_hwc
-    step = int(width / target) if width > height else int(height / target)
-    return frame_hwc[::step, ::step]
+    step = _stride(*frame_hwc.shape[:2], target, threshold)
+    return frame_hwc if step == 1 else frame_hwc[::step, ::step]
+
+
+def downsampled_size(width: int, height: int, target: int = 150, threshold: int = 300) -> tuple[int, int]:
+    """(width, height) of a frame after :func:`downsample`; such a frame is never downsampled again."""
+    step = _stride(height, width, target, threshold)
+    return -(-width // step), -(-height // step)
 
 
 class RunningImageStats:
