@@ -62,7 +62,8 @@ def _json(parser: argparse.ArgumentParser) -> None:
 
 def _source_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SRC", help="source dataset: local folder or fsspec URL")
-    parser.add_argument("output", metavar="OUT", help="output folder (must be empty or absent)")
+    parser.add_argument("output", metavar="OUT",
+                        help="output folder or writable fsspec URL, e.g. s3:// (must be empty or absent)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     _json(parser)
 

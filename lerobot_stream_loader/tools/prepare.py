@@ -1,13 +1,13 @@
 """prepare: the common case in one call: shuffle (or realign), data_files, MP4 index sidecar, validate.
 
 The sidecar and the validation run on the finished temporary folder, so a dataset that does not
-validate is never renamed into ``output_dir``.
+validate is never renamed into ``output_dir`` (nor, for a URL output, uploaded).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from ..index_sidecar import build_entries, save_sidecar
 from ..meta import load_meta
 from ..storage import open_reader
 from .output import ToolError
+from .publish import is_url_output
 from .realign import realign_parquets_to_videos
 from .shuffle import shuffle_episodes
 from .validate import ValidationReport, validate
@@ -37,12 +38,16 @@ class PrepareResult:
 
 def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], *, shuffle: bool = True,
             seed: int = 0, overwrite: bool = False, storage_options: dict[str, Any] | None = None,
-            progress: bool = False, **shuffle_options: Any) -> PrepareResult:
+            progress: bool = False, output_storage_options: dict[str, Any] | None = None,
+            **shuffle_options: Any) -> PrepareResult:
     """Write a streaming-ready copy of ``source`` to ``output_dir``.
 
     ``shuffle=True`` (default) re-encodes episodes in a seeded order (``shuffle_options`` go to
     :func:`shuffle_episodes`: ``vcodec``, ``executor``, ...); ``shuffle=False`` realigns without
-    re-encoding. Raises ``ToolError`` and writes nothing when any step or the validation fails.
+    re-encoding. ``output_dir`` is a local folder or a writable fsspec URL (``output_storage_options``
+    as for :func:`realign_parquets_to_videos`): the sidecar and the validation run on the local
+    staged copy, which is uploaded (``meta/info.json`` last) only when it validates. Raises
+    ``ToolError`` and writes nothing when any step or the validation fails.
     """
     state: dict[str, Any] = {}
 
@@ -53,6 +58,8 @@ def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], 
             entries = build_entries(meta, reader, progress=progress)
         finally:
             reader.close()
+        if is_url_output(output_dir):  # the staged files' mtimes mean nothing once uploaded; sizes still guard
+            entries = {path: replace(entry, etag=None) for path, entry in entries.items()}
         save_sidecar(meta, entries)
         report: ValidationReport = validate(folder)
         if not report.ok:
@@ -62,13 +69,15 @@ def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], 
 
     if shuffle:
         summary = shuffle_episodes(source, output_dir, seed, overwrite=overwrite, storage_options=storage_options,
-                                   progress=progress, before_commit=finish, **shuffle_options).to_dict()
+                                   progress=progress, before_commit=finish,
+                                   output_storage_options=output_storage_options, **shuffle_options).to_dict()
     else:
         if shuffle_options:
             raise TypeError(f"options {sorted(shuffle_options)} only apply with shuffle=True")
         summary = realign_parquets_to_videos(source, output_dir, overwrite=overwrite,
                                              storage_options=storage_options, progress=progress,
-                                             before_commit=finish).to_dict()
+                                             before_commit=finish,
+                                             output_storage_options=output_storage_options).to_dict()
     output = summary["output"]
     report = dict(state["validation"], root=output)
     return PrepareResult(output, shuffle, summary, sidecar=f"{output}/meta/mp4_index.npz", validation=report)

@@ -30,7 +30,7 @@ from .layout import (
     write_info,
     write_parquet,
 )
-from .output import check_output, local_output, staged_output
+from .output import Output, check_output, open_output, output_file_size, staged_output
 from .remux import cut_mp4, episode_bounds
 from .source import EpisodeRows, SourceFiles, VideoSource, open_source
 
@@ -91,17 +91,22 @@ def realign_parquets_to_videos(
     storage_options: dict[str, Any] | None = None,
     progress: bool = False,
     before_commit: Callable[[Path], None] | None = None,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> RealignResult:
     """Write an aligned copy of ``source`` to ``output_dir`` (same episodes, frames, tasks, samples).
 
+    ``output_dir`` is a local folder or a writable fsspec URL (``s3://``, ``gs://``, ``memory://``...;
+    options: ``output_storage_options``, else ``storage_options`` when the protocol is the source's).
+    A URL output is built in a local staging folder and then uploaded, ``meta/info.json`` last.
     ``copy_videos=False``: the videos must already be in ``output_dir`` at the paths the source uses
-    (checked by size); only possible when no camera needs to be cut. ``before_commit(folder)`` runs
-    on the finished temporary folder before it is renamed into place. Raises ``ToolError`` (nothing
-    written) on failure.
+    (checked by size, kept on overwrite); only possible when no camera needs to be cut.
+    ``before_commit(folder)`` runs on the finished local folder before it is renamed into place (or
+    uploaded). Raises ``ToolError`` (nothing written) on failure.
     """
     start = time.perf_counter()
     source = os.fspath(source)
-    output = local_output(output_dir)
+    output = open_output(output_dir, source, storage_options=storage_options,
+                         output_storage_options=output_storage_options)
     meta = open_source(source, storage_options)
     groups = make_groups(common_runs(meta), meta.info)
     plan = plan_videos(meta, groups)
@@ -111,7 +116,8 @@ def realign_parquets_to_videos(
     result = RealignResult(str(output), meta.total_episodes, meta.total_frames, len(groups),
                            len(groups) * len(meta.video_keys))
     result.remuxed_cameras = [k for k, actions in plan.items() if "cut" in actions]
-    with staged_output(output, what=f"realign of {meta.root}", keep=() if copy_videos else ("videos",)) as tmp:
+    with staged_output(output, what=f"realign of {meta.root}", keep=() if copy_videos else ("videos",),
+                       progress=progress) as tmp:
         files = SourceFiles(meta.root, storage_options)
         write_aligned(meta, files, groups, plan, tmp, result, copy_videos=copy_videos, progress=progress)
         if before_commit is not None:
@@ -186,7 +192,7 @@ def _record_cut(meta: DatasetMeta, group: FileGroup, key: str, out: Path, column
 
 
 def _check_videos_in_place(meta: DatasetMeta, files: SourceFiles, groups: list[FileGroup], plan: dict[str, list[str]],
-                           output: Path) -> None:
+                           output: Output) -> None:
     for key, actions in plan.items():
         for group, action in zip(groups, actions):
             source_path = meta.episode(group.episodes[0]).videos[key].path
@@ -195,7 +201,6 @@ def _check_videos_in_place(meta: DatasetMeta, files: SourceFiles, groups: list[F
                 raise ValueError(
                     f"copy_videos=False needs the source's video layout, but camera {key} must be cut onto "
                     f"a common layout ({source_path} -> {target}); run with copy_videos=True")
-            placed = output / target
-            if not placed.is_file() or placed.stat().st_size != files.size(source_path):
-                raise FileNotFoundError(f"copy_videos=False: {placed} is missing or differs in size from "
+            if output_file_size(output, target) != files.size(source_path):
+                raise FileNotFoundError(f"copy_videos=False: {output}/{target} is missing or differs in size from "
                                         f"{meta.root}/{source_path}; put the videos in place first")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..meta import DatasetMeta
 from .encoder import CodecSettings
 from .layout import FileGroup, copy_meta_files, finish_info, make_groups, write_info
-from .output import ToolError, check_output, local_output, staged_output
+from .output import ToolError, check_output, open_output, staged_output
 from .shuffle_meta import write_shuffled_meta
 from .shuffle_tasks import DataTask, EpisodeMove, VideoTask, run_data_task, run_video_task
 from .source import SourceFiles, VideoSource, open_source
@@ -75,16 +75,21 @@ def shuffle_episodes(
     storage_options: dict[str, Any] | None = None,
     progress: bool = False,
     before_commit: Callable[[Path], None] | None = None,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> ShuffleResult:
     """Write ``source`` with its episodes in the order ``shuffle_order(N, seed)`` to ``output_dir``.
 
     ``vcodec="auto"`` picks a working hardware encoder, else libsvtav1. ``executor``: where the tasks
     run (default: a local process pool of ``max_workers`` or one per CPU). Size limits default to the
-    source's info.json. ``before_commit(folder)`` runs on the finished temporary folder before it is
-    renamed into place. Raises ``ToolError`` (nothing written) when any task fails.
+    source's info.json. ``output_dir`` is a local folder or a writable fsspec URL (options:
+    ``output_storage_options``, else ``storage_options`` when the protocol is the source's); a URL
+    output is built in a local staging folder and then uploaded, ``meta/info.json`` last.
+    ``before_commit(folder)`` runs on the finished local folder before it is renamed into place (or
+    uploaded). Raises ``ToolError`` (nothing written) when any task fails.
     """
     start = time.perf_counter()
-    output = local_output(output_dir)
+    output = open_output(output_dir, source, storage_options=storage_options,
+                         output_storage_options=output_storage_options)
     meta = open_source(os.fspath(source), storage_options)
     check_output(os.fspath(source), output, overwrite=overwrite)
     settings = CodecSettings(vcodec, pix_fmt, g, crf, preset).resolved()
@@ -100,7 +105,7 @@ def shuffle_episodes(
     result = ShuffleResult(str(output), seed, meta.total_episodes, meta.total_frames,
                            [m.old for m in moves], len(groups), len(groups) * len(meta.video_keys),
                            settings.vcodec, 0)
-    with staged_output(output, what=f"shuffle of {meta.root}") as tmp:
+    with staged_output(output, what=f"shuffle of {meta.root}", progress=progress) as tmp:
         tasks = make_tasks(meta, files, moves, groups, info, settings, tmp)
         result.tasks = len(tasks)
         outcomes = run_tasks(tasks, executor, max_workers, progress)
