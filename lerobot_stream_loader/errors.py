@@ -20,3 +20,7 @@ class FetchError(StreamLoaderError, OSError):
 
 class FrameMismatchError(StreamLoaderError, RuntimeError):
     """A decoded frame's timestamp is further from the requested time than the tolerance."""
+
+
+class StalledError(StreamLoaderError, TimeoutError):
+    """A call into native code did not return within its time limit; its thread was abandoned."""

@@ -12,12 +12,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import av
 import numpy as np
 
-from ..errors import StreamLoaderError
+from ..deadline import run_with_deadline
+from ..errors import StalledError, StreamLoaderError
 from .pattern import FrameRenderer, read_index_from_luma
 
 _log = logging.getLogger(__name__)
@@ -31,6 +33,16 @@ ENCODERS = {"av1": "libsvtav1", "h264": "libx264", "hevc": "libx265"}
 # (the MP4 sample entry) does not depend on the preset, so such episodes still concatenate by stream
 # copy. x264/x265 headers change with any rate option, so h264/hevc get a single attempt.
 _AV1_PRESETS = ("12", "10", "8")
+
+# The SVT-AV1 bundled with PyAV occasionally deadlocks inside an encode or flush call (all of its
+# threads wait on semaphores, the CPU idles) and the same encode succeeds when run again. Each episode
+# encode therefore runs under a time limit of ``STALL_BASE_S + STALL_PER_FRAME_S * frames``, scaled up
+# for frames larger than 640x480, and a stalled one is started again with a fresh encoder at most
+# ``STALL_RETRIES`` more times.
+STALL_BASE_S = 60.0
+STALL_PER_FRAME_S = 0.25
+STALL_RETRIES = 2
+_REFERENCE_AREA = 640 * 480
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,36 @@ def encode_episode(
     return buffer.getvalue()
 
 
+def encode_time_limit(length: int, settings: VideoSettings) -> float:
+    """Seconds an encode of ``length`` frames may take before it counts as stalled."""
+    scale = max(1.0, settings.width * settings.height / _REFERENCE_AREA)
+    return (STALL_BASE_S + STALL_PER_FRAME_S * length) * scale
+
+
+def encode_watched_episode(
+    renderer: FrameRenderer, first_index: int, length: int, settings: VideoSettings, attempt: int, where: str
+) -> bytes:
+    """``encode_episode`` under ``encode_time_limit``, started again when it stalls.
+
+    Raises ``StalledError`` naming ``where`` once ``1 + STALL_RETRIES`` encodes have stalled.
+    """
+    limit = encode_time_limit(length, settings)
+    what = f"{where}: {settings.encoder} encode of {length} frames"
+    call = partial(encode_episode, renderer, first_index, length, settings, attempt)  # fresh encoder per call
+    for retry in range(1, STALL_RETRIES + 1):
+        try:
+            return run_with_deadline(call, limit, what)
+        except StalledError as error:
+            _log.warning("%s; encoding it again (retry %d of %d)", error, retry, STALL_RETRIES)
+    try:
+        return run_with_deadline(call, limit, what)
+    except StalledError as error:
+        raise StalledError(
+            f"{where}: the {settings.encoder} encoder stalled {STALL_RETRIES + 1} times in a row "
+            f"(limit {limit:g} s each); giving up on this episode"
+        ) from error
+
+
 def find_bad_frame(data: bytes, first_index: int, length: int) -> str | None:
     """Decode an encoded episode; describe the first frame whose pattern is wrong, or None."""
     count = 0
@@ -109,11 +151,12 @@ def encode_checked_episode(
     """``encode_episode`` whose every decoded frame is verified to carry its index.
 
     SVT-AV1 preset 12 occasionally copies a flat block unchanged where it turned from white to
-    black; such an episode is encoded again with a slower preset. ``where`` names it in errors.
+    black; such an episode is encoded again with a slower preset. Each encode is watched for stalls
+    (``encode_watched_episode``). ``where`` names the episode in logs and errors.
     """
     problem = None
     for attempt in range(settings.attempts):
-        data = encode_episode(renderer, first_index, length, settings, attempt)
+        data = encode_watched_episode(renderer, first_index, length, settings, attempt, where)
         problem = find_bad_frame(data, first_index, length)
         if problem is None:
             if attempt:
