@@ -155,3 +155,13 @@ def test_auto_vcodec_falls_back_to_an_encoder_that_works():
     assert settings.vcodec != "auto"
     assert settings.vcodec == "libsvtav1" or settings.vcodec.split("_")[-1] in (
         "nvenc", "qsv", "vaapi", "videotoolbox")
+
+
+def test_encoder_threads_map_to_each_encoders_option_and_are_not_recorded():
+    assert CodecSettings(threads=1).encoder_options()["svtav1-params"] == "lp=1"
+    mine = CodecSettings(options=(("svtav1-params", "tune=0"),), threads=2).encoder_options()
+    assert mine["svtav1-params"] == "tune=0:lp=2"
+    assert CodecSettings(options=(("svtav1-params", "lp=4"),), threads=2).encoder_options()["svtav1-params"] == "lp=4"
+    assert CodecSettings("libx264", threads=3).encoder_options()["threads"] == "3"
+    assert "threads" not in CodecSettings().encoder_options() and "svtav1-params" not in CodecSettings().encoder_options()
+    assert CodecSettings(threads=2).feature_info() == CodecSettings().feature_info()

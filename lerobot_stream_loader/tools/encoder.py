@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
@@ -39,12 +39,13 @@ class CodecSettings:
     crf: int = 30
     preset: int | str = 12
     options: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    threads: int = 0  # encoder threads per file; 0: the encoder's default (every core); never changes the bytes
 
     def resolved(self) -> CodecSettings:
         """The same settings with ``vcodec="auto"`` replaced by the encoder it picks."""
         if self.vcodec != "auto":
             return self
-        return CodecSettings(pick_vcodec(), self.pix_fmt, self.g, self.crf, self.preset, self.options)
+        return replace(self, vcodec=pick_vcodec())
 
     def encoder_options(self) -> dict[str, str]:
         """FFmpeg options for this encoder."""
@@ -65,6 +66,13 @@ class CodecSettings:
         elif name.endswith(("_qsv", "_vaapi")):
             opts["qp"] = str(self.crf)
         opts.update(dict(self.options))
+        if self.threads > 0:
+            if name == "libsvtav1":  # SVT-AV1's level of parallelism; its output does not depend on it
+                params = opts.get("svtav1-params", "")
+                if "lp=" not in params:
+                    opts["svtav1-params"] = f"{params}:lp={self.threads}" if params else f"lp={self.threads}"
+            else:
+                opts.setdefault("threads", str(self.threads))
         return opts
 
     def feature_info(self) -> dict[str, Any]:

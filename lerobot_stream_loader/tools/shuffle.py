@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,11 +178,14 @@ def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None,
     """Run every task on ``executor``; the first failure cancels the rest and raises ToolError.
 
     Without an executor: a process pool of ``max_workers`` (default one per CPU, at most one per
-    task); with a single worker the tasks run here, in turn, which spares starting a process.
+    task), whose encoders share the cores (each gets ``cores // workers`` threads); with a single
+    worker the tasks run here, in turn, which spares starting a process.
     """
     own = executor is None
     if own:
         workers = min(max_workers or os.cpu_count() or 1, len(tasks))
+        if workers > 1:  # encoders that each use every core would fight over them
+            tasks = {name: _sharing_cores(task, workers) for name, task in tasks.items()}
         executor = InlineExecutor() if workers <= 1 else ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"))
     assert executor is not None
@@ -211,6 +214,13 @@ def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None,
     finally:
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _sharing_cores(task: VideoTask | DataTask, workers: int) -> VideoTask | DataTask:
+    if not isinstance(task, VideoTask) or task.settings.threads:
+        return task
+    share = max(1, (os.cpu_count() or 1) // workers)
+    return replace(task, settings=replace(task.settings, threads=share))
 
 
 class InlineExecutor(Executor):
