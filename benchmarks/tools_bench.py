@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from fractions import Fraction
@@ -77,12 +78,21 @@ def encode_only(frames: dict[str, list[np.ndarray]] | dict[str, list[av.VideoFra
     return time.perf_counter() - start
 
 
+def timed_shuffle(source: Path, out: Path, workers: int) -> float:
+    """Seconds of one shuffle into a fresh ``out``."""
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    shuffle_episodes(source, out, seed=0, max_workers=workers)
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--cameras", type=int, default=2)
-    parser.add_argument("--size", default="320x240", help="WxH (default 320x240)")
+    parser.add_argument("--size", default="640x480", help="WxH (default 640x480, LeRobot's usual camera size)")
     parser.add_argument("--frames", default="60:90", help="frames per episode MIN:MAX")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each timing; the median is reported")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     start_load = os.getloadavg()
@@ -102,15 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         decoded = decoded_frames(source)
         rgb = {key: [f.to_ndarray(format="rgb24") for f in camera] for key, camera in decoded.items()}
         settings = CodecSettings()
-        encode_s = encode_only(rgb, meta.fps, settings, work)
-        encode_yuv_s = encode_only(decoded, meta.fps, settings, work)
-        start = time.perf_counter()
-        shuffle_episodes(source, work / "shuffled1", seed=0, max_workers=1)
-        shuffle1_s = time.perf_counter() - start
         workers = os.cpu_count() or 1
-        start = time.perf_counter()
-        shuffle_episodes(source, work / "shuffledN", seed=0, max_workers=workers)
-        shuffle_n_s = time.perf_counter() - start
+        runs: dict[str, list[float]] = {}
+        for _ in range(args.repeats):  # interleaved, so that a busy moment of the machine hits every kind
+            runs.setdefault("encode", []).append(encode_only(rgb, meta.fps, settings, work))
+            runs.setdefault("encode_yuv", []).append(encode_only(decoded, meta.fps, settings, work))
+            runs.setdefault("shuffle1", []).append(timed_shuffle(source, work / "shuffled1", 1))
+            runs.setdefault("shuffleN", []).append(timed_shuffle(source, work / "shuffledN", workers))
+        encode_s, encode_yuv_s, shuffle1_s, shuffle_n_s = (statistics.median(runs[k]) for k in
+                                                          ("encode", "encode_yuv", "shuffle1", "shuffleN"))
     n_frames = meta.total_frames * len(meta.video_keys)
     mb = total_bytes / 1e6
     rows = [
@@ -129,13 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"# Offline tools benchmark\n\nDataset: {meta.total_episodes} episodes, {len(meta.video_keys)} "
               f"cameras, {width}x{height}, {meta.total_frames} frames per camera, {mb:.2f} MB "
               f"(realign cut {realign.cut_video_files} video files); encoder {settings.vcodec} "
-              f"crf {settings.crf} g {settings.g} preset {settings.preset}; {os.cpu_count()} CPUs.\n\n")
+              f"crf {settings.crf} g {settings.g} preset {settings.preset}; {os.cpu_count()} CPUs; median of "
+              f"{args.repeats} runs (interleaved).\n\nCommand: `{' '.join(['python -m benchmarks tools', *(argv or [])])}`\n\n")
     notes = ("\nThe shuffle rows time the whole tool (decoding the source, encoding, image statistics, "
              "parquet and metadata); the encode-only baselines time the encoder alone on frames decoded "
              "beforehand (untimed). The first baseline is fed RGB frames, so it also converts them to "
              "yuv420p, which shuffle avoids (it encodes the decoded yuv420p frames as they are); the last "
              "row compares with the encoder's work alone. With one worker shuffle runs in-process; with "
-             "more, each worker is a spawned process, whose start-up is part of the time.\n")
+             "more, each worker is a spawned process, whose start-up is part of the time, and each encoder "
+             "gets cores / workers threads.\n")
     machine = "\n".join(machine_section((start_load, os.getloadavg())))
     publish(args.output, header + "\n".join(table) + "\n" + notes + machine + "\n")
     return 0
