@@ -140,6 +140,11 @@ class FileEncoder:
         self._lengths: list[int] = []
         self._episode_stats: list[Stats] = []
 
+    @property
+    def frames(self) -> int:
+        """Frames encoded so far (a progress counter a watchdog can read from another thread)."""
+        return self._pts
+
     def add(self, item: av.VideoFrame | np.ndarray) -> None:
         """Encode one frame (a decoded PyAV frame or an RGB uint8 array)."""
         frame = self._prepare(item)

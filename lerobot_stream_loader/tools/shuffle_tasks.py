@@ -8,7 +8,10 @@ source itself and writes exactly one output file; it returns what the metadata n
 from __future__ import annotations
 
 import io
+import logging
+import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +19,20 @@ import av
 import numpy as np
 import pyarrow as pa
 
+from ..deadline import run_while_progressing
+from ..errors import StalledError
 from ..meta import EpisodeMeta
 from ..mp4 import synthesize_mp4
-from .encoder import HARDWARE_ENCODERS, CodecSettings, FileEncoder
+from .encoder import HARDWARE_ENCODERS, CameraResult, CodecSettings, FileEncoder
 from .layout import write_parquet
 from .remux import check_episode_keyframes, episode_bounds
 from .source import EpisodeRows, SourceFiles, VideoSource
 from .stats import to_lists, vector_stats
 
 TOLERANCE_S = 1e-4
+STALL_SECONDS = 180.0  # no frame encoded for this long: the encoder is stuck
+STALL_RETRIES = 1
+_log = logging.getLogger(__name__)
 RENUMBERED = ("index", "episode_index")
 
 
@@ -83,17 +91,25 @@ def run_video_task(task: VideoTask) -> dict[str, Any]:
 
     The task is the camera's one encoder thread: it decodes and encodes in turn (the decoder and the
     encoder run their own native threads), which avoids handing every frame to another Python thread.
+    The encoder is watched: one that makes no progress for ``STALL_SECONDS`` (SVT-AV1 occasionally
+    deadlocks inside an encode call) is abandoned and the file is encoded again, at most
+    ``STALL_RETRIES`` times, then a ``StalledError`` names the file.
     """
-    videos = VideoSource(task.files)
-    encoder = FileEncoder(task.out, task.width, task.height, task.fps, task.settings)
-    try:
-        for move in task.episodes:
-            _feed_episode(videos, task.key, move, encoder)
-            encoder.end_episode()
-        result = encoder.close()
-    except BaseException:
-        encoder.abort()
-        raise
+    for attempt in range(STALL_RETRIES + 1):
+        part = f"{task.out}.part{attempt}"
+        encoders: list[FileEncoder] = []
+        try:
+            result = run_while_progressing(partial(_encode_file, task, part, encoders),
+                                           partial(_frames_encoded, encoders),
+                                           STALL_SECONDS, f"encoder of {task.out}")
+        except StalledError as error:
+            Path(part).unlink(missing_ok=True)  # the abandoned thread keeps writing to an unlinked file
+            if attempt == STALL_RETRIES:
+                raise StalledError(f"{error}; gave up after {STALL_RETRIES + 1} tries") from error
+            _log.warning("%s; encoding the file again (retry %d of %d)", error, attempt + 1, STALL_RETRIES)
+            continue
+        os.replace(part, task.out)
+        break
     data = Path(task.out).read_bytes()
     lengths = [m.length for m in task.episodes]
     if result.lengths != lengths:
@@ -101,6 +117,24 @@ def run_video_task(task: VideoTask) -> dict[str, Any]:
     check_episode_keyframes(data, lengths, task.out)
     return {"key": task.key, "bounds": episode_bounds(data, lengths, task.fps, task.out),
             "stats": [to_lists(s) for s in result.stats], "bytes": len(data)}
+
+
+def _frames_encoded(encoders: list[FileEncoder]) -> int:
+    return encoders[0].frames if encoders else 0
+
+
+def _encode_file(task: VideoTask, path: str, encoders: list[FileEncoder]) -> CameraResult:
+    videos = VideoSource(task.files)
+    encoder = FileEncoder(path, task.width, task.height, task.fps, task.settings)
+    encoders.append(encoder)
+    try:
+        for move in task.episodes:
+            _feed_episode(videos, task.key, move, encoder)
+            encoder.end_episode()
+        return encoder.close()
+    except BaseException:
+        encoder.abort()
+        raise
 
 
 def _feed_episode(videos: VideoSource, key: str, move: EpisodeMove, encoder: FileEncoder) -> None:
