@@ -282,7 +282,7 @@ def write_report(rows: list[dict], context: dict, folder: Path) -> tuple[Path, P
     folder.mkdir(parents=True, exist_ok=True)
     cal = context["calibration"]
     md = ["# Streaming benchmark", "",
-          f"Command: `python -m benchmarks stream {' '.join(context['argv'] or [])}`".replace(" `", " `").strip(),
+          f"Command: `{' '.join(['python -m benchmarks stream', *(context['argv'] or [])])}`",
           f"({context['elapsed']:.0f} s). Datasets: " + "; ".join(
               f"{k}: {v['video_files']} MP4s {v['video_bytes'] / 1e6:.0f} MB, {v['data_files']} parquet"
               for k, v in context["datasets"].items()) + ".",
