@@ -8,6 +8,7 @@ leave nothing behind when anything fails.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import uuid
 import warnings
@@ -268,3 +269,36 @@ def test_cli_realign_writes_to_s3_with_options_from_fsspec_config(make_sample, m
     assert json.loads(capsys.readouterr().out)["output"] == url
     assert set(s3_tree(moto_s3, bucket, "cli")) >= {"meta/info.json", *load_meta(source).video_files}
     assert main(["validate", url]) == 0
+
+
+@pytest.mark.timeout(120)
+def test_cli_takes_storage_options_as_json(make_sample, moto_s3, tmp_path):
+    """The installed entry point, in its own process: options reach S3 only through the flags."""
+    import subprocess
+    import sys
+
+    source = make_sample(**SMALL)
+    bucket = new_bucket(moto_s3)
+    url = f"s3://{bucket}/flags"
+    options = json.dumps(moto_s3.storage_options)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lerobot_stream_loader.cli", *args], capture_output=True,
+                              text=True, timeout=100, env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true",
+                                   # without the flags, S3 calls would go here and fail: never off this host
+                                   "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"})
+
+    done = cli("realign", str(source), url, "--output-storage-options", options, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["output"] == url
+    assert cli("validate", url, "--storage-options", options).returncode == 0
+    sidecar = tmp_path / "index.npz"
+    done = cli("index", url, "--storage-options", options, "--backend", "fsspec", "-o", str(sidecar), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["files"] == len(load_meta(source).video_files) and sidecar.is_file()
+    bad = cli("validate", url, "--storage-options", "[1, 2]")
+    assert bad.returncode == 2 and "expected a JSON object" in bad.stderr
+    unreachable = cli("realign", str(source), f"s3://{bucket}/other")  # no options: the dead endpoint above
+    assert unreachable.returncode == 1 and "Traceback" not in unreachable.stderr
+    assert f"lerobot-stream realign: error: StreamLoaderError: s3://{bucket}/other: cannot list the output" \
+        in unreachable.stderr

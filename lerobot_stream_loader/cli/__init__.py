@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from ..errors import StreamLoaderError
 
 _COMMAND_MODULES = (
     "sample",
@@ -32,10 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``lerobot-stream`` console script."""
+    """Entry point of the ``lerobot-stream`` console script.
+
+    Expected failures (bad input, unreachable or refused storage, a tool that could not finish) print
+    one line naming the cause and exit with status 1; ``LEROBOT_STREAM_DEBUG=1`` shows the traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (StreamLoaderError, OSError, ValueError) as exc:
+        if os.environ.get("LEROBOT_STREAM_DEBUG"):
+            raise
+        print(f"lerobot-stream {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

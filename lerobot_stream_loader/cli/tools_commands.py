@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .common import print_json
+from .common import add_storage_options, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,6 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Add 'data_files' (every data parquet path, from the episodes table) to meta/info.json, "
                     "so readers never list a directory. Running it again changes nothing.")
     parser.add_argument("root", metavar="ROOT", help="dataset root (local folder or writable fsspec URL)")
+    add_storage_options(parser)
     _json(parser)
     parser.set_defaults(func=_data_files)
 
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Check counts, referenced files, data/video/meta alignment (reported), video spans "
                     "and a few decoded frames per video file.")
     parser.add_argument("root", metavar="ROOT", help="dataset root: local folder or fsspec URL")
+    add_storage_options(parser)
     _json(parser)
     parser.set_defaults(func=_validate)
 
@@ -65,6 +67,7 @@ def _source_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", metavar="OUT",
                         help="output folder or writable fsspec URL, e.g. s3:// (must be empty or absent)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    add_storage_options(parser, output=True)
     _json(parser)
 
 
@@ -84,6 +87,10 @@ def _shuffle_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "max_workers": args.workers, "max_episodes_per_file": args.max_episodes_per_file}
 
 
+def _storage_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"storage_options": args.storage_options, "output_storage_options": args.output_storage_options}
+
+
 def _finish(args: argparse.Namespace, summary: dict[str, Any], line: str) -> int:
     if args.json:
         print_json(summary)
@@ -95,7 +102,7 @@ def _finish(args: argparse.Namespace, summary: dict[str, Any], line: str) -> int
 def _data_files(args: argparse.Namespace) -> int:
     from ..tools import update_info_with_data_files
 
-    files = update_info_with_data_files(args.root)
+    files = update_info_with_data_files(args.root, storage_options=args.storage_options)
     return _finish(args, {"root": args.root, "data_files": files},
                    f"{args.root}: info.json lists {len(files)} data files")
 
@@ -104,7 +111,7 @@ def _realign(args: argparse.Namespace) -> int:
     from ..tools import realign_parquets_to_videos
 
     result = realign_parquets_to_videos(args.source, args.output, args.copy_videos, overwrite=args.overwrite,
-                                        progress=not args.json)
+                                        progress=not args.json, **_storage_kwargs(args))
     remux = f"; cut by stream copy: {', '.join(result.remuxed_cameras)}" if result.remuxed_cameras else ""
     return _finish(args, result.to_dict(),
                    f"realigned {result.episodes} episodes into {result.data_files} files in {result.output} "
@@ -115,7 +122,7 @@ def _shuffle(args: argparse.Namespace) -> int:
     from ..tools import shuffle_episodes
 
     result = shuffle_episodes(args.source, args.output, args.seed, overwrite=args.overwrite,
-                              progress=not args.json, **_shuffle_kwargs(args))
+                              progress=not args.json, **_storage_kwargs(args), **_shuffle_kwargs(args))
     return _finish(args, result.to_dict(),
                    f"shuffled {result.episodes} episodes ({result.frames} frames, {result.vcodec}) into "
                    f"{result.data_files} files in {result.output} ({result.seconds} s)")
@@ -126,7 +133,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     options = _shuffle_kwargs(args) if args.shuffle else {}
     result = prepare(args.source, args.output, shuffle=args.shuffle, seed=args.seed, overwrite=args.overwrite,
-                     progress=not args.json, **options)
+                     progress=not args.json, **_storage_kwargs(args), **options)
     how = "shuffled" if result.shuffled else "realigned"
     return _finish(args, result.to_dict(),
                    f"prepared {result.output} ({how}, sidecar {result.sidecar}, validation ok)")
@@ -135,7 +142,7 @@ def _prepare(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from ..tools import validate
 
-    report = validate(args.root)
+    report = validate(args.root, storage_options=args.storage_options)
     if args.json:
         print_json(report.to_dict())
     else:

@@ -19,6 +19,7 @@ from typing import Any
 import fsspec
 from tqdm import tqdm
 
+from ..errors import StreamLoaderError
 from ..paths import normalize_root
 
 INFO = "meta/info.json"
@@ -75,7 +76,11 @@ class RemoteOutput:
                 raise ValueError(f"output {self.url} overlaps the source dataset {root}; choose another URL")
         if self.path and self.fs.isfile(self.path):
             raise FileExistsError(f"{self.url} exists and is not a folder")
-        extra = sorted({name.split("/")[0] for name in self.files() if name.split("/")[0] not in allow})
+        try:
+            present = self.files()
+        except Exception as exc:  # unreachable store, refused credentials ... : say which output
+            raise StreamLoaderError(f"{self.url}: cannot list the output ({type(exc).__name__}: {exc})") from exc
+        extra = sorted({name.split("/")[0] for name in present if name.split("/")[0] not in allow})
         if extra and not overwrite:
             raise FileExistsError(f"{self.url} is not empty (holds {', '.join(extra[:5])}); "
                                   "pass overwrite=True (--overwrite) to replace it")
