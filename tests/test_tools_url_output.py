@@ -302,3 +302,18 @@ def test_cli_takes_storage_options_as_json(make_sample, moto_s3, tmp_path):
     assert unreachable.returncode == 1 and "Traceback" not in unreachable.stderr
     assert f"lerobot-stream realign: error: StreamLoaderError: s3://{bucket}/other: cannot list the output" \
         in unreachable.stderr
+
+
+@pytest.mark.timeout(120)
+def test_url_output_is_staged_in_the_given_folder(make_sample, tmp_path):
+    source = make_sample(**TINY)
+    stage, seen = tmp_path / "shared-stage", []
+    url = f"memory://staged-{uuid.uuid4().hex[:8]}"
+    try:
+        result = shuffle_episodes(source, url, seed=1, max_workers=1, staging_dir=stage,
+                                  before_commit=lambda folder: seen.append(folder))
+        assert result.output == url and seen and seen[0].parent == stage.resolve()
+        assert list(stage.iterdir()) == []  # removed once published
+        assert load_meta(url).total_episodes == load_meta(source).total_episodes
+    finally:
+        fsspec.filesystem("memory").rm(url.removeprefix("memory://"), recursive=True)

@@ -36,16 +36,22 @@ def local_output(output_dir: str | os.PathLike[str]) -> Path:
 
 def open_output(output_dir: str | os.PathLike[str], source: str | os.PathLike[str], *,
                 storage_options: dict[str, Any] | None = None,
-                output_storage_options: dict[str, Any] | None = None) -> Output:
+                output_storage_options: dict[str, Any] | None = None,
+                staging_dir: str | os.PathLike[str] | None = None) -> Output:
     """A local folder, or a :class:`RemoteOutput` for a URL (read-only stores refused with ValueError).
 
     A URL output uses ``output_storage_options``, else ``storage_options`` when its protocol is the
-    source's, else none.
+    source's, else none; it is staged in a new folder inside ``staging_dir`` (default: the system
+    temp dir).
     """
     if not is_url_output(output_dir):
         return local_output(output_dir)
     url = os.fspath(output_dir)
-    return RemoteOutput(url, output_options(os.fspath(source), url, storage_options, output_storage_options))
+    output = RemoteOutput(url, output_options(os.fspath(source), url, storage_options, output_storage_options))
+    if staging_dir is not None:
+        output.staging_dir = Path(staging_dir).expanduser().resolve()
+        output.staging_dir.mkdir(parents=True, exist_ok=True)
+    return output
 
 
 def output_file_size(output: Output, relative: str) -> int | None:
@@ -131,7 +137,7 @@ def _commit(tmp: Path, output: Path, keep: tuple[str, ...]) -> None:
 
 @contextmanager
 def _staged_remote(output: RemoteOutput, *, what: str, keep: tuple[str, ...], progress: bool) -> Iterator[Path]:
-    tmp = Path(tempfile.mkdtemp(prefix="lerobot-stream-stage-"))
+    tmp = Path(tempfile.mkdtemp(prefix="lerobot-stream-stage-", dir=output.staging_dir))
     try:
         yield tmp
         output.publish(tmp, keep=keep, progress=progress)

@@ -39,13 +39,13 @@ class PrepareResult:
 def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], *, shuffle: bool = True,
             seed: int = 0, overwrite: bool = False, storage_options: dict[str, Any] | None = None,
             progress: bool = False, output_storage_options: dict[str, Any] | None = None,
-            **shuffle_options: Any) -> PrepareResult:
+            staging_dir: str | os.PathLike[str] | None = None, **shuffle_options: Any) -> PrepareResult:
     """Write a streaming-ready copy of ``source`` to ``output_dir``.
 
     ``shuffle=True`` (default) re-encodes episodes in a seeded order (``shuffle_options`` go to
     :func:`shuffle_episodes`: ``vcodec``, ``executor``, ...); ``shuffle=False`` realigns without
     re-encoding. ``output_dir`` is a local folder or a writable fsspec URL (``output_storage_options``
-    as for :func:`realign_parquets_to_videos`): the sidecar and the validation run on the local
+    and ``staging_dir`` as for :func:`shuffle_episodes`): the sidecar and the validation run on the local
     staged copy, which is uploaded (``meta/info.json`` last) only when it validates. Raises
     ``ToolError`` and writes nothing when any step or the validation fails.
     """
@@ -70,14 +70,16 @@ def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], 
     if shuffle:
         summary = shuffle_episodes(source, output_dir, seed, overwrite=overwrite, storage_options=storage_options,
                                    progress=progress, before_commit=finish,
-                                   output_storage_options=output_storage_options, **shuffle_options).to_dict()
+                                   output_storage_options=output_storage_options, staging_dir=staging_dir,
+                                   **shuffle_options).to_dict()
     else:
         if shuffle_options:
             raise TypeError(f"options {sorted(shuffle_options)} only apply with shuffle=True")
         summary = realign_parquets_to_videos(source, output_dir, overwrite=overwrite,
                                              storage_options=storage_options, progress=progress,
                                              before_commit=finish,
-                                             output_storage_options=output_storage_options).to_dict()
+                                             output_storage_options=output_storage_options,
+                                             staging_dir=staging_dir).to_dict()
     output = summary["output"]
     report = dict(state["validation"], root=output)
     return PrepareResult(output, shuffle, summary, sidecar=f"{output}/meta/mp4_index.npz", validation=report)

@@ -62,6 +62,7 @@ class RemoteOutput:
                              f"outputs may be {WRITABLE}") from exc
         self.path = path.rstrip("/")
         self.removed_previous = False
+        self.staging_dir: Path | None = None  # where the local copy is built (None: the system temp dir)
 
     def __str__(self) -> str:
         return self.url

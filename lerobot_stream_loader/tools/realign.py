@@ -92,12 +92,14 @@ def realign_parquets_to_videos(
     progress: bool = False,
     before_commit: Callable[[Path], None] | None = None,
     output_storage_options: dict[str, Any] | None = None,
+    staging_dir: str | os.PathLike[str] | None = None,
 ) -> RealignResult:
     """Write an aligned copy of ``source`` to ``output_dir`` (same episodes, frames, tasks, samples).
 
     ``output_dir`` is a local folder or a writable fsspec URL (``s3://``, ``gs://``, ``memory://``...;
     options: ``output_storage_options``, else ``storage_options`` when the protocol is the source's).
-    A URL output is built in a local staging folder and then uploaded, ``meta/info.json`` last.
+    A URL output is built in a local staging folder (in ``staging_dir``, default the system temp dir)
+    and then uploaded, ``meta/info.json`` last.
     ``copy_videos=False``: the videos must already be in ``output_dir`` at the paths the source uses
     (checked by size, kept on overwrite); only possible when no camera needs to be cut.
     ``before_commit(folder)`` runs on the finished local folder before it is renamed into place (or
@@ -106,7 +108,7 @@ def realign_parquets_to_videos(
     start = time.perf_counter()
     source = os.fspath(source)
     output = open_output(output_dir, source, storage_options=storage_options,
-                         output_storage_options=output_storage_options)
+                         output_storage_options=output_storage_options, staging_dir=staging_dir)
     meta = open_source(source, storage_options)
     groups = make_groups(common_runs(meta), meta.info)
     plan = plan_videos(meta, groups)

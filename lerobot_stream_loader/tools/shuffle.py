@@ -76,6 +76,7 @@ def shuffle_episodes(
     progress: bool = False,
     before_commit: Callable[[Path], None] | None = None,
     output_storage_options: dict[str, Any] | None = None,
+    staging_dir: str | os.PathLike[str] | None = None,
 ) -> ShuffleResult:
     """Write ``source`` with its episodes in the order ``shuffle_order(N, seed)`` to ``output_dir``.
 
@@ -83,13 +84,16 @@ def shuffle_episodes(
     run (default: a local process pool of ``max_workers`` or one per CPU). Size limits default to the
     source's info.json. ``output_dir`` is a local folder or a writable fsspec URL (options:
     ``output_storage_options``, else ``storage_options`` when the protocol is the source's); a URL
-    output is built in a local staging folder and then uploaded, ``meta/info.json`` last.
+    output is built in a local staging folder (in ``staging_dir``, default the system temp dir) and then
+    uploaded, ``meta/info.json`` last (a local output is built beside itself; ``staging_dir`` is for
+    URL outputs). With an executor whose workers run on other machines, tasks write into that folder
+    (or beside a local ``output_dir``): it must be on a file system they all see.
     ``before_commit(folder)`` runs on the finished local folder before it is renamed into place (or
     uploaded). Raises ``ToolError`` (nothing written) when any task fails.
     """
     start = time.perf_counter()
     output = open_output(output_dir, source, storage_options=storage_options,
-                         output_storage_options=output_storage_options)
+                         output_storage_options=output_storage_options, staging_dir=staging_dir)
     meta = open_source(os.fspath(source), storage_options)
     check_output(os.fspath(source), output, overwrite=overwrite)
     settings = CodecSettings(vcodec, pix_fmt, g, crf, preset).resolved()
