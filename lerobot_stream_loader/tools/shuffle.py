@@ -195,7 +195,8 @@ def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None,
     assert executor is not None
     futures: dict[Future, str] = {}
     try:
-        for name, task in tasks.items():
+        for name in sorted(tasks, key=lambda n: -_work(tasks[n])):  # longest first: no straggler at the end
+            task = tasks[name]
             fn = run_video_task if isinstance(task, VideoTask) else run_data_task
             futures[executor.submit(fn, task)] = name
         outcomes: dict[str, dict[str, Any]] = {}
@@ -218,6 +219,12 @@ def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None,
     finally:
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _work(task: VideoTask | DataTask) -> int:
+    """Rough cost of a task: pixels to encode (copying rows is cheap beside it)."""
+    frames = sum(move.length for move in task.episodes)
+    return frames * task.width * task.height if isinstance(task, VideoTask) else frames
 
 
 def _sharing_cores(task: VideoTask | DataTask, workers: int) -> VideoTask | DataTask:
