@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--cameras", type=int, default=2)
     parser.add_argument("--size", default="640x480", help="WxH (default 640x480, LeRobot's usual camera size)")
-    parser.add_argument("--frames", default="60:90", help="frames per episode MIN:MAX")
+    parser.add_argument("--frames", default="150:250", help="frames per episode MIN:MAX (default 150:250)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each timing; the median is reported")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
