@@ -95,7 +95,20 @@ def run_video_task(task: VideoTask) -> dict[str, Any]:
     deadlocks inside an encode call) is abandoned and the file is encoded again, at most
     ``STALL_RETRIES`` times, then a ``StalledError`` names the file.
     """
-    for attempt in range(STALL_RETRIES + 1):
+    result = _encode_watched(task)
+    data = Path(task.out).read_bytes()
+    lengths = [m.length for m in task.episodes]
+    if result.lengths != lengths:
+        raise RuntimeError(f"{task.out}: encoded episodes of {result.lengths} frames, expected {lengths}")
+    check_episode_keyframes(data, lengths, task.out)
+    return {"key": task.key, "bounds": episode_bounds(data, lengths, task.fps, task.out),
+            "stats": [to_lists(s) for s in result.stats], "bytes": len(data)}
+
+
+def _encode_watched(task: VideoTask) -> CameraResult:
+    """Encode the task's file into ``<out>.part<k>`` under the progress watchdog; rename it into place."""
+    attempt = 0
+    while True:
         part = f"{task.out}.part{attempt}"
         encoders: list[FileEncoder] = []
         try:
@@ -106,17 +119,11 @@ def run_video_task(task: VideoTask) -> dict[str, Any]:
             Path(part).unlink(missing_ok=True)  # the abandoned thread keeps writing to an unlinked file
             if attempt == STALL_RETRIES:
                 raise StalledError(f"{error}; gave up after {STALL_RETRIES + 1} tries") from error
-            _log.warning("%s; encoding the file again (retry %d of %d)", error, attempt + 1, STALL_RETRIES)
+            attempt += 1
+            _log.warning("%s; encoding the file again (retry %d of %d)", error, attempt, STALL_RETRIES)
             continue
         os.replace(part, task.out)
-        break
-    data = Path(task.out).read_bytes()
-    lengths = [m.length for m in task.episodes]
-    if result.lengths != lengths:
-        raise RuntimeError(f"{task.out}: encoded episodes of {result.lengths} frames, expected {lengths}")
-    check_episode_keyframes(data, lengths, task.out)
-    return {"key": task.key, "bounds": episode_bounds(data, lengths, task.fps, task.out),
-            "stats": [to_lists(s) for s in result.stats], "bytes": len(data)}
+        return result
 
 
 def _frames_encoded(encoders: list[FileEncoder]) -> int:

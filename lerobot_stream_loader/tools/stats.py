@@ -3,9 +3,9 @@
 Keys: ``min, max, mean, std, count, q01, q10, q50, q90, q99``. Image statistics are per channel,
 scaled to [0, 1], shaped (3, 1, 1), over frames downsampled as LeRobot does (stride ``W // 150``
 once the larger side reaches 300 pixels; decoded video frames are scaled to that size by nearest
-neighbour while they are converted to RGB, which costs a fraction of a full-size conversion); ``count`` is the number of frames. Pixels are uint8, so a
-256-bin histogram per channel gives exact running statistics (quantiles interpolate linearly
-between order statistics, like ``numpy.quantile``). Aggregation over episodes follows LeRobot:
+neighbour while they are converted to RGB, a fraction of the cost of a full-size conversion);
+``count`` is the number of frames. Pixels are uint8, so a 256-bin histogram per channel gives exact
+running statistics (quantiles interpolate linearly between order statistics, like ``numpy.quantile``). Aggregation over episodes follows LeRobot:
 count-weighted mean and quantiles, pooled variance, min of mins, max of maxes.
 """
 
