@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.servers",
     "tests.support.sample_fixtures",
+    "tests.support.stall_fixtures",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -17,14 +16,6 @@ from lerobot_stream_loader.sample import video, write_sample_dataset
 from lerobot_stream_loader.testing import read_frame_index
 
 TINY = dict(episodes=2, cameras=1, size=(64, 48), frames_per_episode=(9, 12), episodes_per_video_file=2)
-
-
-@pytest.fixture
-def never() -> Iterator[threading.Event]:
-    """An event nothing sets during the test (a stand-in for a native deadlock); set at teardown."""
-    event = threading.Event()
-    yield event
-    event.set()
 
 
 @pytest.mark.timeout(10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,14 +12,6 @@ from lerobot_stream_loader.deadline import run_while_progressing
 from lerobot_stream_loader.errors import StalledError
 from lerobot_stream_loader.tools import ToolError, shuffle_episodes, shuffle_order, shuffle_tasks, validate
 from tests.test_tools_shuffle import TINY, assert_shuffled_samples
-
-
-@pytest.fixture
-def never() -> Iterator[threading.Event]:
-    """An event nothing sets during the test (a stand-in for a native deadlock); set at teardown."""
-    event = threading.Event()
-    yield event
-    event.set()
 
 
 @pytest.mark.timeout(20)

@@ -115,18 +115,18 @@ def encode_watched_episode(
     limit = encode_time_limit(length, settings)
     what = f"{where}: {settings.encoder} encode of {length} frames"
     call = partial(encode_episode, renderer, first_index, length, settings, attempt)  # fresh encoder per call
-    for retry in range(1, STALL_RETRIES + 1):
+    stalls = 0
+    while True:
         try:
             return run_with_deadline(call, limit, what)
         except StalledError as error:
-            _log.warning("%s; encoding it again (retry %d of %d)", error, retry, STALL_RETRIES)
-    try:
-        return run_with_deadline(call, limit, what)
-    except StalledError as error:
-        raise StalledError(
-            f"{where}: the {settings.encoder} encoder stalled {STALL_RETRIES + 1} times in a row "
-            f"(limit {limit:g} s each); giving up on this episode"
-        ) from error
+            stalls += 1
+            if stalls > STALL_RETRIES:
+                raise StalledError(
+                    f"{where}: the {settings.encoder} encoder stalled {stalls} times in a row "
+                    f"(limit {limit:g} s each); giving up on this episode"
+                ) from error
+            _log.warning("%s; encoding it again (retry %d of %d)", error, stalls, STALL_RETRIES)
 
 
 def find_bad_frame(data: bytes, first_index: int, length: int) -> str | None:
