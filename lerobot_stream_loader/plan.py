@@ -315,15 +315,35 @@ def plan_shard(
     assignment = assign_shards(episodes, world_size * workers, seed=seed, epoch=epoch, shuffle=shuffle)
     target = int(slot_targets(assignment, world_size, workers, drop_last)[worker_id])
     seg_episode, seg_start, seg_stop = assignment.shard(shard)
+    rng = _rng(seed, epoch, 1, shard) if shuffle else None
+    return order_segments(seg_episode, seg_start, seg_stop, target=target, pool_size=pool_size, rng=rng)
+
+
+def order_segments(
+    seg_episode: np.ndarray,
+    seg_start: np.ndarray,
+    seg_stop: np.ndarray,
+    *,
+    target: int | None = None,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    rng: np.random.Generator | None = None,
+) -> ShardPlan:
+    """One reader's plan over episode segments given in admission order (an episode may repeat).
+
+    Frames ``seg_start[i]:seg_stop[i]`` of episode ``seg_episode[i]``; in order without ``rng``,
+    else drawn from a resident pool of ``pool_size`` segments (see the module doc). ``target``
+    samples (default: all): fewer cuts the plan short, more repeats its last samples.
+    """
     lengths = seg_stop - seg_start
     n = int(lengths.sum())
+    target = n if target is None else target
     take = np.arange(min(target, n))
     padded = max(target - n, 0)
     if padded:
         take = np.concatenate([take, np.arange(n - padded, n) % n])
     resident = np.cumsum(lengths) - lengths
-    if shuffle:
-        order, resident = _pool_order(lengths, pool_size, _rng(seed, epoch, 1, shard))
+    if rng is not None:
+        order, resident = _pool_order(lengths, pool_size, rng)
         take = order[take]
     # take holds flat sample numbers: segment-major, frames in order within a segment
     segment = np.repeat(np.arange(len(lengths)), lengths)[take]

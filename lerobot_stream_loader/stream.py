@@ -13,11 +13,11 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .episode_cache import EpisodeCache
+from .episode_cache import EpisodeCache, EpisodeData
 from .file_indexes import FileIndexes
 from .index_sidecar import load_sidecar
 from .items import EpisodeItems, ItemBuilder
@@ -73,17 +73,30 @@ class WorkerResources:
         self.reader.close()
 
 
+class EpisodeSource(Protocol):
+    """What a stream needs of a cache: episodes by index, fetched ahead, released after use."""
+
+    def prefetch(self, episode: int) -> None: ...
+
+    def get(self, episode: int) -> EpisodeData: ...
+
+    def release(self, episode: int) -> None: ...
+
+
 class WorkerStream:
     """Iterates the items of one shard plan."""
 
     def __init__(self, resources: WorkerResources, plan: ShardPlan, builder: ItemBuilder, *,
-                 prefetch: int) -> None:
+                 prefetch: int, cache: EpisodeSource | None = None) -> None:
+        """``cache``: where episodes come from (default: a cache of this stream's own); a given one is
+        not closed by :meth:`close` (a mixture's streams share one)."""
         self.plan = plan
         self.builder = builder
         self.prefetch = prefetch
-        self.cache = EpisodeCache(resources.meta, resources.reader, indexes=resources.indexes,
-                                  budget_bytes=resources.cache_bytes, prefetch_depth=resources.prefetch_episodes,
-                                  threads=resources.fetch_threads)
+        self._owns_cache = cache is None
+        self.cache = cache if cache is not None else EpisodeCache(
+            resources.meta, resources.reader, indexes=resources.indexes, budget_bytes=resources.cache_bytes,
+            prefetch_depth=resources.prefetch_episodes, threads=resources.fetch_threads)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         plan, cache = self.plan, self.cache
@@ -112,5 +125,6 @@ class WorkerStream:
                 return_freed_memory()
 
     def close(self) -> None:
-        self.cache.close()
+        if self._owns_cache:
+            self.cache.close()
         self.builder.decoders.clear()
