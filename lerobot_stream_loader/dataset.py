@@ -29,6 +29,7 @@ from .plan import (
     resolve_worker,
     samples_per_rank,
 )
+from .rename import KeyRenamer, stored_names
 from .storage import open_root_reader
 from .stream import WorkerResources, WorkerStream
 from .windows import DEFAULT_TOLERANCE_S, DeltaWindows
@@ -41,9 +42,17 @@ MIN_AUTO_POOL = 4
 def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], int], *,
                    sampled_files: int = 8) -> int:
     """Resident episodes that fit in 3/4 of the byte budget, from the bytes per frame of a few MP4s."""
+    episode_bytes = mean_episode_bytes(meta, size, sampled_files=sampled_files)
+    if not episode_bytes:
+        return MAX_AUTO_POOL
+    return int(min(MAX_AUTO_POOL, max(MIN_AUTO_POOL, 0.75 * cache_bytes // max(1.0, episode_bytes))))
+
+
+def mean_episode_bytes(meta: DatasetMeta, size: Callable[[str], int], *, sampled_files: int = 8) -> float:
+    """Video bytes of an average episode (all cameras), from the bytes per frame of a few MP4s; 0 without video."""
     files = set(meta.video_files[:: max(1, len(meta.video_files) // sampled_files)][:sampled_files])
     if not files:
-        return MAX_AUTO_POOL
+        return 0.0
     frames: dict[str, int] = {}
     for ep in meta.episodes:
         for span in ep.videos.values():
@@ -51,8 +60,7 @@ def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], in
                 frames[span.path] = frames.get(span.path, 0) + ep.length
     bytes_per_frame = sum(size(p) for p in files) / max(1.0, sum(frames.values()))
     cameras = max(1, len(meta.video_keys))
-    episode_bytes = bytes_per_frame * cameras * meta.total_frames / max(1, meta.total_episodes)
-    return int(min(MAX_AUTO_POOL, max(MIN_AUTO_POOL, 0.75 * cache_bytes // max(1.0, episode_bytes))))
+    return bytes_per_frame * cameras * meta.total_frames / max(1, meta.total_episodes)
 
 
 class _Epoch:
@@ -69,7 +77,9 @@ class StreamingLeRobot(IterableDataset):
         source: local folder, ``hf://datasets/<user>/<name>``, ``s3://...``, ``https://...``, or a bare
             ``user/name`` (a Hub dataset).
         episodes: restrict to these episode indices.
-        delta_timestamps: ``{key: [dt, ...]}``: windows of frames/values around each sample.
+        delta_timestamps: ``{key: [dt, ...]}``: windows of frames/values around each sample (a renamed
+            key by either name).
+        rename: ``{stored key: new key}``: items (and ``<key>_is_pad``) carry the new names.
         image_transforms: callable applied to every camera tensor of an item.
         return_uint8: camera frames as uint8 instead of float32 in [0, 1].
         tolerance_s: largest allowed distance between a requested and a decoded frame time.
@@ -100,6 +110,7 @@ class StreamingLeRobot(IterableDataset):
         *,
         episodes: Sequence[int] | None = None,
         delta_timestamps: Mapping[str, Sequence[float]] | None = None,
+        rename: Mapping[str, str] | None = None,
         image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None,
         return_uint8: bool = False,
         tolerance_s: float = DEFAULT_TOLERANCE_S,
@@ -123,6 +134,8 @@ class StreamingLeRobot(IterableDataset):
         self.meta = load_meta(source, revision=revision, storage_options=storage_options, backend=backend,
                               reader_options=reader_options)
         self.episodes = self._select(episodes)
+        self.rename = KeyRenamer(rename, self.meta.features, where=self.meta.root)
+        delta_timestamps = stored_names(self.rename, delta_timestamps)
         self.windows = (DeltaWindows(delta_timestamps, fps=self.meta.fps, features=self.meta.features,
                                      tolerance_s=tolerance_s) if delta_timestamps else None)
         if (rank is None) != (world_size is None):
@@ -238,7 +251,7 @@ class StreamingLeRobot(IterableDataset):
         try:
             for item in stream:
                 self._consumed += 1
-                yield item
+                yield self.rename.item(item)
         finally:
             stream.close()
 
@@ -248,10 +261,11 @@ class StreamingLeRobot(IterableDataset):
             self._resources = WorkerResources.open(self.meta, **self.settings)
         return self._resources
 
-    def _builder(self) -> ItemBuilder:
+    def _builder(self, decoders: DecoderLRU | None = None) -> ItemBuilder:
+        """Items with this dataset's options, stored key names (a mixture passes its own decoder LRU)."""
         return ItemBuilder(self.meta, windows=self.windows, tolerance_s=self.tolerance_s,
                            return_uint8=self.return_uint8, image_transforms=self.image_transforms,
-                           decoders=DecoderLRU(self.decoders))
+                           decoders=decoders or DecoderLRU(self.decoders))
 
     def close(self) -> None:
         """Release this process's reader and threads (also done when the dataset is garbage collected)."""
