@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import FetchError
+from .local_files import write_file_atomically
 from .meta import DatasetMeta
 from .mp4 import Mp4FormatError, Mp4Index, SidecarEntry, dumps_sidecar, index_mp4, loads_sidecar
 from .paths import is_local
@@ -76,14 +76,7 @@ def save_sidecar(meta: DatasetMeta, entries: dict[str, SidecarEntry], output: st
 
 def _write_local(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomically(path, data)
 
 
 def load_sidecar(meta: DatasetMeta, reader: RangeReader) -> dict[str, SidecarEntry]:
@@ -96,7 +89,10 @@ def load_sidecar(meta: DatasetMeta, reader: RangeReader) -> dict[str, SidecarEnt
         size = reader.size(SIDECAR_PATH)
         data = reader.read(SIDECAR_PATH, 0, size)
         where = f"{meta.root}/{SIDECAR_PATH}"
-    except (FileNotFoundError, FetchError):
+    except (FileNotFoundError, FetchError) as exc:
+        if not isinstance(exc, FileNotFoundError):  # there, but unreadable (permissions, server errors)
+            warnings.warn(f"{meta.root}/{SIDECAR_PATH}: cannot read the MP4 index sidecar ({exc}); "
+                          "reading the MP4 headers instead (slower start)", stacklevel=2)
         local = cache_path(meta.root)
         if local.is_file():
             data, where = local.read_bytes(), str(local)

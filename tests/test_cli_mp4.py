@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import av
 import pytest
 
+from lerobot_stream_loader import StreamingLeRobot
+from lerobot_stream_loader.cli import main
 from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, cache_path
 from lerobot_stream_loader.meta import load_meta
 from lerobot_stream_loader.mp4 import loads_sidecar
@@ -77,3 +81,36 @@ def test_index_of_read_only_http_dataset_goes_to_local_cache(sample: Path, nginx
     summary = json.loads(result.stdout)
     assert Path(summary["sidecar"]) == cache_path(server.url)
     assert len(loads_sidecar(Path(summary["sidecar"]).read_bytes())) == len(load_meta(sample).video_files)
+
+
+@pytest.mark.timeout(150)
+def test_index_and_clip_outputs_get_the_umask_permissions(sample: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    shutil.copytree(sample, root)
+    umask = os.umask(0o022)
+    try:
+        assert _cli("index", str(root)).returncode == 0
+        assert _cli("clip", str(root), "--episode", "0", "--camera", "observation.images.cam0",
+                    "-o", str(tmp_path / "clip.mp4")).returncode == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((root / SIDECAR_PATH).stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "clip.mp4").stat().st_mode) == 0o644
+    assert not [p for p in root.rglob("*.tmp")] and not [p for p in tmp_path.glob(".*")]
+
+
+@pytest.mark.timeout(150)
+def test_a_sidecar_the_server_refuses_is_one_warning(sample: Path, tmp_path: Path, nginx_factory,
+                                                      fault_proxy_factory, monkeypatch) -> None:
+    monkeypatch.setenv("LEROBOT_STREAM_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "ds"
+    shutil.copytree(sample, root)
+    assert main(["index", str(root), "--json"]) == 0
+    refuse = lambda method, path, headers: 403 if path.endswith("mp4_index.npz") else None  # noqa: E731
+    proxy = fault_proxy_factory(nginx_factory(root).url, gate=refuse)
+    with pytest.warns(UserWarning) as caught:
+        dataset = StreamingLeRobot(proxy.url)
+        next(iter(dataset))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "cannot read the MP4 index sidecar" in messages[0], messages
+    assert "HTTP 403" in messages[0] and SIDECAR_PATH in messages[0]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +77,13 @@ def test_validate_reports_wrong_frames_and_missing_files(sample_copy, capsys):
 def test_prepare_realigns_indexes_and_validates(make_sample, tmp_path, capsys):
     source = make_sample(**SMALL)
     out = tmp_path / "out"
-    assert main(["prepare", str(source), str(out), "--no-shuffle", "--json"]) == 0
+    umask = os.umask(0o022)
+    try:
+        assert main(["prepare", str(source), str(out), "--no-shuffle", "--json"]) == 0
+    finally:
+        os.umask(umask)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert modes == {0o644}, "outputs get the modes the umask gives (a web server may serve them)"
     summary = json.loads(capsys.readouterr().out)
     assert summary["validation"]["ok"] and summary["validation"]["aligned"]
     assert (out / "meta/mp4_index.npz").is_file() and summary["shuffled"] is False

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
+from ..local_files import write_file_atomically
 from ..mp4 import index_mp4, synthesize_mp4
 from .common import add_dataset_arguments, open_dataset, print_json
 
@@ -26,11 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output}: the folder {output.parent} does not exist; create it first")
     meta, reader = open_dataset(args)
     try:
-        episode = meta.episode(args.episode)
+        try:
+            episode = meta.episode(args.episode)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
         if args.camera not in episode.videos:
-            raise SystemExit(f"lerobot-stream clip: unknown camera {args.camera!r}; "
+            raise ValueError(f"{meta.root}: unknown camera {args.camera!r}; "
                              f"cameras: {', '.join(meta.video_keys) or 'none'}")
         video = episode.videos[args.camera]
         size = reader.size(video.path)
@@ -41,12 +46,7 @@ def run(args: argparse.Namespace) -> int:
         clip = synthesize_mp4(index, span, payload)
     finally:
         reader.close()
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(clip)
-    os.replace(tmp, output)
+    write_file_atomically(output, clip)
     summary = {"source": f"{meta.root}/{video.path}", "output": str(output), "episode": args.episode,
                "camera": args.camera, "from_timestamp": video.from_timestamp, "to_timestamp": video.to_timestamp,
                **span.to_dict(), "clip_bytes": len(clip), "source_bytes": size}
