@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from .errors import DatasetFormatError
 from .meta_checks import check_episodes_table, check_info
-from .paths import PathEscapeError, check_relative, is_local, join, normalize_root
+from .paths import PathEscapeError, check_relative, is_bare_repo_id, is_local, join, normalize_root
 from .storage import RangeReader, open_root_reader
 
 INFO_PATH = "meta/info.json"
@@ -186,9 +186,28 @@ def load_meta(
     Files are read through a range reader (``backend`` and ``reader_options`` as for
     :func:`lerobot_stream_loader.storage.open_reader`; ``storage_options`` go to fsspec).
     ``check_files`` (default: only for local roots) also checks that every data and video file
-    the metadata references exists. Raises :class:`DatasetFormatError` naming the file and key.
+    the metadata references exists. Raises :class:`DatasetFormatError` naming the file and key,
+    ``FileNotFoundError`` for a missing local folder; for a bare ``user/name`` that is no local folder
+    and no readable Hub dataset, the error says both.
     """
     root_url = normalize_root(root, revision)
+    if is_local(root_url):
+        folder = root_url.removeprefix("file://")
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise NotADirectoryError(f"{folder}: not a folder (a dataset root is the folder holding meta/)")
+        if not os.path.exists(folder):
+            raise FileNotFoundError(f"{folder}: no such dataset folder")
+    try:
+        return _load_meta(root_url, storage_options, backend, reader_options, check_files)
+    except (OSError, DatasetFormatError) as exc:
+        if not is_bare_repo_id(root):
+            raise
+        raise type(exc)(f"{os.fspath(root)!r} is neither a local folder (there is none of that name in "
+                        f"{os.getcwd()}) nor a readable Hub dataset {root_url}: {exc}") from exc
+
+
+def _load_meta(root_url: str, storage_options: dict[str, Any] | None, backend: str,
+               reader_options: dict[str, Any] | None, check_files: bool | None) -> DatasetMeta:
     with open_root_reader(root_url, backend=backend, storage_options=storage_options,
                           reader_options=reader_options) as file_reader:
         reader = _MetaFiles(root_url, file_reader)

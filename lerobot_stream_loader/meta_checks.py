@@ -26,8 +26,13 @@ def check_info(info: dict[str, Any], where: str) -> None:
     if version is None:
         raise _fail(where, "codebase_version", "missing")
     if version not in SUPPORTED_VERSIONS:
+        hint = ""
+        if isinstance(version, str) and version.startswith("v2"):
+            hint = ("; convert the dataset with LeRobot's script: python -m "
+                    "lerobot.scripts.convert_dataset_v21_to_v30 --repo-id=USER/NAME [--root=FOLDER "
+                    "--push-to-hub=false] (LeRobot >= 0.4; a v2.0 dataset needs its v2.0 -> v2.1 step first)")
         raise _fail(where, "codebase_version",
-                    f"{version!r} is not supported (expected one of {', '.join(SUPPORTED_VERSIONS)})")
+                    f"{version!r} is not supported (expected one of {', '.join(SUPPORTED_VERSIONS)}){hint}")
     for key in (*_INT_KEYS, "features", "data_path"):
         if key not in info:
             raise _fail(where, key, "missing")

@@ -22,7 +22,7 @@ def normalize_root(source: str | os.PathLike[str], revision: str | None = None) 
     """The dataset root as a URL or an absolute local path, with ``revision`` applied to Hub roots."""
     root = os.fspath(source)
     if "://" not in root:
-        if _REPO_ID.match(root) and not os.path.exists(root):
+        if is_bare_repo_id(root):
             root = f"hf://datasets/{root}"
         else:
             return os.path.abspath(os.path.expanduser(root))
@@ -37,6 +37,12 @@ def normalize_root(source: str | os.PathLike[str], revision: str | None = None) 
         parts[1] = f"{parts[1]}@{revision}"
         root = "hf://datasets/" + "/".join(parts)
     return root
+
+
+def is_bare_repo_id(source: str | os.PathLike[str]) -> bool:
+    """Whether ``source`` is a bare ``user/name`` taken for a Hub id because no such local folder exists."""
+    text = os.fspath(source)
+    return "://" not in text and bool(_REPO_ID.match(text)) and not os.path.exists(text)
 
 
 def is_local(root: str) -> bool:

@@ -87,7 +87,8 @@ INFO_CASES = {
     "fps_as_text": (_put("fps", "30"), r"meta/info.json: key 'fps': expected a non-negative integer, got '30'"),
     "features_as_list": (_put("features", ["a"]), r"meta/info.json: key 'features': expected a non-empty object"),
     "unknown_version": (_put("codebase_version", "v2.1"),
-                        r"meta/info.json: key 'codebase_version': 'v2.1' is not supported"),
+                        r"meta/info.json: key 'codebase_version': 'v2.1' is not supported .*"
+                        r"python -m lerobot.scripts.convert_dataset_v21_to_v30"),
     "no_version": (_drop("codebase_version"), r"meta/info.json: key 'codebase_version': missing"),
     "total_frames_off": (lambda info: info.__setitem__("total_frames", info["total_frames"] + 1),
                          r"key 'total_frames' is \d+ but the episodes in .*meta/episodes have \d+ frames"),

@@ -22,6 +22,17 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_storage_options(parser: argparse.ArgumentParser, *, output: bool = False) -> None:
     """--storage-options (and with ``output``, --output-storage-options): fsspec options as JSON."""
     parser.add_argument("--storage-options", type=json_object, default=None, metavar="JSON",
@@ -43,7 +54,8 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 
 def open_dataset(args: argparse.Namespace, **reader_options: Any) -> tuple[DatasetMeta, RangeReader]:
     """Metadata and a range reader of the dataset named by ``args``."""
-    meta = load_meta(args.root, revision=args.revision, storage_options=args.storage_options)
+    meta = load_meta(args.root, revision=args.revision, storage_options=args.storage_options,
+                     backend=args.backend)
     return meta, open_root_reader(meta.root, backend=args.backend, storage_options=args.storage_options,
                                   reader_options=reader_options)
 

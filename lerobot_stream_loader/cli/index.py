@@ -6,7 +6,7 @@ import argparse
 import time
 
 from ..index_sidecar import build_entries, save_sidecar
-from .common import add_dataset_arguments, open_dataset, print_json
+from .common import add_dataset_arguments, open_dataset, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "file: meta/mp4_index.npz inside the dataset when writable, else a local cache.")
     add_dataset_arguments(parser)
     parser.add_argument("--output", "-o", help="write the sidecar to this local path instead")
-    parser.add_argument("--threads", type=int, default=8, help="files indexed in parallel (default 8)")
+    parser.add_argument("--threads", type=positive_int, default=8, help="files indexed in parallel (default 8)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
     parser.set_defaults(func=run)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
 from ..sample import write_sample_dataset
 from ..sample.layout import SampleOptions, plan_episodes
+from .common import print_json
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -63,11 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--state-dim", type=int, default=defaults.state_dim, help="observation.state size")
     parser.add_argument("--action-dim", type=int, default=defaults.action_dim, help="action size")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is not empty")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable summary, no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the dataset with a progress bar; print a one-line summary."""
+    """Write the dataset with a progress bar; print a one-line summary (or ``--json``)."""
     options = {
         "episodes": args.episodes, "cameras": args.cameras, "fps": args.fps, "size": args.size,
         "frames_per_episode": args.frames_per_episode, "codec": args.codec, "gop": args.gop,
@@ -76,22 +78,28 @@ def run(args: argparse.Namespace) -> int:
         "faststart": args.faststart, "tasks": args.tasks, "seed": args.seed,
         "state_dim": args.state_dim, "action_dim": args.action_dim,
     }
-    try:
-        sample_options = SampleOptions(**options)
-        sample_options.validate()
-        total_frames = plan_episodes(sample_options)[-1].to_index
-    except ValueError as error:
-        print(f"lerobot-stream sample: {error}", file=sys.stderr)
-        return 2
+    sample_options = SampleOptions(**options)
+    sample_options.validate()
+    total_frames = plan_episodes(sample_options)[-1].to_index
+    _check_out(Path(args.out), args.overwrite)
     started = time.perf_counter()
-    with tqdm(total=total_frames * args.cameras, unit="frame", desc="encoding", disable=None) as bar:
-        try:
-            out = write_sample_dataset(args.out, overwrite=args.overwrite, progress=bar.update, **options)
-        except (FileExistsError, ValueError) as error:
-            bar.close()
-            print(f"lerobot-stream sample: {error}", file=sys.stderr)
-            return 2
+    with tqdm(total=total_frames * args.cameras, unit="frame", desc="encoding",
+              disable=True if args.json else None) as bar:
+        out = write_sample_dataset(args.out, overwrite=args.overwrite, progress=bar.update, **options)
     elapsed = time.perf_counter() - started
-    print(f"wrote {out}: {args.episodes} episodes, {total_frames} frames, {args.cameras} cameras "
-          f"in {elapsed:.1f} s")
+    if args.json:
+        print_json({"output": str(out), "episodes": args.episodes, "frames": total_frames,
+                    "cameras": args.cameras, "codec": args.codec, "seconds": round(elapsed, 3)})
+    else:
+        print(f"wrote {out}: {args.episodes} episodes, {total_frames} frames, {args.cameras} cameras "
+              f"in {elapsed:.1f} s")
     return 0
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if overwrite:
+        return
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder; pass --overwrite to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .common import add_storage_options, print_json
+from .common import add_storage_options, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,8 +76,8 @@ def _shuffle_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crf", type=int, default=30, help="quality (default 30)")
     parser.add_argument("--g", type=int, default=2, help="keyframe interval (default 2)")
     parser.add_argument("--preset", default="12", help="encoder preset (default 12)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
-    parser.add_argument("--max-episodes-per-file", type=int, default=None,
+    parser.add_argument("--workers", type=positive_int, default=None, help="processes (default: one per CPU)")
+    parser.add_argument("--max-episodes-per-file", type=positive_int, default=None,
                         help="also roll files over after this many episodes")
 
 
@@ -150,6 +150,8 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         for problem in report.problems:
             print(f"problem: {problem}", file=sys.stderr)
-        print(f"{report.root}: {'ok' if report.ok else f'{len(report.problems)} problem(s)'} "
-              f"({report.checked})")
+        count = len(report.problems)
+        verdict = "ok" if report.ok else f"{count} problem{'s' if count != 1 else ''}"
+        checked = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in report.checked.items())
+        print(f"{report.root}: {verdict}" + (f" (checked {checked})" if checked else ""))
     return 0 if report.ok else 1

@@ -135,7 +135,10 @@ def _check_alignment(meta: DatasetMeta, report: ValidationReport) -> None:
             unaligned.append(name)
     report.aligned = not unaligned
     report.notes.append("aligned: data, videos and meta/episodes share (chunk, file) for every episode"
-                        if not unaligned else f"not aligned: {', '.join(unaligned)} differ from data")
+                        if not unaligned else
+                        f"not aligned (information, not a problem): {', '.join(unaligned)} start new files at "
+                        "other episodes than the data files; streaming is exact either way, aligned files "
+                        "only mean fewer files per worker (lerobot-stream prepare or realign aligns them)")
 
 
 def _check_videos(meta: DatasetMeta, files: SourceFiles, rows: dict[int, dict[str, Any]],
