@@ -18,6 +18,7 @@ from torch.utils.data import IterableDataset
 
 from .decode import DecoderLRU
 from .episode_cache import DEFAULT_BUDGET_BYTES
+from .features.depth import DEFAULT_DEPTH_UNIT, check_unit, rescale_depth_stats
 from .items import ItemBuilder
 from .meta import DatasetMeta, load_meta
 from .plan import (
@@ -80,8 +81,10 @@ class StreamingLeRobot(IterableDataset):
         delta_timestamps: ``{key: [dt, ...]}``: windows of frames/values around each sample (a renamed
             key by either name).
         rename: ``{stored key: new key}``: items (and ``<key>_is_pad``) carry the new names.
-        image_transforms: callable applied to every camera tensor of an item.
-        return_uint8: camera frames as uint8 instead of float32 in [0, 1].
+        image_transforms: callable applied to every camera tensor of an item, depth maps excepted (as LeRobot).
+        return_uint8: RGB video frames as uint8 instead of float32 in [0, 1] (as in LeRobot, depth maps and
+            images stored in parquet stay float32).
+        depth_output_unit: unit of depth maps and of their stats, ``"mm"`` (LeRobot's default) or ``"m"``.
         tolerance_s: largest allowed distance between a requested and a decoded frame time.
         shuffle: random episode order per epoch and random draws from a resident pool of episodes.
         seed: seed of the plan; with the epoch it fixes the order on every machine.
@@ -113,6 +116,7 @@ class StreamingLeRobot(IterableDataset):
         rename: Mapping[str, str] | None = None,
         image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None,
         return_uint8: bool = False,
+        depth_output_unit: str = DEFAULT_DEPTH_UNIT,
         tolerance_s: float = DEFAULT_TOLERANCE_S,
         shuffle: bool = False,
         seed: int = 0,
@@ -143,9 +147,8 @@ class StreamingLeRobot(IterableDataset):
         if (pool_size is not None and pool_size < 1) or cache_bytes < 1 or prefetch_episodes < 1 or fetch_threads < 1 \
                 or (decoders is not None and decoders < 1):
             raise ValueError("pool_size, cache_bytes, prefetch_episodes, fetch_threads, decoders must be >= 1")
-        unsupported = [k for k, f in self.meta.features.items() if f["dtype"] == "image"]
-        if unsupported:
-            raise ValueError(f"{self.meta.root}: image features stored in parquet are not supported: {unsupported}")
+        self.depth_output_unit = check_unit(depth_output_unit)
+        self.meta.stats = rescale_depth_stats(self.meta.stats, self.meta.features, self.depth_output_unit)
         self.image_transforms = image_transforms
         self.return_uint8 = return_uint8
         self.tolerance_s = tolerance_s
@@ -265,7 +268,8 @@ class StreamingLeRobot(IterableDataset):
         """Items with this dataset's options, stored key names (a mixture passes its own decoder LRU)."""
         return ItemBuilder(self.meta, windows=self.windows, tolerance_s=self.tolerance_s,
                            return_uint8=self.return_uint8, image_transforms=self.image_transforms,
-                           decoders=decoders or DecoderLRU(self.decoders))
+                           decoders=decoders or DecoderLRU(self.decoders),
+                           depth_output_unit=self.depth_output_unit)
 
     def close(self) -> None:
         """Release this process's reader and threads (also done when the dataset is garbage collected)."""

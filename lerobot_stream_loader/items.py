@@ -14,9 +14,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .decode import DecoderLRU, EpisodeVideoDecoder, match_frames
+from .decode import DecoderLRU
 from .episode_cache import EpisodeData
 from .errors import DatasetFormatError
+from .features import camera_features
+from .features.depth import DEFAULT_DEPTH_UNIT
+from .features.image import is_image_column
 from .meta import DatasetMeta
 from .windows import DeltaWindows, pad_key
 
@@ -55,7 +58,8 @@ class EpisodeItems:
         episode = data.episode
         where = f"{meta.root}: episode {episode.index} ({episode.data_path})"
         self.columns = {name: _column_tensor(data.rows.column(name), name, where)
-                        for name in data.rows.column_names}
+                        for name in data.rows.column_names
+                        if not is_image_column(data.rows.schema.field(name).type)}  # images: features/
         self.timestamps = np.asarray(data.rows.column("timestamp").to_numpy(zero_copy_only=False),
                                      dtype=np.float32).astype(np.float64)
 
@@ -73,6 +77,7 @@ class ItemBuilder:
         image_transforms: Callable[[torch.Tensor], torch.Tensor] | None,
         decoders: DecoderLRU,
         decoder_threads: int = 1,
+        depth_output_unit: str = DEFAULT_DEPTH_UNIT,
     ) -> None:
         self.meta = meta
         self.windows = windows
@@ -81,7 +86,9 @@ class ItemBuilder:
         self.image_transforms = image_transforms
         self.decoders = decoders
         self.decoder_threads = decoder_threads
-        self.video_keys = list(meta.video_keys)
+        self.cameras = camera_features(meta, tolerance_s=tolerance_s, return_uint8=return_uint8,
+                                       decoders=decoders, threads=decoder_threads,
+                                       depth_output_unit=depth_output_unit)
 
     def item(self, episode: EpisodeItems, frame: int) -> dict[str, Any]:
         """The item of ``frame`` (0-based within the episode)."""
@@ -98,33 +105,19 @@ class ItemBuilder:
                 item[name] = column[torch.from_numpy(idx)] if isinstance(column, torch.Tensor) \
                     else [column[i] for i in idx]
                 item[pad_key(name)] = torch.from_numpy(window.is_pad.copy())
-        for key in self.video_keys:
+        for key, camera in self.cameras.items():
             window = windows.get(key)
             frames = np.array([frame]) if window is None else window.indices
-            pixels = self._frames(episode, key, frames)
-            item[key] = pixels[0] if window is None or len(frames) == 1 else pixels  # LeRobot squeezes T=1
+            pixels = camera.frames(episode, frames)
+            single = window is None or (len(frames) == 1 and camera.squeeze_single)  # as LeRobot shapes them
+            item[key] = pixels[0] if single else pixels
             if window is not None:
                 item[pad_key(key)] = torch.from_numpy(window.is_pad.copy())
         if self.image_transforms is not None:
-            for key in self.video_keys:
-                item[key] = self.image_transforms(item[key])
+            for key, camera in self.cameras.items():
+                if camera.transformable:
+                    item[key] = self.image_transforms(item[key])
         task_index = int(episode.columns["task_index"][frame]) if "task_index" in episode.columns else None
         item["task"] = self.meta.tasks.get(task_index, "") if task_index is not None else \
             (episode.data.episode.tasks[0] if episode.data.episode.tasks else "")
         return item
-
-    def _frames(self, episode: EpisodeItems, key: str, frames: np.ndarray) -> torch.Tensor:
-        video = episode.data.videos[key]
-        span = episode.data.episode.videos[key]
-        requested = span.from_timestamp + episode.timestamps[frames]
-        ep_index = episode.data.episode.index
-        what = f"{self.meta.root}: episode {ep_index}, camera {key} ({video.path})"
-        positions = match_frames(video.presented, requested, self.tolerance_s, what)
-        decoder = self.decoders.get(
-            (ep_index, key),
-            lambda: EpisodeVideoDecoder(video.mini_mp4, video.presented - video.time_offset, name=what,
-                                        threads=self.decoder_threads))
-        pixels = decoder.frames(positions)
-        if self.return_uint8:
-            return pixels
-        return pixels.to(torch.float32).div_(255.0)

@@ -1,0 +1,77 @@
+"""Cameras stored as video: RGB frames (torchcodec) and depth maps (12-bit codes through PyAV).
+
+Both find the frames a request needs the same way: the episode's rows' ``timestamp`` plus the
+camera's ``from_timestamp`` are matched (within ``tolerance_s``) against the presentation times of
+the frames the fetched mini-MP4 holds; the decoder is then asked for frames by position.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..decode import DecoderLRU, EpisodeVideoDecoder, match_frames
+from .depth import DepthQuantization
+from .depth_video import DepthVideoDecoder
+
+if TYPE_CHECKING:
+    from ..episode_cache import EpisodeVideo
+    from ..items import EpisodeItems
+
+
+class VideoCamera:
+    """An RGB video camera: float32 ``(T, 3, H, W)`` in [0, 1], or uint8 with ``return_uint8``."""
+
+    squeeze_single = True  # LeRobot returns a one-frame window of a video camera as (C, H, W)
+    transformable = True  # image_transforms apply
+
+    def __init__(self, key: str, *, root: str, tolerance_s: float, decoders: DecoderLRU, threads: int,
+                 return_uint8: bool = False) -> None:
+        self.key = key
+        self.root = root
+        self.tolerance_s = tolerance_s
+        self.decoders = decoders
+        self.threads = threads
+        self.return_uint8 = return_uint8
+
+    def frames(self, episode: EpisodeItems, frames: np.ndarray) -> torch.Tensor:
+        """The camera's frames for rows ``frames`` (0-based within the episode) of ``episode``."""
+        video = episode.data.videos[self.key]
+        span = episode.data.episode.videos[self.key]
+        requested = span.from_timestamp + episode.timestamps[frames]
+        ep_index = episode.data.episode.index
+        what = f"{self.root}: episode {ep_index}, camera {self.key} ({video.path})"
+        positions = match_frames(video.presented, requested, self.tolerance_s, what)
+        decoder = self.decoders.get((ep_index, self.key), lambda: self.open(video, what))
+        return self.convert(decoder.frames(positions))
+
+    def open(self, video: EpisodeVideo, what: str) -> Any:
+        """A decoder of the episode's mini-MP4 answering ``frames(positions)``."""
+        return EpisodeVideoDecoder(video.mini_mp4, video.presented - video.time_offset, name=what,
+                                   threads=self.threads)
+
+    def convert(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The decoder's output as LeRobot returns it."""
+        if self.return_uint8:
+            return pixels
+        return pixels.to(torch.float32).div_(255.0)
+
+
+class DepthVideoCamera(VideoCamera):
+    """A depth video camera: float32 ``(T, 1, H, W)`` depth in ``unit`` (``return_uint8`` does not apply)."""
+
+    transformable = False  # LeRobot leaves depth maps out of image_transforms
+
+    def __init__(self, key: str, *, quantization: DepthQuantization, unit: str, **options: Any) -> None:
+        super().__init__(key, **options)
+        self.quantization = quantization
+        self.unit = unit
+
+    def open(self, video: EpisodeVideo, what: str) -> Any:
+        return DepthVideoDecoder(video.mini_mp4, video.presented - video.time_offset, name=what,
+                                 threads=self.threads)
+
+    def convert(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.quantization.dequantize(pixels, self.unit)
