@@ -18,7 +18,7 @@ from torch.utils.data import IterableDataset
 
 from .decode import DecoderLRU
 from .episode_cache import DEFAULT_BUDGET_BYTES
-from .features.depth import DEFAULT_DEPTH_UNIT, check_unit, rescale_depth_stats
+from .features.depth import DEFAULT_DEPTH_UNIT, check_depth_features, check_unit, rescale_depth_stats
 from .items import ItemBuilder
 from .meta import DatasetMeta, load_meta
 from .plan import (
@@ -148,6 +148,7 @@ class StreamingLeRobot(IterableDataset):
                 or (decoders is not None and decoders < 1):
             raise ValueError("pool_size, cache_bytes, prefetch_episodes, fetch_threads, decoders must be >= 1")
         self.depth_output_unit = check_unit(depth_output_unit)
+        check_depth_features(self.meta.root, self.meta.features)
         self.meta.stats = rescale_depth_stats(self.meta.stats, self.meta.features, self.depth_output_unit)
         self.image_transforms = image_transforms
         self.return_uint8 = return_uint8

@@ -17,7 +17,7 @@ import torch
 from .decode import DecoderLRU
 from .episode_cache import EpisodeData
 from .errors import DatasetFormatError
-from .features import camera_features
+from .features.cameras import camera_features
 from .features.depth import DEFAULT_DEPTH_UNIT
 from .features.image import is_image_column
 from .meta import DatasetMeta

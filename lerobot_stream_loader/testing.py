@@ -2,6 +2,10 @@
 
 - ``read_frame_index(frame)``: the global frame ``index`` drawn in a video frame.
 - ``expected_state(index, dim)`` / ``expected_action(index, dim)``: the row values of that frame.
+- ``expected_depth(index, size, unit)``, ``expected_depth_image(index, size, unit)``,
+  ``expected_image(index, size)``: what LeRobot returns for the depth camera, the depth image and
+  the RGB image feature (``--depth-camera``, ``--image-feature``) at global frame ``index``.
+- ``read_depth_index(depth, unit)``: the global frame ``index`` drawn in a depth map.
 """
 
 from __future__ import annotations
@@ -9,7 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
+from .features.depth import METRE, MM_PER_METRE, convert_image_unit
+from .sample.depth import FAR_M, NEAR_M, QUANTIZATION, depth_codes, depth_millimetres
+from .sample.images import image_renderer
 from .sample.pattern import action_matrix, read_index_from_luma, state_matrix
 
 
@@ -51,6 +59,34 @@ def expected_action(index: int, dim: int) -> np.ndarray:
     Computed in float64 and cast to float32, shape ``(dim,)``.
     """
     return action_matrix(np.array([index]), dim)[0]
+
+
+def expected_depth(index: int, size: tuple[int, int], unit: str = "mm") -> torch.Tensor:
+    """float32 (1, H, W) depth of the sample depth camera at ``index`` (``size`` = (width, height)),
+    dequantized from the 12-bit codes it stores as LeRobot does, in ``unit``."""
+    codes = torch.from_numpy(depth_codes(index, *size)[None, None].astype(np.int32))
+    return QUANTIZATION.dequantize(codes, unit)[0]
+
+
+def expected_depth_image(index: int, size: tuple[int, int], unit: str = "mm") -> torch.Tensor:
+    """float32 (1, H, W) depth of the sample depth image feature at ``index`` (recorded in mm), in ``unit``."""
+    raw = torch.from_numpy(depth_millimetres(index, *size).astype(np.float32))[None]
+    return convert_image_unit(raw, "mm", unit)
+
+
+def expected_image(index: int, size: tuple[int, int]) -> torch.Tensor:
+    """float32 (3, H, W) in [0, 1] of the sample RGB image feature at ``index``."""
+    pixels = torch.from_numpy(image_renderer(*size).render(index)).permute(2, 0, 1).contiguous()
+    return pixels.to(torch.float32).div(255)
+
+
+def read_depth_index(depth: Any, unit: str = "mm") -> int:
+    """The 16-bit global frame index drawn in a sample depth map ((1, H, W) or (H, W); near = 1)."""
+    array = _to_numpy(depth).astype(np.float64)
+    array = array.reshape(array.shape[-2:])
+    metres = array if unit == METRE else array / MM_PER_METRE
+    threshold = (NEAR_M + FAR_M) / 2
+    return read_index_from_luma((metres < threshold).astype(np.float64))
 
 
 def _to_numpy(frame: Any) -> np.ndarray:

@@ -9,7 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..sample import write_sample_dataset
-from ..sample.layout import SampleOptions, plan_episodes
+from ..sample.images import IMAGE_KINDS
+from ..sample.layout import SampleOptions, plan_episodes, video_cameras
 from .common import print_json
 
 
@@ -63,6 +64,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the episode lengths")
     parser.add_argument("--state-dim", type=int, default=defaults.state_dim, help="observation.state size")
     parser.add_argument("--action-dim", type=int, default=defaults.action_dim, help="action size")
+    parser.add_argument("--depth-camera", action="store_true",
+                        help="add observation.images.depth, a depth camera as LeRobot 0.6.1 writes one "
+                             "(HEVC Main 12 gray12le, lossless, log-quantized 12-bit codes)")
+    parser.add_argument("--image-feature", dest="image_features", action="append", nargs="?", const="rgb",
+                        choices=IMAGE_KINDS, default=[], metavar="{rgb,depth}",
+                        help="add an image feature stored in the data parquet: rgb (PNG, the default) or "
+                             "depth (16-bit TIFF in mm); repeat for both")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is not empty")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary, no progress bar")
     parser.set_defaults(func=run)
@@ -77,13 +85,14 @@ def run(args: argparse.Namespace) -> int:
         "stagger_cameras": args.stagger_cameras, "episodes_per_data_file": args.episodes_per_data_file,
         "faststart": args.faststart, "tasks": args.tasks, "seed": args.seed,
         "state_dim": args.state_dim, "action_dim": args.action_dim,
+        "depth_camera": args.depth_camera, "image_features": tuple(args.image_features),
     }
     sample_options = SampleOptions(**options)
     sample_options.validate()
     total_frames = plan_episodes(sample_options)[-1].to_index
     _check_out(Path(args.out), args.overwrite)
     started = time.perf_counter()
-    with tqdm(total=total_frames * args.cameras, unit="frame", desc="encoding",
+    with tqdm(total=total_frames * video_cameras(sample_options), unit="frame", desc="encoding",
               disable=True if args.json else None) as bar:
         out = write_sample_dataset(args.out, overwrite=args.overwrite, progress=bar.update, **options)
     elapsed = time.perf_counter() - started

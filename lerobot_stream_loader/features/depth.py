@@ -15,12 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..errors import DatasetFormatError
+
+if TYPE_CHECKING:
+    import torch
 
 METRE = "m"
 MILLIMETRE = "mm"
@@ -118,6 +120,8 @@ class DepthQuantization:
         The operations are LeRobot 0.6.1's (``dequantize_depth``, torch path, channel-first output):
         millimetres are rounded to whole numbers and clamped to [0, 65535].
         """
+        import torch
+
         scale, offset = self._scale_offset()
         buf = codes.squeeze(-3).to(dtype=torch.float32, copy=True)
         buf.mul_(scale).add_(offset)
@@ -128,6 +132,17 @@ class DepthQuantization:
         if unit == METRE:
             return buf
         return buf.mul_(MM_PER_METRE).round_().clamp_(0.0, _UINT16_MAX)
+
+
+def check_depth_features(root: str, features: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raise :class:`DatasetFormatError` naming the dataset and feature if a depth video's
+    quantization parameters cannot be dequantized."""
+    for key in depth_keys(features):
+        if features[key].get("dtype") == "video":
+            try:
+                DepthQuantization.from_feature(key, features[key])
+            except DatasetFormatError as exc:
+                raise DatasetFormatError(f"{root}: {exc}") from exc
 
 
 def convert_image_unit(depth: torch.Tensor, recorded: str | None, unit: str) -> torch.Tensor:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .images import IMAGE_KINDS
 from .pattern import MAX_INDEX, MIN_HEIGHT, MIN_WIDTH
 from .video import ENCODERS
 
@@ -13,6 +14,7 @@ CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+DEPTH_CAMERA_KEY = "observation.images.depth"
 
 _TASK_TEMPLATES = (
     "Pick up the red cube and place it in the bin",
@@ -26,6 +28,16 @@ _TASK_TEMPLATES = (
 def camera_key(camera: int) -> str:
     """Feature key of camera ``camera``."""
     return f"observation.images.cam{camera}"
+
+
+def video_cameras(options: SampleOptions) -> int:
+    """Cameras stored as video: the RGB ones, then the depth camera if there is one."""
+    return options.cameras + (1 if options.depth_camera else 0)
+
+
+def video_key(options: SampleOptions, camera: int) -> str:
+    """Feature key of video camera ``camera`` (``options.cameras`` is the depth camera)."""
+    return DEPTH_CAMERA_KEY if options.depth_camera and camera == options.cameras else camera_key(camera)
 
 
 def task_text(task: int) -> str:
@@ -59,6 +71,8 @@ class SampleOptions:
     seed: int = 0
     state_dim: int = 6
     action_dim: int = 6
+    depth_camera: bool = False
+    image_features: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Raise ValueError naming the first option that is out of range."""
@@ -81,6 +95,8 @@ class SampleOptions:
              f"episodes_per_data_file must be >= 1, got {self.episodes_per_data_file}"),
             (self.tasks >= 1, f"tasks must be >= 1, got {self.tasks}"),
             (self.state_dim >= 1 and self.action_dim >= 1, "state_dim and action_dim must be >= 1"),
+            (set(self.image_features) <= set(IMAGE_KINDS) and len(set(self.image_features)) == len(self.image_features),
+             f"image_features must be distinct kinds among {IMAGE_KINDS}, got {self.image_features}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -125,7 +141,7 @@ def plan_episodes(options: SampleOptions) -> list[EpisodePlan]:
         raise ValueError(f"{total} frames do not fit the 16-bit frame index (max {MAX_INDEX + 1})")
     plans, start = [], 0
     for episode, length in enumerate(lengths.tolist()):
-        videos = {cam: video_file_number(options, cam, episode) for cam in range(options.cameras)}
+        videos = {cam: video_file_number(options, cam, episode) for cam in range(video_cameras(options))}
         plans.append(
             EpisodePlan(
                 index=episode,

@@ -45,8 +45,9 @@ def vector_stats(values: np.ndarray) -> Stats:
     return stats
 
 
-def image_stats(frames_hwc: np.ndarray) -> Stats:
-    """Per-channel statistics of sampled uint8 frames (N, H, W, 3), scaled to [0, 1], shape (3, 1, 1)."""
+def image_stats(frames_hwc: np.ndarray, scale: float = 255.0) -> Stats:
+    """Per-channel statistics of sampled frames (N, H, W, C), divided by ``scale`` (uint8 to [0, 1] by
+    default; 1 for depth maps, which keep their unit), shape (C, 1, 1)."""
     chw = _downsample(np.ascontiguousarray(frames_hwc.transpose(0, 3, 1, 2)))
     pixels = chw.transpose(0, 2, 3, 1).reshape(-1, chw.shape[1]).astype(np.float64)
     stats = {
@@ -56,7 +57,7 @@ def image_stats(frames_hwc: np.ndarray) -> Stats:
         "std": pixels.std(axis=0),
     }
     stats.update({key: np.quantile(pixels, q, axis=0) for key, q in QUANTILES.items()})
-    scaled = {key: (value / 255.0).reshape(-1, 1, 1) for key, value in stats.items()}
+    scaled = {key: (value / scale).reshape(-1, 1, 1) for key, value in stats.items()}
     scaled["count"] = np.array([len(frames_hwc)])
     return {key: scaled[key] for key in STAT_KEYS}
 

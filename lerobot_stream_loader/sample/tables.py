@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .images import IMAGE_TYPE, image_column, image_feature, image_key, image_pixels
 from .layout import (
     CHUNKS_SIZE,
     DATA_PATH,
@@ -16,12 +17,13 @@ from .layout import (
     VIDEO_PATH,
     EpisodePlan,
     SampleOptions,
-    camera_key,
     file_location,
     task_text,
+    video_cameras,
+    video_key,
 )
 from .pattern import action_matrix, state_matrix
-from .stats import STAT_KEYS, Stats, aggregate, to_lists, vector_stats
+from .stats import STAT_KEYS, Stats, aggregate, image_stats, sampled_frame_positions, to_lists, vector_stats
 
 DATA_FILES_SIZE_IN_MB = 100
 VIDEO_FILES_SIZE_IN_MB = 200
@@ -43,14 +45,16 @@ def features(options: SampleOptions, video_infos: dict[str, dict]) -> dict[str, 
             "names": [f"motor_{j}" for j in range(options.state_dim)],
         },
     }
-    for camera in range(options.cameras):
-        key = camera_key(camera)
+    for camera in range(video_cameras(options)):
+        key = video_key(options, camera)
         result[key] = {
             "dtype": "video",
-            "shape": [height, width, 3],
+            "shape": [height, width, 1 if camera == options.cameras else 3],
             "names": ["height", "width", "channels"],
             "info": video_infos[key],
         }
+    for kind in options.image_features:
+        result[image_key(kind)] = image_feature(kind, width, height)
     result["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
     for name in _INT_COLUMNS:
         result[name] = {"dtype": "int64", "shape": [1], "names": None}
@@ -77,15 +81,19 @@ def _data_schema(options: SampleOptions) -> pa.Schema:
         [
             ("action", pa.list_(pa.float32(), options.action_dim)),
             ("observation.state", pa.list_(pa.float32(), options.state_dim)),
+            *[(image_key(kind), IMAGE_TYPE) for kind in options.image_features],
             ("timestamp", pa.float32()),
             *[(name, pa.int64()) for name in _INT_COLUMNS],
         ]
     )
 
 
-def _episode_table(columns: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
+def _episode_table(columns: dict[str, np.ndarray], images: dict[str, pa.Array], schema: pa.Schema) -> pa.Table:
     arrays = []
     for field in schema:
+        if field.name in images:
+            arrays.append(images[field.name])
+            continue
         values = columns[field.name]
         if values.ndim == 2:
             flat = pa.array(values.reshape(-1), type=pa.float32())
@@ -112,12 +120,23 @@ def write_data_files(root: Path, plans: list[EpisodePlan], options: SampleOption
                 writer = pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=True)
                 current = plan.data_file
             columns = episode_columns(plan, options)
-            writer.write_table(_episode_table(columns, schema), row_group_size=plan.length)
+            images = {image_key(kind): image_column(kind, columns["index"], *options.size)
+                      for kind in options.image_features}
+            writer.write_table(_episode_table(columns, images, schema), row_group_size=plan.length)
             stats[plan.index] = {name: vector_stats(values) for name, values in columns.items()}
+            stats[plan.index].update({image_key(kind): _image_feature_stats(kind, plan, options)
+                                      for kind in options.image_features})
     finally:
         if writer is not None:
             writer.close()
     return stats
+
+
+def _image_feature_stats(kind: str, plan: EpisodePlan, options: SampleOptions) -> Stats:
+    """Image statistics of one episode as LeRobot computes them (depth: per channel in millimetres)."""
+    sampled = np.stack([image_pixels(kind, plan.from_index + p, *options.size)
+                        for p in sampled_frame_positions(plan.length)])
+    return image_stats(sampled) if kind == "rgb" else image_stats(sampled[..., None], scale=1.0)
 
 
 def write_episodes_table(
@@ -146,8 +165,8 @@ def write_episodes_table(
         put("data/file_index", file)
         put("dataset_from_index", plan.from_index)
         put("dataset_to_index", plan.to_index)
-        for camera in range(options.cameras):
-            key = camera_key(camera)
+        for camera in range(video_cameras(options)):
+            key = video_key(options, camera)
             chunk, file = file_location(plan.video_files[camera])
             put(f"videos/{key}/chunk_index", chunk)
             put(f"videos/{key}/file_index", file)
@@ -207,7 +226,7 @@ def info_json(options: SampleOptions, plans: list[EpisodePlan], task_count: int,
         "fps": options.fps,
         "splits": {"train": f"0:{len(plans)}"},
         "data_path": DATA_PATH,
-        "video_path": VIDEO_PATH if options.cameras else None,
+        "video_path": VIDEO_PATH if video_cameras(options) else None,
         "features": feats,
     }
 

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .layout import VIDEO_PATH, EpisodePlan, SampleOptions, camera_key, file_location, plan_episodes
+from .depth import depth_metres, depth_video_info, encode_depth_episode
+from .layout import (
+    VIDEO_PATH,
+    EpisodePlan,
+    SampleOptions,
+    file_location,
+    plan_episodes,
+    video_cameras,
+    video_key,
+)
 from .pattern import FrameRenderer
 from .stats import Stats, image_stats, sampled_frame_positions
 from .tables import (
@@ -48,6 +57,8 @@ def write_sample_dataset(
     seed: int = 0,
     state_dim: int = 6,
     action_dim: int = 6,
+    depth_camera: bool = False,
+    image_features: tuple[str, ...] | list[str] = (),
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Path:
@@ -59,6 +70,9 @@ def write_sample_dataset(
     ``testing.expected_state(index, state_dim)`` and ``testing.expected_action(index, action_dim)``.
     Videos: each episode encoded on its own, ``episodes_per_video_file`` episodes appended per MP4 by
     stream copy (``stagger_cameras``: camera ``k``'s first file holds ``k`` fewer, modulo the count).
+    ``depth_camera`` adds ``observation.images.depth``, a depth camera as LeRobot 0.6.1 writes one
+    (12-bit log-quantized HEVC, see ``sample.depth``); ``image_features`` (``"rgb"``, ``"depth"``) add
+    image features stored in the data parquet (see ``sample.images``).
     The dataset is built in a folder beside ``out`` and renamed into place at the end; a non-empty
     ``out`` is refused unless ``overwrite``. ``progress(n)`` is called as each camera-episode of
     ``n`` frames is encoded (from worker threads, one call at a time).
@@ -69,6 +83,7 @@ def write_sample_dataset(
         gop=gop, bframes=bframes, episodes_per_video_file=episodes_per_video_file,
         stagger_cameras=stagger_cameras, episodes_per_data_file=episodes_per_data_file,
         faststart=faststart, tasks=tasks, seed=seed, state_dim=state_dim, action_dim=action_dim,
+        depth_camera=depth_camera, image_features=tuple(image_features),
     )
     options.validate()
     target = Path(out)
@@ -109,10 +124,12 @@ def _write_all(
     spans, video_stats = _write_videos(root, options, plans, progress)
     stats = write_data_files(root, plans, options)
     for (camera, episode), camera_stats in video_stats.items():
-        stats[episode][camera_key(camera)] = camera_stats
-    infos = {
-        camera_key(camera): video_info(root / _video_path(camera, 0)) for camera in range(options.cameras)
-    }
+        stats[episode][video_key(options, camera)] = camera_stats
+    infos = {video_key(options, camera): video_info(root / _video_path(options, camera, 0))
+             for camera in range(video_cameras(options))}
+    if options.depth_camera:
+        key = video_key(options, options.cameras)
+        infos[key] = depth_video_info(infos[key], options.gop)
     feats = features(options, infos)
     order = list(feats)
     task_count = len({plan.task_index for plan in plans})
@@ -122,9 +139,9 @@ def _write_all(
     write_json(root / "meta" / "info.json", info_json(options, plans, task_count, feats))
 
 
-def _video_path(camera: int, file_number: int) -> str:
+def _video_path(options: SampleOptions, camera: int, file_number: int) -> str:
     chunk, file = file_location(file_number)
-    return VIDEO_PATH.format(video_key=camera_key(camera), chunk_index=chunk, file_index=file)
+    return VIDEO_PATH.format(video_key=video_key(options, camera), chunk_index=chunk, file_index=file)
 
 
 Spans = dict[tuple[int, int], tuple[float, float]]
@@ -172,14 +189,22 @@ def _write_video_file(
     width, height = options.size
     settings = VideoSettings(options.codec, options.fps, width, height, options.gop, options.bframes)
     renderer = FrameRenderer(width, height, camera)
-    path = root / _video_path(camera, file_number)
+    path = root / _video_path(options, camera, file_number)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts, episode_stats = [], {}
+    depth = camera == options.cameras
     for plan in members:
-        where = f"{path.relative_to(root)} ({camera_key(camera)}, episode {plan.index})"
-        parts.append(encode_checked_episode(renderer, plan.from_index, plan.length, settings, where))
-        sampled = [renderer.render(plan.from_index + p) for p in sampled_frame_positions(plan.length)]
-        episode_stats[camera, plan.index] = image_stats(np.stack(sampled))
+        where = f"{path.relative_to(root)} ({video_key(options, camera)}, episode {plan.index})"
+        positions = sampled_frame_positions(plan.length)
+        if depth:
+            parts.append(encode_depth_episode(plan.from_index, plan.length, options.fps, width, height,
+                                              options.gop, where))
+            sampled = [depth_metres(plan.from_index + p, width, height)[..., None] for p in positions]
+            episode_stats[camera, plan.index] = image_stats(np.stack(sampled), scale=1.0)
+        else:
+            parts.append(encode_checked_episode(renderer, plan.from_index, plan.length, settings, where))
+            sampled = [renderer.render(plan.from_index + p) for p in positions]
+            episode_stats[camera, plan.index] = image_stats(np.stack(sampled))
         report(plan.length)
     lengths = [plan.length for plan in members]
     spans = concatenate_episodes(parts, lengths, path, options.fps, options.faststart)

@@ -1,0 +1,60 @@
+"""The camera interface and the camera object of every ``video`` and ``image`` feature.
+
+Every camera answers ``frames(episode, rows) -> (T, C, H, W)`` for rows of a fetched episode and
+says whether LeRobot squeezes a one-frame window (``squeeze_single``) and whether
+``image_transforms`` apply to it (``transformable``; not to depth maps).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import DatasetFormatError
+from .depth import DepthQuantization, check_unit, is_depth_feature, stored_unit
+from .image import DepthImageCamera, ImageCamera
+from .video import DepthVideoCamera, VideoCamera
+
+if TYPE_CHECKING:
+    from ..decode import DecoderLRU
+    from ..items import EpisodeItems
+    from ..meta import DatasetMeta
+
+
+class Camera(Protocol):
+    """What :class:`lerobot_stream_loader.items.ItemBuilder` asks of every camera feature."""
+
+    key: str
+    squeeze_single: bool
+    transformable: bool
+
+    def frames(self, episode: EpisodeItems, frames: np.ndarray) -> torch.Tensor: ...
+
+
+def image_keys(meta: DatasetMeta) -> list[str]:
+    """Keys of the features stored as images in the data parquet."""
+    return [key for key, feature in meta.features.items() if feature.get("dtype") == "image"]
+
+
+def camera_features(meta: DatasetMeta, *, tolerance_s: float, return_uint8: bool, decoders: DecoderLRU,
+                    threads: int, depth_output_unit: str) -> dict[str, Camera]:
+    """One camera object per ``video`` and ``image`` feature of ``meta``, in info.json order."""
+    unit = check_unit(depth_output_unit)
+    cameras: dict[str, Camera] = {}
+    for key, feature in meta.features.items():
+        dtype = feature.get("dtype")
+        depth = is_depth_feature(feature)
+        if dtype == "video":
+            options = dict(root=meta.root, tolerance_s=tolerance_s, decoders=decoders, threads=threads,
+                           return_uint8=return_uint8)
+            try:
+                cameras[key] = (DepthVideoCamera(key, quantization=DepthQuantization.from_feature(key, feature),
+                                                 unit=unit, **options) if depth else VideoCamera(key, **options))
+            except DatasetFormatError as exc:
+                raise DatasetFormatError(f"{meta.root}: {exc}") from exc
+        elif dtype == "image":
+            cameras[key] = (DepthImageCamera(key, root=meta.root, recorded_unit=stored_unit(feature), unit=unit)
+                            if depth else ImageCamera(key, root=meta.root))
+    return cameras
