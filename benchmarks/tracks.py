@@ -40,7 +40,8 @@ from lerobot_stream_loader.file_indexes import FileIndexes
 from lerobot_stream_loader.index_sidecar import load_sidecar
 from lerobot_stream_loader.items import EpisodeItems, ItemBuilder
 from lerobot_stream_loader.meta import DatasetMeta, load_meta
-from lerobot_stream_loader.plan import ShardPlan, plan_episodes, plan_shard, resolve_worker
+from lerobot_stream_loader.plan import ShardPlan, plan_episodes, plan_shard
+from lerobot_stream_loader.ranks import resolve_worker
 from lerobot_stream_loader.storage import open_reader
 from lerobot_stream_loader.windows import DEFAULT_TOLERANCE_S
 

@@ -16,7 +16,7 @@ from lerobot_stream_loader import StreamingLeRobot
 
 
 def make_loader(root: str, workers: int, batch_size: int) -> StatefulDataLoader:
-    dataset = StreamingLeRobot(root, shuffle=True, seed=1, num_workers=workers)
+    dataset = StreamingLeRobot(root, shuffle=True, seed=1)
     return StatefulDataLoader(dataset, batch_size=batch_size, num_workers=workers)
 
 

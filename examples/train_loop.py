@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     if root is None:
         parser.error("give a dataset ROOT or --make-sample DIR")
 
-    dataset = StreamingLeRobot(root, shuffle=args.shuffle, seed=0, num_workers=args.workers)
+    dataset = StreamingLeRobot(root, shuffle=args.shuffle, seed=0)
     cameras = dataset.meta.video_keys
     state_dim = dataset.meta.features["observation.state"]["shape"][0]
     action_dim = dataset.meta.features["action"]["shape"][0]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.context import get_spawning_popen
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
@@ -21,15 +23,9 @@ from .episode_cache import DEFAULT_BUDGET_BYTES
 from .features.depth import DEFAULT_DEPTH_UNIT, check_depth_features, check_unit, rescale_depth_stats
 from .items import ItemBuilder
 from .meta import DatasetMeta, load_meta
-from .plan import (
-    PlanState,
-    fingerprint,
-    plan_episodes,
-    plan_shard,
-    resolve_rank,
-    resolve_worker,
-    samples_per_rank,
-)
+from .plan import PlanEpisodes, group_episodes, plan_shard, samples_per_rank
+from .plan_state import PlanState, fingerprint
+from .ranks import resolve_rank, resolve_worker
 from .rename import KeyRenamer, stored_names
 from .storage import open_root_reader
 from .stream import WorkerResources, WorkerStream
@@ -51,17 +47,26 @@ def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], in
 
 def mean_episode_bytes(meta: DatasetMeta, size: Callable[[str], int], *, sampled_files: int = 8) -> float:
     """Video bytes of an average episode (all cameras), from the bytes per frame of a few MP4s; 0 without video."""
-    files = set(meta.video_files[:: max(1, len(meta.video_files) // sampled_files)][:sampled_files])
-    if not files:
+    table = meta.episode_table
+    if not meta.video_keys:
         return 0.0
-    frames: dict[str, int] = {}
-    for ep in meta.episodes:
-        for span in ep.videos.values():
-            if span.path in files:
-                frames[span.path] = frames.get(span.path, 0) + ep.length
-    bytes_per_frame = sum(size(p) for p in files) / max(1.0, sum(frames.values()))
+    key = meta.video_keys[0]
+    pairs = np.stack([table.columns[f"videos/{key}/chunk_index"], table.columns[f"videos/{key}/file_index"]], 1)
+    files, owner = np.unique(pairs, axis=0, return_inverse=True)
+    chosen = np.arange(0, len(files), max(1, len(files) // sampled_files))[:sampled_files]
+    frames = np.bincount(owner.reshape(-1), weights=table.length, minlength=len(files))[chosen].sum()
+    sizes = sum(size(table.video_file(key, *files[i].tolist())) for i in chosen)
+    bytes_per_frame = sizes / max(1.0, float(frames))
     cameras = max(1, len(meta.video_keys))
     return bytes_per_frame * cameras * meta.total_frames / max(1, meta.total_episodes)
+
+
+def plan_input(meta: DatasetMeta, episodes: np.ndarray) -> PlanEpisodes:
+    """The planner's arrays for the selected episodes: lengths and the files each one reads."""
+    table = meta.episode_table
+    pos = table.positions(episodes)
+    files = table.file_keys()[pos]
+    return group_episodes(table.index[pos], table.length[pos], files[:, :2], files)
 
 
 class _Epoch:
@@ -93,8 +98,8 @@ class StreamingLeRobot(IterableDataset):
         drop_last: balance ranks by dropping samples instead of repeating a few.
         backend: ``"auto"``, ``"http"`` or ``"fsspec"`` (see :func:`lerobot_stream_loader.storage.open_reader`).
         revision: Hub revision (branch, tag or commit) of a Hub dataset.
-        num_workers: the DataLoader's worker count, used only by ``len()`` (the count per rank depends
-            on it); workers always plan with their real count.
+        num_workers: not needed (``len()`` does not depend on the worker count); when given, a
+            DataLoader running another number of workers is reported with a warning.
         pool_size: episodes resident at once when shuffling (a batch draws from about
             ``2 * pool_size / ln(episode length)`` distinct episodes). Default: as many as fit in
             three quarters of ``cache_bytes`` (estimated from the MP4 sizes), between 4 and 256.
@@ -144,6 +149,8 @@ class StreamingLeRobot(IterableDataset):
                                      tolerance_s=tolerance_s) if delta_timestamps else None)
         if (rank is None) != (world_size is None):
             raise ValueError(f"give both rank and world_size or neither (rank={rank}, world_size={world_size})")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if (pool_size is not None and pool_size < 1) or cache_bytes < 1 or prefetch_episodes < 1 or fetch_threads < 1 \
                 or (decoders is not None and decoders < 1):
             raise ValueError("pool_size, cache_bytes, prefetch_episodes, fetch_threads, decoders must be >= 1")
@@ -172,23 +179,23 @@ class StreamingLeRobot(IterableDataset):
         self.settings = dict(backend=backend, storage_options=storage_options, reader_options=reader_options or {},
                              cache_bytes=cache_bytes, prefetch_episodes=prefetch_episodes,
                              fetch_threads=fetch_threads)
-        self._plan_episodes = plan_episodes(self.meta.episode(i) for i in self.episodes)
+        self._plan_episodes = plan_input(self.meta, self.episodes)
         self._epoch = multiprocessing.Value("q", 0, lock=False)
         self._consumed = 0
         self._fingerprints: dict[tuple[int, int], str] = {}
         self._loaded: PlanState | None = None
         self._resources: WorkerResources | None = None
 
-    def _select(self, episodes: Sequence[int] | None) -> list[int]:
-        known = self.meta.episode_indices
+    def _select(self, episodes: Sequence[int] | None) -> np.ndarray:
+        known = self.meta.episode_table.index
         if episodes is None:
             return known
-        chosen = sorted({int(e) for e in episodes})
-        missing = sorted(set(chosen) - set(known))
-        if missing:
-            raise ValueError(f"{self.meta.root}: episodes {missing[:10]} do not exist "
-                             f"(the dataset has episodes {known[0]}..{known[-1]})")
-        if not chosen:
+        chosen = np.unique(np.asarray(list(episodes), dtype=np.int64))
+        missing = np.setdiff1d(chosen, known)
+        if len(missing):
+            raise ValueError(f"{self.meta.root}: episodes {missing[:10].tolist()} do not exist "
+                             f"(the dataset has episodes {int(known[0])}..{int(known[-1])})")
+        if not len(chosen):
             raise ValueError("episodes=[] selects nothing")
         return chosen
 
@@ -205,10 +212,10 @@ class StreamingLeRobot(IterableDataset):
         return resolve_rank(self._rank, self._world_size)
 
     def __len__(self) -> int:
-        """Samples this rank yields per epoch with ``num_workers`` workers (the same on every rank)."""
+        """Samples this rank yields per epoch, all DataLoader workers together: ``ceil(frames / world_size)``
+        (``floor`` with ``drop_last``). The same on every rank, in every epoch, for any worker count."""
         _, world = self._rank_world()
-        return samples_per_rank(self._plan_episodes, world_size=world, num_workers=self.num_workers or 0,
-                                seed=self.seed, epoch=self.epoch, shuffle=self.shuffle, drop_last=self.drop_last)
+        return samples_per_rank(self._plan_episodes, world_size=world, drop_last=self.drop_last)
 
     def _fingerprint(self, world: int, workers: int) -> str:
         key = (world, max(workers, 1))
@@ -239,6 +246,9 @@ class StreamingLeRobot(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world = self._rank_world()
         worker, workers = resolve_worker()
+        if self.num_workers is not None and max(self.num_workers, 1) != workers and worker == 0:
+            warnings.warn(f"StreamingLeRobot(num_workers={self.num_workers}) but the DataLoader runs {workers} "
+                          "worker(s); the argument is not needed (len() does not depend on it)", stacklevel=2)
         plan = plan_shard(self._plan_episodes, seed=self.seed, epoch=self.epoch, rank=rank, world_size=world,
                           worker_id=worker, num_workers=workers, shuffle=self.shuffle,
                           drop_last=self.drop_last, pool_size=self.pool_size)

@@ -11,7 +11,6 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -20,10 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .episode_table import EpisodeMeta, EpisodeTable, VideoSpan, streaming_columns
 from .errors import DatasetFormatError
 from .meta_checks import check_episodes_table, check_info
 from .paths import PathEscapeError, check_relative, is_bare_repo_id, is_local, join, normalize_root
 from .storage import RangeReader, open_root_reader
+
+__all__ = ["DatasetMeta", "EpisodeMeta", "EpisodeTable", "VideoSpan", "load_meta"]
 
 INFO_PATH = "meta/info.json"
 STATS_PATH = "meta/stats.json"
@@ -32,57 +34,39 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 DEFAULT_CHUNKS_SIZE = 1000
 
 
-@dataclass(frozen=True)
-class VideoSpan:
-    """Where one camera's frames of one episode live: an MP4 and a time range inside it."""
-
-    path: str
-    from_timestamp: float
-    to_timestamp: float
-
-
-@dataclass(frozen=True)
-class EpisodeMeta:
-    """One row of the episodes table, with its paths resolved (relative to the root)."""
-
-    index: int
-    length: int
-    from_index: int
-    to_index: int
-    data_path: str
-    tasks: list[str] = field(default_factory=list)
-    videos: dict[str, VideoSpan] = field(default_factory=dict)
-
-
 class DatasetMeta:
-    """Validated metadata of one dataset; built by :func:`load_meta`."""
+    """Validated metadata of one dataset; built by :func:`load_meta`.
+
+    ``episode_table`` holds the episodes as numpy columns (only what streaming needs). The full Arrow
+    episodes table (per-episode stats included) is kept only when loaded with ``all_columns=True``
+    (the tools); ``stats`` (meta/stats.json) is read on first use.
+    """
 
     def __init__(
         self,
         root: str,
         info: dict[str, Any],
-        episodes_table: pa.Table,
+        episode_table: EpisodeTable,
         tasks: dict[int, str],
-        stats: dict[str, Any],
+        *,
+        episodes_table: pa.Table | None = None,
+        stats: dict[str, Any] | None = None,
         storage_options: dict[str, Any] | None = None,
+        reader_settings: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
         self.storage_options = dict(storage_options or {})
         self.info = info
-        self.episodes_table = episodes_table
+        self.episode_table = episode_table
         self.tasks = tasks
-        self.stats = stats
+        self._episodes_table = episodes_table
+        self._stats = stats
+        self._reader_settings = dict(reader_settings or {})
         self.fps: int = int(info["fps"])
         self.features: dict[str, dict[str, Any]] = info["features"]
         self.video_keys: list[str] = [k for k, f in self.features.items() if f.get("dtype") == "video"]
         self.total_frames: int = int(info["total_frames"])
         self.total_episodes: int = int(info["total_episodes"])
-        columns = episodes_table.column_names
-        wanted = {"episode_index", "length", "tasks", "dataset_from_index", "dataset_to_index",
-                  "data/chunk_index", "data/file_index"}
-        self._column = {name: episodes_table.column(name).to_pylist() for name in columns
-                        if name in wanted or name.startswith("videos/")}
-        self._position = {ep: pos for pos, ep in enumerate(self._column["episode_index"])}
 
     @cached_property
     def _fsspec(self) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -98,47 +82,39 @@ class DatasetMeta:
         return join(self._fsspec[1], relative)
 
     @property
+    def episodes_table(self) -> pa.Table:
+        """The whole Arrow episodes table (only when loaded with ``load_meta(..., all_columns=True)``)."""
+        if self._episodes_table is None:
+            raise RuntimeError(f"{self.root}: the full episodes table was not loaded; use "
+                               "load_meta(..., all_columns=True)")
+        return self._episodes_table
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """meta/stats.json ({} when absent), read on first use."""
+        if self._stats is None:
+            with open_root_reader(self.root, storage_options=self.storage_options,
+                                  **self._reader_settings) as reader:
+                files = _MetaFiles(self.root, reader)
+                self._stats = files.json(STATS_PATH) if files.exists(STATS_PATH) else {}
+        return self._stats
+
+    @property
     def episode_indices(self) -> list[int]:
         """Episode indices in table order (sorted)."""
-        return list(self._column["episode_index"])
+        return self.episode_table.index.tolist()
 
-    @cached_property
+    @property
     def episodes(self) -> list[EpisodeMeta]:
-        """Every episode, sorted by index."""
-        return [self.episode(i) for i in self._column["episode_index"]]
+        """Every episode as an object, sorted by index (one object per episode: for tools and tests)."""
+        return [self.episode(i) for i in self.episode_indices]
 
     def episode(self, index: int) -> EpisodeMeta:
         """Metadata of episode ``index``; ``KeyError`` naming the dataset when it does not exist."""
-        pos = self._position.get(int(index))
-        if pos is None:
-            raise KeyError(f"{self.root}: no episode {index} (the dataset has {self.total_episodes})")
-        col = self._column
-        videos = {
-            key: VideoSpan(
-                path=self._video_path(key, col[f"videos/{key}/chunk_index"][pos],
-                                      col[f"videos/{key}/file_index"][pos]),
-                from_timestamp=float(col[f"videos/{key}/from_timestamp"][pos]),
-                to_timestamp=float(col[f"videos/{key}/to_timestamp"][pos]),
-            )
-            for key in self.video_keys
-        }
-        return EpisodeMeta(
-            index=int(index),
-            length=int(col["length"][pos]),
-            from_index=int(col["dataset_from_index"][pos]),
-            to_index=int(col["dataset_to_index"][pos]),
-            data_path=self._data_path(col["data/chunk_index"][pos], col["data/file_index"][pos]),
-            tasks=list(col["tasks"][pos] or []),
-            videos=videos,
-        )
-
-    def _data_path(self, chunk_index: int, file_index: int) -> str:
-        path = self.info["data_path"].format(chunk_index=chunk_index, file_index=file_index)
-        return check_relative(path, what="data_path")
-
-    def _video_path(self, key: str, chunk_index: int, file_index: int) -> str:
-        path = self.info["video_path"].format(video_key=key, chunk_index=chunk_index, file_index=file_index)
-        return check_relative(path, what=f"video_path of {key}")
+        try:
+            return self.episode_table.episode(int(index))
+        except KeyError:
+            raise KeyError(f"{self.root}: no episode {index} (the dataset has {self.total_episodes})") from None
 
     @cached_property
     def data_files(self) -> list[str]:
@@ -146,19 +122,17 @@ class DatasetMeta:
         listed = self.info.get("data_files")
         if listed is not None:
             return [check_relative(p, what="data_files entry") for p in listed]
-        col = self._column
-        pairs = sorted(set(zip(col["data/chunk_index"], col["data/file_index"], strict=True)))
-        return [self._data_path(c, f) for c, f in pairs]
+        return self.episode_table.data_files()
 
     @cached_property
     def video_files(self) -> list[str]:
         """Every distinct MP4 referenced by the episodes table."""
-        return sorted({span.path for ep in self.episodes for span in ep.videos.values()})
+        return self.episode_table.video_files()
 
-    @cached_property
+    @property
     def lengths(self) -> np.ndarray:
         """Episode lengths in table order, as int64."""
-        return np.asarray(self._column["length"], dtype=np.int64)
+        return self.episode_table.length
 
     def task_index(self, task: str) -> int:
         """The task index of a task string."""
@@ -180,13 +154,16 @@ def load_meta(
     backend: str = "auto",
     reader_options: dict[str, Any] | None = None,
     check_files: bool | None = None,
+    all_columns: bool = False,
 ) -> DatasetMeta:
     """Read and validate a dataset's metadata from a local path or URL.
 
     Files are read through a range reader (``backend`` and ``reader_options`` as for
     :func:`lerobot_stream_loader.storage.open_reader`; ``storage_options`` go to fsspec).
     ``check_files`` (default: only for local roots) also checks that every data and video file
-    the metadata references exists. Raises :class:`DatasetFormatError` naming the file and key,
+    the metadata references exists. Only the episodes-table columns streaming needs are parsed,
+    unless ``all_columns`` (then ``meta.episodes_table`` holds every column, per-episode stats
+    included, and stats.json is read now). Raises :class:`DatasetFormatError` naming the file and key,
     ``FileNotFoundError`` for a missing local folder; for a bare ``user/name`` that is no local folder
     and no readable Hub dataset, the error says both.
     """
@@ -198,7 +175,8 @@ def load_meta(
         if not os.path.exists(folder):
             raise FileNotFoundError(f"{folder}: no such dataset folder")
     try:
-        return _load_meta(root_url, storage_options, backend, reader_options, check_files)
+        return _load_meta(root_url, storage_options, {"backend": backend, "reader_options": reader_options},
+                          check_files, all_columns)
     except (OSError, DatasetFormatError) as exc:
         if not is_bare_repo_id(root):
             raise
@@ -206,18 +184,19 @@ def load_meta(
                         f"{os.getcwd()}) nor a readable Hub dataset {root_url}: {exc}") from exc
 
 
-def _load_meta(root_url: str, storage_options: dict[str, Any] | None, backend: str,
-               reader_options: dict[str, Any] | None, check_files: bool | None) -> DatasetMeta:
-    with open_root_reader(root_url, backend=backend, storage_options=storage_options,
-                          reader_options=reader_options) as file_reader:
+def _load_meta(root_url: str, storage_options: dict[str, Any] | None, settings: dict[str, Any],
+               check_files: bool | None, all_columns: bool) -> DatasetMeta:
+    with open_root_reader(root_url, storage_options=storage_options, **settings) as file_reader:
         reader = _MetaFiles(root_url, file_reader)
         info = reader.json(INFO_PATH)
         check_info(info, f"{root_url}/{INFO_PATH}")
-        episodes_table = _read_episodes(reader, info)
+        episodes_table = _read_episodes(reader, info, all_columns)
         tasks = _read_tasks(reader)
-        stats = reader.json(STATS_PATH) if reader.exists(STATS_PATH) else {}
+        stats = (reader.json(STATS_PATH) if reader.exists(STATS_PATH) else {}) if all_columns else None
         check_episodes_table(episodes_table, info, root_url)
-        meta = DatasetMeta(root_url, info, episodes_table, tasks, stats, storage_options)
+        meta = DatasetMeta(root_url, info, EpisodeTable.from_arrow(episodes_table, info), tasks,
+                           episodes_table=episodes_table if all_columns else None, stats=stats,
+                           storage_options=storage_options, reader_settings=settings)
         try:
             files = meta.data_files + meta.video_files
         except PathEscapeError as exc:
@@ -262,24 +241,30 @@ class _MetaFiles:
                                      f"{type(value).__name__}")
         return value
 
-    def parquet(self, relative: str) -> pa.Table:
+    def parquet(self, relative: str, columns: list[str] | None = None) -> pa.Table:
         raw = self.bytes(relative)
         try:
-            return pq.read_table(io.BytesIO(raw))
+            if columns is not None:
+                present = set(pq.read_schema(io.BytesIO(raw)).names)
+                columns = [c for c in columns if c in present]
+            return pq.read_table(io.BytesIO(raw), columns=columns)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DatasetFormatError(f"{self.root}/{relative}: not a readable parquet file ({exc})") from exc
 
 
-def _read_episodes(reader: _MetaFiles, info: dict[str, Any]) -> pa.Table:
-    """All meta/episodes files, found by probing their names in order (no listing)."""
+def _read_episodes(reader: _MetaFiles, info: dict[str, Any], all_columns: bool) -> pa.Table:
+    """All meta/episodes files, found by probing their names in order (no listing); only the
+    columns streaming needs unless ``all_columns``."""
     chunks_size = int(info.get("chunks_size") or DEFAULT_CHUNKS_SIZE)
+    keys = [k for k, f in info["features"].items() if isinstance(f, dict) and f.get("dtype") == "video"]
+    columns = None if all_columns else [*streaming_columns(keys), "tasks"]
     tables: list[pa.Table] = []
     chunk, file = 0, 0
     while True:
         path = EPISODES_PATH.format(chunk_index=chunk, file_index=file)
         if not reader.exists(path):
             break
-        tables.append(reader.parquet(path))
+        tables.append(reader.parquet(path, columns))
         file += 1
         if file >= chunks_size:
             chunk, file = chunk + 1, 0
@@ -288,7 +273,7 @@ def _read_episodes(reader: _MetaFiles, info: dict[str, Any]) -> pa.Table:
             f"{reader.root}/{EPISODES_PATH.format(chunk_index=0, file_index=0)}: file not found "
             "(the episodes table is required)")
     table = _concat(tables, reader.root)
-    order = np.argsort(np.asarray(table.column("episode_index").to_pylist()
+    order = np.argsort(np.asarray(table.column("episode_index").to_numpy()
                                   if "episode_index" in table.column_names else []), kind="stable")
     return table.take(pa.array(order)) if len(order) else table
 

@@ -1,31 +1,26 @@
 """Sample plan: which (episode, frame) samples each (rank, worker) reader yields, and in what order.
 
-Everything here is a pure, deterministic function of the episode list and of
-(seed, epoch, rank, world_size, worker_id, num_workers, shuffle, drop_last, pool_size). Random draws
-use ``numpy.random.Generator(PCG64)`` seeded from integer tuples, so every machine computes the
-same plan (for a given numpy version).
+Everything here is pure arithmetic on arrays: a deterministic function of the episodes (index,
+length, file groups) and of (seed, epoch, rank, world_size, worker_id, num_workers, shuffle,
+drop_last, pool_size). Random draws use ``numpy.random.Generator(PCG64)`` seeded from integer
+tuples, so every machine computes the same plan (for a given numpy version).
 
-Shards. There are ``S = world_size * max(num_workers, 1)`` shards; shard ``rank * W + worker_id``
-belongs to that reader. The episodes are laid out in one sequence -- dataset order, or with
+Sequence. The episodes are laid out in one sequence of ``F`` frames: dataset order, or with
 ``shuffle`` the data files in a random order, within each the groups of episodes sharing the same
-video files in a random order, and their episodes in a random order -- and the sequence is cut
-into S contiguous runs. Cut k goes to the episode boundary nearest to its ideal frame position
-``k * total_frames / S`` when that boundary lies within ``SPLIT_TOLERANCE * total_frames / S``
-frames of it; otherwise (an episode much longer than the tolerance straddles the ideal position)
-the cut splits that episode there, and its two parts go to adjacent shards. So episodes shorter
-than ``2 * SPLIT_TOLERANCE * total_frames / S`` frames are never split (the usual case: whole
-episodes are the unit), every shard holds ``total_frames / S`` frames within +-25 %
-(``2 * SPLIT_TOLERANCE``), no shard is empty even with fewer files or episodes than shards, and a
-file's episodes stay together unless a cut falls inside it.
+video files in a random order, and their episodes in a random order.
 
-Equal counts. Let ``n[r, w]`` be the frames of shard (r, w). Every reader of worker slot w yields
-exactly ``T[w] = max_r n[r, w]`` samples with ``drop_last=False`` (a shorter shard appends copies
-of its own last ``T[w] - n[r, w]`` planned samples, cyclically if it holds fewer than that), or
-``T[w] = min_r n[r, w]`` with ``drop_last=True`` (a longer shard stops after its first ``T[w]``
-planned samples). So each slot has the same count on every rank, every rank yields
-``sum_w T[w]`` samples (:func:`samples_per_rank`, what ``len(dataset)`` reports), and DDP sees the
-same number of batches on every rank. The count depends on num_workers and, with ``shuffle``, on
-the epoch (by at most a few episode lengths).
+Ranks. Rank r owns the frames ``[r * F // world_size, (r + 1) * F // world_size)`` of the sequence,
+so rank runs differ by at most one frame. Every rank yields exactly ``N = ceil(F / world_size)``
+samples (``drop_last=True``: ``floor``): :func:`samples_per_rank`, what ``len(dataset)`` reports.
+It depends only on the episodes, ``world_size`` and ``drop_last``: not on the worker count, not on
+the epoch. A rank one frame short repeats one sample (padding), one frame over drops its last
+frame, so at most ``world_size`` samples per epoch are repeated or dropped.
+
+Workers. Worker w of W yields the samples ``[w * N // W, (w + 1) * N // W)`` of its rank's run:
+the same count on every rank, so DDP sees the same batches everywhere. Cuts fall at exact frame
+positions; an episode a cut goes through is split there and each part is read by its own reader
+(each reader holds at most two partial episodes). Padding copies the reader's own last planned
+sample (the rank's first frame for a reader with no frame of its own).
 
 Order. ``shuffle=False``: the shard's episodes in dataset order, frames in order.
 ``shuffle=True``: a resident pool of at most ``pool_size`` episodes; each next sample is drawn
@@ -38,29 +33,24 @@ time t the capacity is ``min(pool_size, floor(exp(t * ln(pool_size) / life)))``,
 the mean over the first pool_size episodes of ``H(L) ~ ln L + 0.5772``, the expected lifetime (the
 maximum of L Exp(1) delays). It grows with the draw rate (the unread resident frames), so new
 episodes enter at a steady pace in draws: a first batch of 32 needs the first few episodes (1 to 3
-on average at 20+ frames each), not the whole pool; the pool is full from t = life on, as before.
+on average at 20+ frames each), not the whole pool; the pool is full from t = life on.
 The capacity depends only on lengths, not on the delays, so each draw stays exactly uniform over
 the resident frames.
 
-Resume. A reader's position is ``PlanState`` (a few integers and a fingerprint); resuming is
-``ShardPlan.skip(consumed)``, a slice. A state saved under another world size, worker count, seed,
-shuffle/drop_last/pool setting or episode list raises ``ValueError``.
+Resume. A reader's position is a count of consumed samples; resuming is ``ShardPlan.skip(consumed)``,
+a slice (the checkpoint format lives in :mod:`lerobot_stream_loader.plan_state`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
-import os
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 DEFAULT_POOL_SIZE = 256
-SPLIT_TOLERANCE = 0.125
-_PLAN_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +60,53 @@ class PlanEpisode:
     index: int
     length: int
     locality: Hashable = ()
+
+
+@dataclass(frozen=True)
+class PlanEpisodes:
+    """The planner's input as arrays: per episode its index, length, data-file group and file group
+    (episodes sharing every file). Groups are integer ids; only equality matters."""
+
+    index: np.ndarray
+    length: np.ndarray
+    file_group: np.ndarray
+    video_group: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def _first_seen_ids(keys: np.ndarray) -> np.ndarray:
+    """Ids 0, 1, ... numbered in order of first appearance of each distinct row of ``keys``."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
+
+
+def as_plan_episodes(episodes: PlanEpisodes | Sequence[PlanEpisode]) -> PlanEpisodes:
+    """``PlanEpisodes`` from a list of :class:`PlanEpisode` (a tuple locality key's first item is its
+    data file); arrays are passed through."""
+    if isinstance(episodes, PlanEpisodes):
+        return episodes
+    ids: dict[Hashable, int] = {}
+    primary: dict[Hashable, int] = {}
+    whole = [ids.setdefault(ep.locality, len(ids)) for ep in episodes]
+    first = [primary.setdefault(ep.locality[0] if isinstance(ep.locality, tuple) and ep.locality
+                                else ep.locality, len(primary)) for ep in episodes]
+    return PlanEpisodes(np.array([ep.index for ep in episodes], dtype=np.int64),
+                        np.array([ep.length for ep in episodes], dtype=np.int64),
+                        np.array(first, dtype=np.int64), np.array(whole, dtype=np.int64))
+
+
+def group_episodes(index: np.ndarray, length: np.ndarray, data_file: np.ndarray,
+                   files: np.ndarray) -> PlanEpisodes:
+    """``PlanEpisodes`` from columns: ``data_file`` one id per episode, ``files`` one row of ids per
+    episode naming every file it reads (its data file and MP4s)."""
+    return PlanEpisodes(np.asarray(index, dtype=np.int64), np.asarray(length, dtype=np.int64),
+                        _first_seen_ids(np.asarray(data_file)), _first_seen_ids(np.asarray(files)))
 
 
 def plan_episodes(episodes: Iterable[Any]) -> list[PlanEpisode]:
@@ -90,12 +127,14 @@ def _rng(*key: int) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class Assignment:
-    """Episode segments of all shards, in sequence order; shard s is ``bounds[s]:bounds[s + 1]``."""
+    """Episode segments of all shards (shard s = rank * W + worker), in sequence order; shard s is
+    ``bounds[s]:bounds[s + 1]`` and yields ``targets[s]`` samples (its frames, padded or cut)."""
 
     episode: np.ndarray  # episode index of each segment
     start: np.ndarray  # first frame of the segment within its episode
     stop: np.ndarray  # end (exclusive) of the segment within its episode
     bounds: np.ndarray  # [S + 1] segment offsets per shard
+    targets: np.ndarray  # [S] samples each shard yields
 
     @property
     def num_shards(self) -> int:
@@ -112,11 +151,10 @@ class Assignment:
         return self.episode[lo:hi], self.start[lo:hi], self.stop[lo:hi]
 
 
-def _check_episodes(episodes: Sequence[PlanEpisode], num_shards: int) -> tuple[np.ndarray, np.ndarray]:
-    if not episodes:
+def _check_episodes(episodes: PlanEpisodes, num_shards: int) -> None:
+    if len(episodes) == 0:
         raise ValueError("cannot plan an empty episode list (is the `episodes` subset empty?)")
-    index = np.array([ep.index for ep in episodes], dtype=np.int64)
-    length = np.array([ep.length for ep in episodes], dtype=np.int64)
+    index, length = episodes.index, episodes.length
     if (length < 1).any():
         bad = index[length < 1].tolist()[:10]
         raise ValueError(f"episodes {bad} have no frames; they cannot be planned")
@@ -127,58 +165,68 @@ def _check_episodes(episodes: Sequence[PlanEpisode], num_shards: int) -> tuple[n
             f"the selected episodes hold {int(length.sum())} frames, fewer than the {num_shards} readers "
             "(world_size * num_workers); use fewer workers"
         )
-    return index, length
 
 
-def _random_ranks(keys: list[Hashable], rng: np.random.Generator) -> np.ndarray:
-    """A random rank per distinct key, returned per element of ``keys``."""
-    ids: dict[Hashable, int] = {}
-    group = np.array([ids.setdefault(key, len(ids)) for key in keys], dtype=np.int64)
-    return np.argsort(rng.permutation(len(ids)))[group]
+def _random_ranks(group: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random rank per group id (ids 0..n-1), returned per element of ``group``."""
+    count = int(group.max()) + 1 if len(group) else 0
+    return np.argsort(rng.permutation(count))[group]
 
 
-def _sequence_order(episodes: Sequence[PlanEpisode], seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+def _sequence_order(episodes: PlanEpisodes, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     """Positions into ``episodes``: dataset order, or a random order that keeps files together.
 
-    With shuffle, the first component of a tuple locality key (the data file) is placed in random
-    order, within it the groups sharing the whole key (the same video files), then the episodes.
+    With shuffle, the data files are placed in random order, within each the groups sharing every
+    file (the same video files), then the episodes.
     """
     if not shuffle:
         return np.arange(len(episodes))
     rng = _rng(seed, epoch, 0)
-    keys = [ep.locality for ep in episodes]
-    primary = [key[0] if isinstance(key, tuple) and key else key for key in keys]
-    return np.lexsort((rng.random(len(episodes)), _random_ranks(keys, rng), _random_ranks(primary, rng)))
+    noise = rng.random(len(episodes))
+    return np.lexsort((noise, _random_ranks(episodes.video_group, rng), _random_ranks(episodes.file_group, rng)))
 
 
-def assign_shards(
-    episodes: Sequence[PlanEpisode], num_shards: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = False
-) -> Assignment:
-    """Cut the episode sequence into ``num_shards`` contiguous runs of about equal frame counts."""
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    index, length = _check_episodes(episodes, num_shards)
+def _shard_ranges(total: int, world_size: int, workers: int, drop_last: bool) -> tuple[np.ndarray, ...]:
+    """Per shard: [start, stop) of its frames in the sequence, and the samples it yields."""
+    per_rank = total // world_size if drop_last else -(-total // world_size)
+    rank_start = np.arange(world_size, dtype=np.int64) * total // world_size
+    rank_stop = np.arange(1, world_size + 1, dtype=np.int64) * total // world_size
+    cut = np.arange(workers + 1, dtype=np.int64) * per_rank // workers
+    lo = rank_start[:, None] + cut[None, :-1]
+    hi = rank_start[:, None] + cut[None, 1:]
+    start = np.minimum(lo, rank_stop[:, None]).reshape(-1)
+    stop = np.minimum(hi, rank_stop[:, None]).reshape(-1)
+    targets = np.tile(np.diff(cut), world_size)
+    return start, stop, targets
+
+
+def assign_shards(episodes: PlanEpisodes | Sequence[PlanEpisode], *, world_size: int, num_workers: int,
+                  seed: int = 0, epoch: int = 0, shuffle: bool = False, drop_last: bool = False) -> Assignment:
+    """Cut the episode sequence into ``world_size * num_workers`` readers' runs (module doc)."""
+    episodes = as_plan_episodes(episodes)
+    workers = max(int(num_workers), 1)
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    _check_episodes(episodes, world_size * workers)
     order = _sequence_order(episodes, seed, epoch, shuffle)
-    index, length = index[order], length[order]
+    index, length = episodes.index[order], episodes.length[order]
     edges = np.concatenate([[0], np.cumsum(length)])
-    total = int(edges[-1])
-    ideal = np.arange(1, num_shards) * (total / num_shards)
-    after = np.searchsorted(edges, ideal, side="left")
-    nearest = np.where(edges[after] - ideal <= ideal - edges[after - 1], edges[after], edges[after - 1])
-    within = np.abs(nearest - ideal) <= SPLIT_TOLERANCE * total / num_shards
-    cuts = np.where(within, nearest, np.floor(ideal + 0.5)).astype(np.int64)
-    pieces = np.union1d(edges, cuts)
+    start, stop, targets = _shard_ranges(int(edges[-1]), world_size, workers, drop_last)
+    pieces = np.union1d(edges, np.concatenate([start, stop]))
     piece_start, piece_stop = pieces[:-1], pieces[1:]
+    shard = np.searchsorted(start, piece_start, side="right") - 1
+    inside = (shard >= 0) & (piece_start < stop[np.maximum(shard, 0)])
+    piece_start, piece_stop, shard = piece_start[inside], piece_stop[inside], shard[inside]
     owner = np.searchsorted(edges, piece_start, side="right") - 1
-    shard = np.searchsorted(cuts, piece_start, side="right")
-    bounds = np.searchsorted(shard, np.arange(num_shards + 1), side="left")
-    return Assignment(
-        index[owner], piece_start - edges[owner], piece_stop - edges[owner], bounds.astype(np.int64)
-    )
+    bounds = np.searchsorted(shard, np.arange(len(start) + 1), side="left")
+    return Assignment(index[owner], piece_start - edges[owner], piece_stop - edges[owner],
+                      bounds.astype(np.int64), targets)
 
 
 def _normalise(rank: int, world_size: int, worker_id: int, num_workers: int) -> int:
     workers = max(int(num_workers), 1)
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
     if not 0 <= worker_id < workers:
@@ -186,26 +234,14 @@ def _normalise(rank: int, world_size: int, worker_id: int, num_workers: int) -> 
     return workers
 
 
-def slot_targets(assignment: Assignment, world_size: int, num_workers: int, drop_last: bool) -> np.ndarray:
-    """Samples every reader of worker slot w yields, shape [W] (same on every rank)."""
-    frames = assignment.frames_per_shard().reshape(world_size, max(num_workers, 1))
-    return frames.min(axis=0) if drop_last else frames.max(axis=0)
-
-
-def samples_per_rank(
-    episodes: Sequence[PlanEpisode],
-    *,
-    world_size: int,
-    num_workers: int,
-    seed: int = 0,
-    epoch: int = 0,
-    shuffle: bool = False,
-    drop_last: bool = False,
-) -> int:
-    """Samples each rank yields in this epoch (all its workers together): ``len(dataset)``."""
-    workers = _normalise(0, world_size, 0, num_workers)
-    assignment = assign_shards(episodes, world_size * workers, seed=seed, epoch=epoch, shuffle=shuffle)
-    return int(slot_targets(assignment, world_size, workers, drop_last).sum())
+def samples_per_rank(episodes: PlanEpisodes | Sequence[PlanEpisode], *, world_size: int,
+                     drop_last: bool = False) -> int:
+    """Samples each rank yields per epoch, all its workers together (``len(dataset)``):
+    ``ceil(F / world_size)``, or ``floor`` with ``drop_last``; the same every epoch, for any worker count."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    total = int(as_plan_episodes(episodes).length.sum())
+    return total // world_size if drop_last else -(-total // world_size)
 
 
 @dataclass(frozen=True)
@@ -295,7 +331,7 @@ def _pool_order(lengths: np.ndarray, pool_size: int,
 
 
 def plan_shard(
-    episodes: Sequence[PlanEpisode],
+    episodes: PlanEpisodes | Sequence[PlanEpisode],
     *,
     seed: int = 0,
     epoch: int = 0,
@@ -312,10 +348,15 @@ def plan_shard(
     if pool_size < 1:
         raise ValueError(f"pool_size must be >= 1, got {pool_size}")
     shard = rank * workers + worker_id
-    assignment = assign_shards(episodes, world_size * workers, seed=seed, epoch=epoch, shuffle=shuffle)
-    target = int(slot_targets(assignment, world_size, workers, drop_last)[worker_id])
+    assignment = assign_shards(episodes, world_size=world_size, num_workers=workers, seed=seed, epoch=epoch,
+                               shuffle=shuffle, drop_last=drop_last)
+    target = int(assignment.targets[shard])
     seg_episode, seg_start, seg_stop = assignment.shard(shard)
     rng = _rng(seed, epoch, 1, shard) if shuffle else None
+    if len(seg_episode) == 0:  # a reader with no frame of its own: padding only, the rank's first frame
+        first = assignment.shard(rank * workers)
+        plan = order_segments(first[0][:1], first[1][:1], first[1][:1] + 1, target=target, rng=rng)
+        return replace(plan, num_padded=target)
     return order_segments(seg_episode, seg_start, seg_stop, target=target, pool_size=pool_size, rng=rng)
 
 
@@ -349,96 +390,3 @@ def order_segments(
     segment = np.repeat(np.arange(len(lengths)), lengths)[take]
     frame = take - np.repeat(np.cumsum(lengths) - lengths - seg_start, lengths)[take]
     return _finish(seg_episode[segment], frame, segment, seg_episode, resident, padded, 0)
-
-
-def fingerprint(
-    episodes: Sequence[PlanEpisode],
-    *,
-    world_size: int,
-    num_workers: int,
-    seed: int,
-    shuffle: bool,
-    drop_last: bool,
-    pool_size: int,
-) -> str:
-    """A short hash of everything a plan depends on except epoch, rank and worker."""
-    digest = hashlib.sha256()
-    settings = (_PLAN_VERSION, world_size, max(num_workers, 1), seed, shuffle, drop_last, pool_size)
-    digest.update(repr(settings).encode())
-    digest.update(np.array([(ep.index, ep.length) for ep in episodes], dtype=np.int64).tobytes())
-    digest.update(repr([ep.locality for ep in episodes]).encode())
-    return digest.hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class PlanState:
-    """Where one reader is: epoch, samples of its plan consumed, and what the plan was built from."""
-
-    epoch: int
-    consumed: int
-    rank: int
-    world_size: int
-    worker_id: int
-    num_workers: int
-    fingerprint: str
-
-    def to_dict(self) -> dict[str, int | str]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> PlanState:
-        missing = sorted(set(cls.__dataclass_fields__) - set(state))
-        if missing:
-            raise ValueError(f"plan state is missing {missing}; got keys {sorted(state)}")
-        return cls(**{name: state[name] for name in cls.__dataclass_fields__})
-
-    def check(
-        self, *, rank: int, world_size: int, worker_id: int, num_workers: int, fingerprint: str
-    ) -> None:
-        """Raise ValueError unless this state was saved by the same reader of the same plan."""
-        saved = (self.world_size, max(self.num_workers, 1))
-        now = (world_size, max(num_workers, 1))
-        if saved != now:
-            raise ValueError(
-                f"plan state was saved with world_size={saved[0]}, num_workers={saved[1]} but this run has "
-                f"world_size={now[0]}, num_workers={now[1]}; resuming would change the order. Resume with "
-                "the same world size and worker count, or start a new epoch without loading the state"
-            )
-        if (self.rank, self.worker_id) != (rank, worker_id):
-            raise ValueError(
-                f"plan state belongs to rank {self.rank} worker {self.worker_id}, "
-                f"not rank {rank} worker {worker_id}"
-            )
-        if self.fingerprint != fingerprint:
-            raise ValueError(
-                "plan state was saved for a different plan (seed, shuffle, drop_last, pool_size or "
-                f"episode list differ): fingerprint {self.fingerprint} != {fingerprint}"
-            )
-
-
-def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """(rank, world_size): explicit, else torch.distributed, else RANK/WORLD_SIZE env, else (0, 1)."""
-    if (rank is None) != (world_size is None):
-        raise ValueError(
-            f"give both rank and world_size or neither (got rank={rank}, world_size={world_size})"
-        )
-    if rank is None or world_size is None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            rank, world_size = dist.get_rank(), dist.get_world_size()
-        elif "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        else:
-            rank, world_size = 0, 1
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside world_size {world_size}")
-    return rank, world_size
-
-
-def resolve_worker() -> tuple[int, int]:
-    """(worker_id, num_workers) of the current DataLoader worker; (0, 1) in the main process."""
-    from torch.utils.data import get_worker_info
-
-    info = get_worker_info()
-    return (0, 1) if info is None else (info.id, info.num_workers)

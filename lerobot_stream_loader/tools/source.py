@@ -24,7 +24,7 @@ from ..paths import join, normalize_root
 
 def open_source(source: str, storage_options: dict[str, Any] | None = None) -> DatasetMeta:
     """Metadata of the source dataset (every referenced file checked when it is local)."""
-    return load_meta(source, storage_options=storage_options)
+    return load_meta(source, storage_options=storage_options, all_columns=True)
 
 
 class SourceFiles:

@@ -47,7 +47,7 @@ def validate(root: str | os.PathLike[str], *, storage_options: dict[str, Any] | 
     """Check the dataset at ``root`` (local path or URL); see the module docstring."""
     report = ValidationReport(os.fspath(root))
     try:
-        meta = load_meta(root, storage_options=storage_options, check_files=True)
+        meta = load_meta(root, storage_options=storage_options, check_files=True, all_columns=True)
     except (DatasetFormatError, OSError, KeyError, ValueError) as exc:
         report.problems.append(f"metadata: {exc}")
         return report

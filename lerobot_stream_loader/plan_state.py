@@ -1,0 +1,80 @@
+"""Checkpoint format of a reader's place in its plan: a few integers and a fingerprint of the plan."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .plan import PlanEpisode, PlanEpisodes, as_plan_episodes
+
+PLAN_VERSION = 3
+
+
+def fingerprint(
+    episodes: PlanEpisodes | Sequence[PlanEpisode],
+    *,
+    world_size: int,
+    num_workers: int,
+    seed: int,
+    shuffle: bool,
+    drop_last: bool,
+    pool_size: int,
+) -> str:
+    """A short hash of everything a plan depends on except epoch, rank and worker."""
+    arrays = as_plan_episodes(episodes)
+    digest = hashlib.sha256()
+    settings = (PLAN_VERSION, world_size, max(num_workers, 1), seed, shuffle, drop_last, pool_size)
+    digest.update(repr(settings).encode())
+    for column in (arrays.index, arrays.length, arrays.file_group, arrays.video_group):
+        digest.update(np.ascontiguousarray(column, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PlanState:
+    """Where one reader is: epoch, samples of its plan consumed, and what the plan was built from."""
+
+    epoch: int
+    consumed: int
+    rank: int
+    world_size: int
+    worker_id: int
+    num_workers: int
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, int | str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> PlanState:
+        missing = sorted(set(cls.__dataclass_fields__) - set(state))
+        if missing:
+            raise ValueError(f"plan state is missing {missing}; got keys {sorted(state)}")
+        return cls(**{name: state[name] for name in cls.__dataclass_fields__})
+
+    def check(
+        self, *, rank: int, world_size: int, worker_id: int, num_workers: int, fingerprint: str
+    ) -> None:
+        """Raise ValueError unless this state was saved by the same reader of the same plan."""
+        saved = (self.world_size, max(self.num_workers, 1))
+        now = (world_size, max(num_workers, 1))
+        if saved != now:
+            raise ValueError(
+                f"plan state was saved with world_size={saved[0]}, num_workers={saved[1]} but this run has "
+                f"world_size={now[0]}, num_workers={now[1]}; resuming would change the order. Resume with "
+                "the same world size and worker count, or start a new epoch without loading the state"
+            )
+        if (self.rank, self.worker_id) != (rank, worker_id):
+            raise ValueError(
+                f"plan state belongs to rank {self.rank} worker {self.worker_id}, "
+                f"not rank {rank} worker {worker_id}"
+            )
+        if self.fingerprint != fingerprint:
+            raise ValueError(
+                "plan state was saved for a different plan (seed, shuffle, drop_last, pool_size or "
+                f"episode list differ): fingerprint {self.fingerprint} != {fingerprint}"
+            )
