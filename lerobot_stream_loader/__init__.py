@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import DatasetFormatError, FetchError, FrameMismatchError, StreamLoaderError
+from .errors import DatasetFormatError, FetchError, FrameMismatchError, RangeNotSupported, StreamLoaderError
 
 if TYPE_CHECKING:
     from .dataset import StreamingLeRobot
@@ -20,6 +20,7 @@ __all__ = [
     "DatasetFormatError",
     "FetchError",
     "FrameMismatchError",
+    "RangeNotSupported",
     "StreamLoaderError",
     "StreamingLeRobot",
     "__version__",

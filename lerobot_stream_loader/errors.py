@@ -18,6 +18,18 @@ class FetchError(StreamLoaderError, OSError):
     """Bytes could not be read from storage after the allowed retries."""
 
 
+class RangeNotSupported(FetchError):
+    """The server answers byte-range requests with the whole file: it does not support HTTP Range."""
+
+
+def range_not_supported(url: str, offset: int, length: int, got: str) -> RangeNotSupported:
+    """The one-line error for a server that ignored a Range request, with what to do about it."""
+    return RangeNotSupported(
+        f"{url}: the server ignores HTTP Range requests (asked for bytes {offset}-{offset + length - 1}, got "
+        f"{got}); streaming reads byte ranges, so serve the dataset with a server that supports them "
+        "(nginx, Caddy, S3, the Hub; not `python -m http.server`) or give the loader a local copy")
+
+
 class FrameMismatchError(StreamLoaderError, RuntimeError):
     """A decoded frame's timestamp is further from the requested time than the tolerance."""
 

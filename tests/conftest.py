@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.support.servers",
+    "tests.support.plain_http",
     "tests.support.sample_fixtures",
     "tests.support.stall_fixtures",
 ]

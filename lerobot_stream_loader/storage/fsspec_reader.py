@@ -14,7 +14,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import FetchError
+from ..errors import FetchError, range_not_supported
 from .hf import parse_hf_root
 from .reader import (
     DEFAULT_COALESCE_GAP,
@@ -128,6 +128,10 @@ class FsspecRangeReader(BaseRangeReader):
                 raise RemoteFileNotFound(f"{what}: not found") from None
             except PermissionError as exc:
                 raise AccessDenied(f"{what}: access refused ({exc})") from None
+            except ValueError as exc:  # fsspec's HTTP file, when a server answers a range with a 200
+                if "range requests" not in str(exc):
+                    raise
+                raise range_not_supported(self._describe(path), offset, length, "HTTP 200") from None
             except (OSError, TimeoutError) as exc:
                 self._drop(handles, path)
                 raise Retryable(f"{type(exc).__name__}: {exc}") from exc

@@ -1,8 +1,10 @@
 """Native HTTP backend: pooled httpx client, verified range responses, bounded retries.
 
 Every response is checked before its bytes are returned: a 206 whose ``Content-Range`` and body
-length match the request, or (for files up to ``full_response_limit``) a 200 carrying the whole
-file, which is sliced. Connection errors, timeouts, 429, 5xx, short or long bodies and mismatched
+length match the request, or a 200 carrying the whole file. A 200 to a request for part of a file
+from a server that does not announce ``Accept-Ranges: bytes`` raises :class:`RangeNotSupported` at
+once (its body is not read); from one that does (a passing glitch), the whole file is sliced when it
+is at most ``full_response_limit`` bytes, else the request is retried. Connection errors, timeouts, 429, 5xx, short or long bodies and mismatched
 ranges are retried with exponential backoff and jitter (honouring ``Retry-After``) within a bounded
 number of attempts and seconds. A 401/403/410 makes an ``hf://`` reader resolve the file again once.
 Redirects are followed by hand so that each hop gets only the headers meant for its host.
@@ -20,7 +22,7 @@ from urllib.parse import quote, urljoin
 
 import httpx
 
-from ..errors import FetchError
+from ..errors import FetchError, range_not_supported
 from .hf import HubLocator, Resolved
 from .reader import (
     DEFAULT_COALESCE_GAP,
@@ -241,6 +243,11 @@ class HttpRangeReader(BaseRangeReader):
             return self._read_body(resp, length, deadline, headers_at)
         if status == 200:
             total = int(declared) if declared is not None else None
+            if offset == 0 and total == length:  # the whole file was asked for
+                return self._read_body(resp, total, deadline, headers_at)
+            if "bytes" not in resp.headers.get("accept-ranges", "").lower():  # never slice such answers
+                raise range_not_supported(redact_url(str(resp.url)), offset, length,
+                                          f"HTTP 200 with the whole file, {declared or 'unknown'} bytes")
             if (
                 total is None
                 or total > self.full_response_limit

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import DatasetFormatError
+from ..errors import DatasetFormatError, range_not_supported
 from ..meta import DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4Index, Span, index_mp4
 from ..paths import join, normalize_root
@@ -54,6 +54,8 @@ class SourceFiles:
     def read(self, relative: str, offset: int, length: int) -> bytes:
         """``length`` bytes of a dataset file from ``offset``."""
         data = self.fs.cat_file(self.url(relative), start=offset, end=offset + length)
+        if len(data) > length:
+            raise range_not_supported(f"{self.root}/{relative}", offset, length, f"{len(data)} bytes")
         if len(data) != length:
             raise DatasetFormatError(f"{self.root}/{relative}: bytes {offset}..{offset + length} are past "
                                      f"the end of the file (got {len(data)} bytes)")

@@ -16,8 +16,8 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 
-from ..errors import DatasetFormatError
-from ..meta import DatasetMeta, EpisodeMeta, load_meta
+from ..errors import DatasetFormatError, RangeNotSupported
+from ..meta import INFO_PATH, DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4FormatError, synthesize_mp4
 from .source import SourceFiles, VideoSource
 
@@ -53,6 +53,11 @@ def validate(root: str | os.PathLike[str], *, storage_options: dict[str, Any] | 
         return report
     report.root = meta.root
     files = SourceFiles(meta.root, storage_options)
+    try:  # one probe: without Range support every check below would fail on its own
+        files.read(INFO_PATH, 1, 1)
+    except RangeNotSupported as exc:
+        report.problems.append(str(exc))
+        return report
     _check_counts(meta, report)
     rows = _check_rows(meta, files, report)
     _check_alignment(meta, report)
