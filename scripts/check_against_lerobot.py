@@ -11,6 +11,12 @@ task string. Three checks run by default:
   both episode ends (``<key>_is_pad`` included);
 - ``single``: a one-offset window (``[0.0]``) of one camera and of ``observation.state``.
 
+Every camera kind LeRobot 0.6.1 stores is compared the same way: RGB video, depth video (float32
+``(1, H, W)`` in ``--depth-output-unit``), and image features stored in the parquet (RGB and depth);
+the windowed checks also window the first depth camera and the first image feature. The stats both
+readers expose (depth stats rescaled to the output unit) are compared too. ``--make-lerobot OUT``
+writes a dataset with LeRobot's own writer holding each of these kinds (``lerobot_written.py``).
+
 Items are read in row order, or with ``--shuffle SEED`` in StreamingLeRobot's shuffled order (LeRobot
 is then read in that random order too, as under a shuffling DataLoader; its cached video decoders
 see the same random access). ``--only-episodes 1,3`` gives both readers ``episodes=[1, 3]``.
@@ -20,6 +26,9 @@ says how to build one). No network is used: the Hub is put offline before LeRobo
 
     python scripts/check_against_lerobot.py ROOT
     python scripts/check_against_lerobot.py --make-sample /tmp/s --codec h264 --bframes --size 64x48
+    python scripts/check_against_lerobot.py --make-sample /tmp/s --depth-camera --image-feature rgb \
+        --image-feature depth
+    python scripts/check_against_lerobot.py --make-lerobot /tmp/l --depth-output-unit m
 
 Exit status: 0 when every item is equal, 1 on any mismatch, 2 when LeRobot cannot load the dataset.
 """
@@ -44,6 +53,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+try:  # the reference environment's torchvision shim must be imported before LeRobot
+    import tvshim  # noqa: E402, F401
+except ImportError:
+    pass
 
 CHECKS = ("plain", "windows", "single")
 
@@ -133,13 +147,15 @@ def compare_items(ours: dict[str, Any], ref: dict[str, Any], cameras: set[str]) 
 
 
 # -- running one check ------------------------------------------------------------------------------
-def delta_configs(fps: int, camera: str | None, features: dict[str, Any]) -> dict[str, dict[str, list[float]] | None]:
-    """The ``delta_timestamps`` of each check (keys the dataset lacks are left out)."""
+def delta_configs(fps: int, camera: str | None, features: dict[str, Any],
+                  others: list[str] = ()) -> dict[str, dict[str, list[float]] | None]:
+    """The ``delta_timestamps`` of each check (keys the dataset lacks are left out); ``others`` are
+    further cameras (a depth camera, an image feature) windowed like ``camera``."""
     windows: dict[str, list[float]] = {}
     single: dict[str, list[float]] = {}
-    if camera is not None:
-        windows[camera] = [k / fps for k in (-3, -1, 0, 2)]
-        single[camera] = [0.0]
+    for key in ([camera] if camera is not None else []) + [k for k in others if k != camera]:
+        windows[key] = [k / fps for k in (-3, -1, 0, 2)]
+        single[key] = [0.0]
     if "action" in features:
         windows["action"] = [k / fps for k in range(-2, 12)]
     if "observation.state" in features:
@@ -154,13 +170,14 @@ class Options:
     tolerance_s: float
     episodes: list[int] | None
     shuffle_seed: int | None
+    depth_output_unit: str = "mm"
 
 
 def _lerobot_dataset(root: Path, delta: dict[str, list[float]] | None, options: Options) -> Any:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     return LeRobotDataset(repo_id="local/x", root=root, episodes=options.episodes, delta_timestamps=delta,
-                          tolerance_s=options.tolerance_s)
+                          tolerance_s=options.tolerance_s, depth_output_unit=options.depth_output_unit)
 
 
 def _row_positions(lerobot_ds: Any) -> dict[int, int]:
@@ -174,7 +191,7 @@ def _streamed(root: Path, delta: dict[str, list[float]] | None, options: Options
 
     ours = StreamingLeRobot(root, return_uint8=False, episodes=options.episodes, delta_timestamps=delta,
                             tolerance_s=options.tolerance_s, shuffle=options.shuffle_seed is not None,
-                            seed=options.shuffle_seed or 0)
+                            seed=options.shuffle_seed or 0, depth_output_unit=options.depth_output_unit)
     try:
         yield from ours
     finally:
@@ -240,6 +257,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tolerance-s", type=float, default=1e-4, help="tolerance_s given to both readers")
     parser.add_argument("--only-episodes", type=_ints, dest="select", metavar="I,J,...",
                         help="only these episodes (the episodes= argument of both readers)")
+    parser.add_argument("--depth-output-unit", choices=("mm", "m"), default="mm",
+                        help="depth_output_unit given to both readers (LeRobot's default: mm)")
     parser.add_argument("--shuffle", type=int, metavar="SEED", dest="shuffle_seed",
                         help="StreamingLeRobot shuffles with this seed, and LeRobot is read in that random "
                              "order too (as a shuffling DataLoader would), instead of row order")
@@ -256,10 +275,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sample.add_argument("--stagger-cameras", action="store_true")
     sample.add_argument("--episodes-per-data-file", type=int, default=2)
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--depth-camera", action="store_true", help="the sample gets a depth camera")
+    sample.add_argument("--image-feature", dest="image_features", action="append", choices=("rgb", "depth"),
+                        default=[], help="the sample gets an image feature of this kind (repeatable)")
     sample.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--make-lerobot", type=Path, metavar="OUT",
+                        help="write a dataset with LeRobot's own writer (RGB and depth video, RGB and depth "
+                             "images in parquet; --episodes, --size, --seed apply) to OUT and check it")
     args = parser.parse_args(argv)
-    if (args.root is None) == (args.make_sample is None):
-        parser.error("give either ROOT or --make-sample OUT")
+    if [args.root, args.make_sample, args.make_lerobot].count(None) != 2:
+        parser.error("give one of ROOT, --make-sample OUT or --make-lerobot OUT")
     unknown = set(args.checks.split(",")) - set(CHECKS)
     if unknown:
         parser.error(f"unknown checks {sorted(unknown)}; choose from {CHECKS}")
@@ -273,7 +298,16 @@ def make_sample(args: argparse.Namespace) -> Path:
         args.make_sample, episodes=args.episodes, cameras=args.cameras, size=args.size,
         frames_per_episode=args.frames_per_episode, codec=args.codec, gop=args.gop, bframes=args.bframes,
         episodes_per_video_file=args.episodes_per_video_file, stagger_cameras=args.stagger_cameras,
-        episodes_per_data_file=args.episodes_per_data_file, seed=args.seed, overwrite=args.overwrite)
+        episodes_per_data_file=args.episodes_per_data_file, seed=args.seed, overwrite=args.overwrite,
+        depth_camera=args.depth_camera, image_features=tuple(args.image_features))
+
+
+def make_lerobot(args: argparse.Namespace) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from lerobot_written import write_lerobot_dataset
+
+    return write_lerobot_dataset(args.make_lerobot, episodes=args.episodes, frames=args.frames_per_episode,
+                                 size=args.size, seed=args.seed, overwrite=args.overwrite)
 
 
 def print_result(result: CheckResult) -> None:
@@ -290,7 +324,7 @@ def _load_and_check(root: Path, args: argparse.Namespace) -> list[CheckResult] |
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
     version = getattr(lerobot, "__version__", "?")
-    options = Options(args.tolerance_s, args.select, args.shuffle_seed)
+    options = Options(args.tolerance_s, args.select, args.shuffle_seed, args.depth_output_unit)
     try:
         meta = LeRobotDatasetMetadata("local/x", root=root)
         probe = _lerobot_dataset(root, None, options)
@@ -300,13 +334,36 @@ def _load_and_check(root: Path, args: argparse.Namespace) -> list[CheckResult] |
         traceback.print_exc(file=sys.stdout)
         return None
     print(f"dataset {root}: LeRobot {version} loaded {len(probe)} frames, {probe.num_episodes} episodes, "
-          f"video backend {probe.video_backend}")
+          f"video backend {getattr(probe, 'video_backend', getattr(probe, '_video_backend', '?'))}")
     dropped = [k for k in meta.features if k not in first]
     print(f"  features in info.json absent from LeRobot's item: {dropped or 'none'}")
-    cameras = set(meta.video_keys)
-    camera = args.camera or (meta.video_keys[0] if meta.video_keys else None)
-    configs = delta_configs(meta.fps, camera, meta.features)
-    return [run_check(root, name, configs[name], options, cameras) for name in args.checks.split(",")]
+    cameras = set(meta.camera_keys)
+    rgb_videos = [k for k in meta.video_keys if k not in meta.depth_keys]
+    camera = args.camera or (rgb_videos[0] if rgb_videos else None)
+    others = [keys[0] for keys in ([k for k in meta.video_keys if k in meta.depth_keys],
+                                   [k for k in meta.image_keys if k not in meta.depth_keys],
+                                   [k for k in meta.image_keys if k in meta.depth_keys]) if keys]
+    configs = delta_configs(meta.fps, camera, meta.features, others)
+    results = [run_check(root, name, configs[name], options, cameras) for name in args.checks.split(",")]
+    results.append(compare_stats(root, probe, options))
+    return results
+
+
+def compare_stats(root: Path, lerobot_ds: Any, options: Options) -> CheckResult:
+    """LeRobot's ``meta.stats`` (depth rescaled to the output unit) against StreamingLeRobot's ``meta.stats``."""
+    from lerobot_stream_loader import StreamingLeRobot
+
+    result = CheckResult("stats", None)
+    ours = StreamingLeRobot(root, episodes=options.episodes, depth_output_unit=options.depth_output_unit)
+    for key, stats in (lerobot_ds.meta.stats or {}).items():
+        for stat, value in stats.items():
+            mine = ours.meta.stats.get(key, {}).get(stat)
+            result.items += 1
+            if mine is None or np.shape(mine) != np.shape(value) or not np.allclose(mine, value, rtol=1e-12):
+                result.add(key, None, f"{stat}: ours {np.asarray(mine).ravel()[:3]} vs LeRobot "
+                                      f"{np.asarray(value).ravel()[:3]}")
+    ours.close()
+    return result
 
 
 def check_dataset(root: Path, args: argparse.Namespace) -> int:
@@ -334,7 +391,10 @@ def check_dataset(root: Path, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    root = make_sample(args) if args.make_sample is not None else args.root.resolve()
+    if args.make_lerobot is not None:
+        root = make_lerobot(args)
+    else:
+        root = make_sample(args) if args.make_sample is not None else args.root.resolve()
     own_cache = "HF_DATASETS_CACHE" not in os.environ
     cache = Path(tempfile.mkdtemp(prefix="lerobot-check-cache-")) if own_cache else None
     if cache is not None:  # LeRobot converts the parquet files into a datasets cache: keep it private
