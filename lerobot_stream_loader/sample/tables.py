@@ -212,6 +212,12 @@ def write_tasks(root: Path, task_count: int) -> None:
     pq.write_table(table, path, compression="snappy")
 
 
+# Marks a dataset whose frames carry their global index drawn by ``sample.pattern`` and whose rows
+# follow ``testing.expected_state``: ``validate`` checks the one against the other only then.
+SAMPLE_PATTERN_KEY = "sample_pattern"
+SAMPLE_PATTERN = "lerobot_stream_loader/index-bands-v1"
+
+
 def info_json(options: SampleOptions, plans: list[EpisodePlan], task_count: int, feats: dict) -> dict:
     """The content of meta/info.json (key order as LeRobot writes it)."""
     return {
@@ -228,6 +234,7 @@ def info_json(options: SampleOptions, plans: list[EpisodePlan], task_count: int,
         "data_path": DATA_PATH,
         "video_path": VIDEO_PATH if video_cameras(options) else None,
         "features": feats,
+        SAMPLE_PATTERN_KEY: SAMPLE_PATTERN,
     }
 
 

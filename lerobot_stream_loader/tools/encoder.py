@@ -21,6 +21,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .stats import RunningImageStats, Stats, downsampled_size
+from .verify import THUMBNAIL, Fingerprinter
 
 os.environ.setdefault("SVT_LOG", "1")  # keep the AV1 encoder's banner quiet
 
@@ -113,6 +114,7 @@ class CameraResult:
     path: str
     lengths: list[int]
     stats: list[Stats]
+    fingerprints: np.ndarray  # (frames, h, w) grey thumbnails of the frames given, in order (tools.verify)
 
 
 class FileEncoder:
@@ -137,6 +139,8 @@ class FileEncoder:
         self._pts, self._in_episode, self._stats = 0, 0, RunningImageStats()
         self._scaler, self._stats_scaler = VideoReformatter(), VideoReformatter()
         self._stats_size = downsampled_size(width, height)
+        self._fingerprint = Fingerprinter()
+        self._prints: list[np.ndarray] = []
         self._lengths: list[int] = []
         self._episode_stats: list[Stats] = []
 
@@ -168,7 +172,8 @@ class FileEncoder:
             self._container.mux(self._stream.encode(None))
         finally:
             self._container.close()
-        return CameraResult(self.path, self._lengths, self._episode_stats)
+        return CameraResult(self.path, self._lengths, self._episode_stats, np.stack(self._prints) if self._prints
+                            else np.zeros((0, THUMBNAIL[1], THUMBNAIL[0]), np.float32))
 
     def abort(self) -> None:
         """Close the file without flushing (its content is not usable)."""
@@ -189,6 +194,7 @@ class FileEncoder:
             small = self._stats_scaler.reformat(item, width=self._stats_size[0], height=self._stats_size[1],
                                                 format="rgb24", interpolation="POINT")
             self._stats.update(small.to_ndarray())
+            self._prints.append(self._fingerprint(item))
             if item.format.name == self.settings.pix_fmt:
                 return item
             return self._scaler.reformat(item, format=self.settings.pix_fmt)
@@ -197,7 +203,9 @@ class FileEncoder:
             raise ValueError(f"{self.path}: frame of {rgb.shape[1]}x{rgb.shape[0]} pixels, the file is "
                              f"{self._width}x{self._height}")
         self._stats.update(rgb)
-        return self._scaler.reformat(av.VideoFrame.from_ndarray(rgb, format="rgb24"), format=self.settings.pix_fmt)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        self._prints.append(self._fingerprint(frame))
+        return self._scaler.reformat(frame, format=self.settings.pix_fmt)
 
 
 _KEY, _ANY = av.video.frame.PictureType.I, av.video.frame.PictureType.NONE

@@ -8,8 +8,8 @@ new file at each point where any camera rolls over) by stream copy.
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,6 +33,7 @@ from .layout import (
 from .output import Output, check_output, open_output, output_file_size, staged_output
 from .remux import cut_mp4, episode_bounds
 from .source import EpisodeRows, SourceFiles, VideoSource, open_source
+from .verify import check_copied_file, check_stream_copy
 
 
 @dataclass
@@ -173,14 +174,26 @@ def _write_video(meta: DatasetMeta, videos: VideoSource, group: FileGroup, key: 
     target.parent.mkdir(parents=True, exist_ok=True)
     if action == "copy":
         with meta.fs.open(meta.url(source_path), "rb") as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst, 8 << 20)
+            copied = _copy_hashed(src, dst)
+        check_copied_file(target, copied)
         return target.stat().st_size
     frames = sum(meta.episode(e).length for e in group.episodes)
     index, span = videos.span(source_path, first.videos[key].from_timestamp, last.videos[key].to_timestamp,
                               frames, f"episodes {group.episodes[0]}..{group.episodes[-1]} of {key}")
-    data = cut_mp4(index, span, videos.payload(source_path, span))
+    payload = videos.payload(source_path, span)
+    data = cut_mp4(index, span, payload)
+    check_stream_copy(target, data, index, span, payload)
     target.write_bytes(data)
     return len(data)
+
+
+def _copy_hashed(src: Any, dst: Any) -> str:
+    """Copy one open file to another; the SHA-256 of the bytes copied."""
+    digest = hashlib.sha256()
+    while chunk := src.read(8 << 20):
+        digest.update(chunk)
+        dst.write(chunk)
+    return digest.hexdigest()
 
 
 def _record_cut(meta: DatasetMeta, group: FileGroup, key: str, out: Path, columns: dict[str, list[Any]],

@@ -8,11 +8,13 @@ dataset's size limits (estimated from the source bytes), image stats are recompu
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from .shuffle_tasks import DataTask, EpisodeMove, VideoTask, run_data_task, run_
 from .source import SourceFiles, VideoSource, open_source
 
 MB = 1 << 20
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -183,15 +186,14 @@ def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None,
 
     Without an executor: a process pool of ``max_workers`` (default one per CPU, at most one per
     task), whose encoders share the cores (each gets ``cores // workers`` threads); with a single
-    worker the tasks run here, in turn, which spares starting a process.
+    worker the tasks run here, in turn, which spares starting a process (see ``local_executor``).
     """
     own = executor is None
     if own:
         workers = min(max_workers or os.cpu_count() or 1, len(tasks))
         if workers > 1:  # encoders that each use every core would fight over them
             tasks = {name: _sharing_cores(task, workers) for name, task in tasks.items()}
-        executor = InlineExecutor() if workers <= 1 else ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"))
+        executor = local_executor(workers)
     assert executor is not None
     futures: dict[Future, str] = {}
     try:
@@ -219,6 +221,21 @@ def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None,
     finally:
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def local_executor(workers: int) -> Executor:
+    """Where the tasks run without an executor: here for one worker, else a pool of ``workers``
+    spawned processes. A script read from standard input (``python - < script.py``) cannot be
+    re-run by a spawned process, so there the pool is of threads (the codecs release the GIL while
+    they work), with a warning."""
+    if workers <= 1:
+        return InlineExecutor()
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main is not None and not os.path.exists(main):
+        _log.warning("shuffle: the main script (%s) is not a file that worker processes can import; "
+                     "running the tasks in %d threads of this process instead", main, workers)
+        return ThreadPoolExecutor(workers, thread_name_prefix="shuffle")
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _work(task: VideoTask | DataTask) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,12 @@ from .layout import write_parquet
 from .remux import check_episode_keyframes, episode_bounds
 from .source import EpisodeRows, SourceFiles, VideoSource
 from .stats import to_lists, vector_stats
+from .verify import OutputCheckError, check_reencoded
 
 TOLERANCE_S = 1e-4
 STALL_SECONDS = 180.0  # no frame encoded for this long: the encoder is stuck
 STALL_RETRIES = 1
+FALLBACK_PRESETS = (10, 8)  # SVT-AV1 presets tried in turn when a frame fails the output check
 _log = logging.getLogger(__name__)
 RENUMBERED = ("index", "episode_index")
 
@@ -94,15 +96,38 @@ def run_video_task(task: VideoTask) -> dict[str, Any]:
     The encoder is watched: one that makes no progress for ``STALL_SECONDS`` (SVT-AV1 occasionally
     deadlocks inside an encode call) is abandoned and the file is encoded again, at most
     ``STALL_RETRIES`` times, then a ``StalledError`` names the file.
+    Every frame of the finished file is then checked against the source frame it must hold
+    (``tools.verify``). SVT-AV1's fastest presets occasionally mangle a frame into a near copy of its
+    neighbour on fine detail; such a file is encoded again with the next slower preset of
+    ``FALLBACK_PRESETS``, and when none is left an ``OutputCheckError`` names the file and frame.
     """
-    result = _encode_watched(task)
-    data = Path(task.out).read_bytes()
     lengths = [m.length for m in task.episodes]
-    if result.lengths != lengths:
-        raise RuntimeError(f"{task.out}: encoded episodes of {result.lengths} frames, expected {lengths}")
-    check_episode_keyframes(data, lengths, task.out)
-    return {"key": task.key, "bounds": episode_bounds(data, lengths, task.fps, task.out),
-            "stats": [to_lists(s) for s in result.stats], "bytes": len(data)}
+    attempts = fallback_settings(task.settings)
+    for attempt, settings in enumerate(attempts):
+        result = _encode_watched(replace(task, settings=settings))
+        data = Path(task.out).read_bytes()
+        if result.lengths != lengths:
+            raise RuntimeError(f"{task.out}: encoded episodes of {result.lengths} frames, expected {lengths}")
+        check_episode_keyframes(data, lengths, task.out)
+        try:
+            check_reencoded(task.out, data, result.fingerprints, lengths)
+        except OutputCheckError as error:
+            if attempt + 1 == len(attempts):
+                Path(task.out).unlink(missing_ok=True)
+                raise
+            _log.warning("%s; encoding the file again with preset %s", error, attempts[attempt + 1].preset)
+            continue
+        return {"key": task.key, "bounds": episode_bounds(data, lengths, task.fps, task.out),
+                "stats": [to_lists(s) for s in result.stats], "bytes": len(data)}
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def fallback_settings(settings: CodecSettings) -> list[CodecSettings]:
+    """``settings``, then (for SVT-AV1) the same with each slower preset of ``FALLBACK_PRESETS``."""
+    if settings.vcodec != "libsvtav1":
+        return [settings]
+    slower = [p for p in FALLBACK_PRESETS if p < int(settings.preset)]
+    return [settings] + [replace(settings, preset=p) for p in slower]
 
 
 def _encode_watched(task: VideoTask) -> CameraResult:

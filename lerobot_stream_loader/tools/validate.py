@@ -1,8 +1,9 @@
 """validate(root): check a dataset's counts, files, alignment, video spans and sample frames.
 
 Problems are collected, not raised, so one run reports everything; an unaligned dataset is noted,
-not a problem. Datasets written by ``lerobot_stream_loader.sample`` (robot_type "synthetic") also
-have the index drawn in sampled frames checked against their rows' ``observation.state``.
+not a problem. Datasets written by ``lerobot_stream_loader.sample`` (marked by its own key in
+info.json, kept by the tools; never inferred from ``robot_type``) also have the index drawn in
+sampled frames checked against their rows' ``observation.state``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 from ..errors import DatasetFormatError, RangeNotSupported
 from ..meta import INFO_PATH, DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4FormatError, synthesize_mp4
+from ..sample.tables import SAMPLE_PATTERN, SAMPLE_PATTERN_KEY
 from .source import SourceFiles, VideoSource
 
 TOLERANCE_S = 1e-4
@@ -62,7 +64,8 @@ def validate(root: str | os.PathLike[str], *, storage_options: dict[str, Any] | 
     rows = _check_rows(meta, files, report)
     _check_alignment(meta, report)
     if check_pattern is None:
-        check_pattern = meta.info.get("robot_type") == "synthetic" and "observation.state" in meta.features
+        check_pattern = (meta.info.get(SAMPLE_PATTERN_KEY) == SAMPLE_PATTERN
+                         and "observation.state" in meta.features)
     _check_videos(meta, files, rows, report, check_pattern=check_pattern)
     return report
 

@@ -1,0 +1,175 @@
+"""Tools check every frame they write: shuffle's re-encode under CPU load, realign's stream copies.
+
+Every frame of every output MP4 is decoded whole (PyAV) and its drawn index compared with the row
+it belongs to, over several seeds and episode-length mixes, while other processes keep every core busy.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.mp4 import index_mp4
+from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.tools import ToolError, realign_parquets_to_videos, shuffle_episodes, validate
+from lerobot_stream_loader.tools.remux import cut_mp4
+from lerobot_stream_loader.tools.verify import (
+    OutputCheckError,
+    check_stream_copy,
+    decode_fingerprints,
+    find_wrong_frames,
+)
+from tests.test_tools_realign import leftovers
+
+# The layout of a reported fault: SVT-AV1 preset 12 mangled a few frames of this data into near
+# copies of their neighbours, which shuffle wrote out unnoticed.
+REPORTED = {"episodes": 24, "cameras": 2, "size": (256, 192), "frames_per_episode": (37, 53),
+            "episodes_per_video_file": 4, "stagger_cameras": True, "codec": "av1", "seed": 3}
+SHORT_AND_LONG = {"episodes": 10, "cameras": 1, "size": (192, 128), "frames_per_episode": (3, 90),
+                  "episodes_per_video_file": 3, "codec": "av1", "seed": 11}
+
+
+def _spin(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+    x = 0
+    while not stop.is_set():
+        x += 1
+
+
+@pytest.fixture
+def cpu_load():
+    """Keep every core busy with other processes for the duration of the test."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    spinners = [context.Process(target=_spin, args=(stop,), daemon=True) for _ in range(os.cpu_count() or 1)]
+    for process in spinners:
+        process.start()
+    yield
+    stop.set()
+    for process in spinners:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+
+
+def frames_by_row(root: Path) -> dict[str, dict[int, int]]:
+    """Per camera: global row index -> index drawn in that frame, from whole-file decodes."""
+    meta = load_meta(root)
+    shown: dict[str, dict[int, int]] = {}
+    for key in meta.video_keys:
+        shown[key] = {}
+        for path in sorted({e.videos[key].path for e in meta.episodes}):
+            with av.open(str(root / path)) as container:
+                stream = container.streams.video[0]
+                drawn = {round(float(f.pts * stream.time_base) * meta.fps): read_frame_index(
+                    f.to_ndarray(format="rgb24"), strict=False) for f in container.decode(stream)}
+            for episode in [e for e in meta.episodes if e.videos[key].path == path]:
+                first = round(episode.videos[key].from_timestamp * meta.fps)
+                for k in range(episode.length):
+                    shown[key][episode.from_index + k] = drawn[first + k]
+    return shown
+
+
+def assert_every_frame_matches_its_row(root: Path, source: Path, order: list[int]) -> None:
+    src, out = load_meta(source), load_meta(root)
+    expected = {}
+    for new, old in enumerate(order):
+        a, b = src.episode(old), out.episode(new)
+        expected.update({b.from_index + k: a.from_index + k for k in range(a.length)})
+    for key, shown in frames_by_row(root).items():
+        wrong = {row: (index, expected[row]) for row, index in shown.items() if index != expected[row]}
+        assert len(shown) == out.total_frames
+        assert not wrong, f"{key}: row -> (drawn, expected) {dict(list(wrong.items())[:5])}"
+    table = pq.read_table(root / out.episodes[0].data_path, columns=["index", "observation.state"])
+    assert table.num_rows  # rows keep their source values: their state still names the source frame
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("layout", "seeds"), [(REPORTED, (5, 6)), (SHORT_AND_LONG, (1, 2))],
+                         ids=["reported-layout", "short-and-long"])
+def test_shuffle_writes_every_frame_right_under_cpu_load(make_sample, tmp_path, cpu_load, layout, seeds):
+    source = make_sample(**layout)
+    for seed in seeds:
+        result = shuffle_episodes(source, tmp_path / f"out{seed}", seed=seed, max_workers=2)
+        out = Path(result.output)
+        assert_every_frame_matches_its_row(out, source, result.order)
+        report = validate(out)
+        assert report.ok, report.problems
+
+
+def _file_and_prints(root: Path) -> tuple[bytes, np.ndarray, list[int]]:
+    meta = load_meta(root)
+    path = meta.episodes[0].videos[meta.video_keys[0]].path
+    lengths = [e.length for e in meta.episodes if e.videos[meta.video_keys[0]].path == path]
+    data = (root / path).read_bytes()
+    return data, decode_fingerprints(data), lengths
+
+
+def test_fingerprints_pass_a_file_against_itself_and_catch_a_swap_and_a_repeat(make_sample):
+    source = make_sample(episodes=3, cameras=1, size=(96, 64), frames_per_episode=(12, 16),
+                         episodes_per_video_file=3, codec="av1", seed=2)
+    data, prints, lengths = _file_and_prints(source)
+    assert find_wrong_frames(prints, prints, lengths) == []
+    noisy = prints + np.random.default_rng(0).normal(0, 1.0, prints.shape).astype(np.float32)
+    assert find_wrong_frames(noisy, prints, lengths) == []
+    swapped = prints.copy()
+    swapped[[4, 5]] = swapped[[5, 4]]
+    assert [w.position for w in find_wrong_frames(swapped, prints, lengths)] == [4, 5]
+    repeated = prints.copy()
+    repeated[lengths[0] + 3] = prints[lengths[0] + 2]  # a frame showing its predecessor
+    wrong = find_wrong_frames(repeated, prints, lengths)
+    assert [(w.episode, w.frame, w.closest) for w in wrong] == [(1, 3, 2)]
+
+
+def test_the_stream_copy_check_catches_a_changed_byte(make_sample, tmp_path):
+    source = make_sample(episodes=3, cameras=1, size=(64, 48), frames_per_episode=(5, 8),
+                         episodes_per_video_file=3, codec="h264", seed=4)
+    data, _, _ = _file_and_prints(source)
+    index = index_mp4(data)
+    span = index.span(0.0, float(index.display_seconds[-1]) + 0.5)
+    payload = data[span.byte_offset:span.byte_offset + span.byte_length]
+    copy = cut_mp4(index, span, payload)
+    check_stream_copy("copy.mp4", copy, index, span, payload)
+    first = index_mp4(copy)
+    damaged = bytearray(copy)
+    damaged[int(first.offset[2]) + 3] ^= 0xFF
+    with pytest.raises(OutputCheckError, match=r"copy\.mp4: sample 2 differs"):
+        check_stream_copy("copy.mp4", bytes(damaged), index, span, payload)
+    with av.open(io.BytesIO(copy)) as container:  # the copy decodes whole
+        assert sum(1 for _ in container.decode(video=0)) == span.sample_hi - span.sample_lo
+
+
+@pytest.mark.timeout(300)
+def test_realign_output_frames_match_their_rows(make_sample, tmp_path):
+    source = make_sample(episodes=6, cameras=2, size=(96, 64), frames_per_episode=(5, 12),
+                         episodes_per_video_file=2, episodes_per_data_file=4, stagger_cameras=True,
+                         codec="av1", seed=8)
+    result = realign_parquets_to_videos(source, tmp_path / "out")
+    assert result.cut_video_files > 0
+    order = load_meta(source).episode_indices
+    assert_every_frame_matches_its_row(Path(result.output), source, order)
+
+
+@pytest.mark.timeout(300)
+def test_a_file_that_fails_the_check_at_every_preset_leaves_nothing(make_sample, tmp_path, monkeypatch):
+    from lerobot_stream_loader.tools import shuffle_tasks
+
+    source = make_sample(episodes=3, cameras=1, size=(64, 48), frames_per_episode=(6, 9),
+                         episodes_per_video_file=3, codec="av1", seed=5)
+
+    def nothing_matches(path, data, expected, lengths):  # the check itself is tested above
+        raise OutputCheckError(f"{path}: frame 0 does not show its source frame")
+
+    monkeypatch.setattr(shuffle_tasks, "check_reencoded", nothing_matches)
+    out = tmp_path / "out"
+    with pytest.raises(ToolError, match="does not show its source frame.*nothing was written"):
+        shuffle_episodes(source, out, seed=1, max_workers=1)
+    assert not out.exists()
+    assert leftovers(out) == []
