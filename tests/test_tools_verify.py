@@ -219,3 +219,19 @@ def test_validate_checks_the_drawn_index_only_on_marked_sample_datasets(make_sam
     (source / "meta/info.json").write_text(json.dumps(info, indent=4))
     assert info["robot_type"] == "synthetic"
     assert validate(source).ok, validate(source).problems
+
+
+@pytest.mark.timeout(300)
+def test_shuffle_from_a_script_read_on_standard_input(make_sample, tmp_path):
+    import subprocess
+    import sys
+
+    source = make_sample(episodes=3, cameras=1, size=(64, 48), frames_per_episode=(5, 8),
+                         episodes_per_video_file=1, codec="h264", seed=6)
+    out = tmp_path / "out"
+    script = (f"from lerobot_stream_loader.tools import shuffle_episodes\n"
+              f"print(shuffle_episodes({str(source)!r}, {str(out)!r}, seed=2, max_workers=2).tasks)\n")
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "threads of this process" in done.stderr
+    assert validate(out).ok
