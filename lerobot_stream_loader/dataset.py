@@ -109,6 +109,8 @@ class StreamingLeRobot(IterableDataset):
         decoders: open decoders kept per worker (one per resident episode and camera). Default: enough for
             the resident pool, at most 32 (an open decoder holds a few frames of memory).
         storage_options: fsspec options (credentials, endpoints) for metadata and the fsspec backend.
+        cache_dir: this machine's cache folder (metadata of remote datasets, index sidecars), shared by
+            every rank and worker; default ``$LEROBOT_STREAM_CACHE``, else ``~/.cache/lerobot_stream_loader``.
         reader_options: extra keyword arguments for the range reader (timeouts, retries, coalescing).
     """
 
@@ -138,10 +140,11 @@ class StreamingLeRobot(IterableDataset):
         decoders: int | None = None,
         storage_options: dict[str, Any] | None = None,
         reader_options: dict[str, Any] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         self.meta = load_meta(source, revision=revision, storage_options=storage_options, backend=backend,
-                              reader_options=reader_options)
+                              reader_options=reader_options, cache_dir=cache_dir)
         self.episodes = self._select(episodes)
         self.rename = KeyRenamer(rename, self.meta.features, where=self.meta.root)
         delta_timestamps = stored_names(self.rename, delta_timestamps)
@@ -178,7 +181,7 @@ class StreamingLeRobot(IterableDataset):
         self.decoders = decoders
         self.settings = dict(backend=backend, storage_options=storage_options, reader_options=reader_options or {},
                              cache_bytes=cache_bytes, prefetch_episodes=prefetch_episodes,
-                             fetch_threads=fetch_threads)
+                             fetch_threads=fetch_threads, cache_dir=cache_dir)
         self._plan_episodes = plan_input(self.meta, self.episodes)
         self._epoch = multiprocessing.Value("q", 0, lock=False)
         self._consumed = 0

@@ -7,7 +7,6 @@ built from; a reader checks it on first use and rebuilds a stale entry with a wa
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import FetchError
+from .local_cache import dataset_cache_dir
 from .local_files import write_file_atomically
 from .meta import DatasetMeta
 from .mp4 import Mp4FormatError, Mp4Index, SidecarEntry, dumps_sidecar, index_mp4, loads_sidecar
@@ -27,10 +27,9 @@ from .storage import RangeReader
 SIDECAR_PATH = "meta/mp4_index.npz"
 
 
-def cache_path(root: str) -> Path:
+def cache_path(root: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Local fallback location of the sidecar of ``root`` (a remote or read-only dataset)."""
-    base = Path(os.environ.get("LEROBOT_STREAM_CACHE", Path.home() / ".cache" / "lerobot_stream_loader"))
-    return base / hashlib.sha256(root.encode()).hexdigest()[:24] / "mp4_index.npz"
+    return dataset_cache_dir(root, cache_dir) / "mp4_index.npz"
 
 
 def build_entries(meta: DatasetMeta, reader: RangeReader, *, threads: int = 8,
@@ -79,7 +78,8 @@ def _write_local(path: Path, data: bytes) -> None:
     write_file_atomically(path, data)
 
 
-def load_sidecar(meta: DatasetMeta, reader: RangeReader) -> dict[str, SidecarEntry]:
+def load_sidecar(meta: DatasetMeta, reader: RangeReader,
+                 cache_dir: str | os.PathLike[str] | None = None) -> dict[str, SidecarEntry]:
     """The dataset's sidecar entries, from the dataset or the local cache; {} when there is none.
 
     A corrupt sidecar is never trusted: it is ignored with a warning (indexes are then rebuilt).
@@ -93,7 +93,7 @@ def load_sidecar(meta: DatasetMeta, reader: RangeReader) -> dict[str, SidecarEnt
         if not isinstance(exc, FileNotFoundError):  # there, but unreadable (permissions, server errors)
             warnings.warn(f"{meta.root}/{SIDECAR_PATH}: cannot read the MP4 index sidecar ({exc}); "
                           "reading the MP4 headers instead (slower start)", stacklevel=2)
-        local = cache_path(meta.root)
+        local = cache_path(meta.root, cache_dir)
         if local.is_file():
             data, where = local.read_bytes(), str(local)
     if data is None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -21,6 +22,8 @@ import pyarrow.parquet as pq
 
 from .episode_table import EpisodeMeta, EpisodeTable, VideoSpan, streaming_columns
 from .errors import DatasetFormatError
+from .local_cache import dataset_cache_dir, offline
+from .meta_cache import MetaCache, entry_version
 from .meta_checks import check_episodes_table, check_info
 from .paths import PathEscapeError, check_relative, is_bare_repo_id, is_local, join, normalize_root
 from .storage import RangeReader, open_root_reader
@@ -155,6 +158,7 @@ def load_meta(
     reader_options: dict[str, Any] | None = None,
     check_files: bool | None = None,
     all_columns: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> DatasetMeta:
     """Read and validate a dataset's metadata from a local path or URL.
 
@@ -166,6 +170,11 @@ def load_meta(
     included, and stats.json is read now). Raises :class:`DatasetFormatError` naming the file and key,
     ``FileNotFoundError`` for a missing local folder; for a bare ``user/name`` that is no local folder
     and no readable Hub dataset, the error says both.
+
+    The streaming metadata of a remote dataset is kept in the machine's cache (``cache_dir``, default
+    :func:`~lerobot_stream_loader.local_cache.default_cache_dir`), keyed by the root and the size and
+    ETag of meta/info.json: a warm start costs one request. With ``HF_HUB_OFFLINE=1`` the cached copy
+    is used without any request.
     """
     root_url = normalize_root(root, revision)
     if is_local(root_url):
@@ -176,7 +185,7 @@ def load_meta(
             raise FileNotFoundError(f"{folder}: no such dataset folder")
     try:
         return _load_meta(root_url, storage_options, {"backend": backend, "reader_options": reader_options},
-                          check_files, all_columns)
+                          check_files, all_columns, cache_dir)
     except (OSError, DatasetFormatError) as exc:
         if not is_bare_repo_id(root):
             raise
@@ -185,28 +194,64 @@ def load_meta(
 
 
 def _load_meta(root_url: str, storage_options: dict[str, Any] | None, settings: dict[str, Any],
-               check_files: bool | None, all_columns: bool) -> DatasetMeta:
+               check_files: bool | None, all_columns: bool,
+               cache_dir: str | os.PathLike[str] | None) -> DatasetMeta:
+    cache = None if all_columns or is_local(root_url) else MetaCache(dataset_cache_dir(root_url, cache_dir))
+
+    def made(info: dict[str, Any], table: EpisodeTable, tasks: dict[int, str], **full: Any) -> DatasetMeta:
+        return DatasetMeta(root_url, info, table, tasks, storage_options=storage_options,
+                           reader_settings=settings, **full)
+
+    if cache is not None and offline():
+        version = cache.latest()
+        cached = cache.load(version) if version else None
+        if cached is None:
+            raise DatasetFormatError(f"{root_url}: HF_HUB_OFFLINE is set and the metadata cache {cache.folder} "
+                                     "holds no copy of this dataset's metadata (open it once online first)")
+        return made(*cached)
     with open_root_reader(root_url, storage_options=storage_options, **settings) as file_reader:
         reader = _MetaFiles(root_url, file_reader)
-        info = reader.json(INFO_PATH)
-        check_info(info, f"{root_url}/{INFO_PATH}")
-        episodes_table = _read_episodes(reader, info, all_columns)
-        tasks = _read_tasks(reader)
-        stats = (reader.json(STATS_PATH) if reader.exists(STATS_PATH) else {}) if all_columns else None
-        check_episodes_table(episodes_table, info, root_url)
-        meta = DatasetMeta(root_url, info, EpisodeTable.from_arrow(episodes_table, info), tasks,
-                           episodes_table=episodes_table if all_columns else None, stats=stats,
-                           storage_options=storage_options, reader_settings=settings)
-        try:
-            files = meta.data_files + meta.video_files
-        except PathEscapeError as exc:
-            raise DatasetFormatError(f"{root_url}/{INFO_PATH}: {exc}") from exc
-        if check_files if check_files is not None else is_local(root_url):
-            missing = [p for p in files if not reader.exists(p)]
-            if missing:
-                raise DatasetFormatError(
-                    f"{root_url}: {len(missing)} file(s) referenced by the metadata are missing, "
-                    f"first: {missing[0]}")
+        version = reader.version(INFO_PATH) if cache is not None else None
+        if cache is None or version is None:
+            return _read_meta(reader, made, check_files, all_columns)
+        cached = cache.load(version, reader.file_version)
+        if cached is not None:
+            return made(*cached)
+        with cache.lock():
+            cached = cache.load(version, reader.file_version)  # another process may have filled it meanwhile
+            if cached is not None:
+                return made(*cached)
+            meta = _read_meta(reader, made, check_files, all_columns)
+            try:
+                sources = [reader.file_version(path) for path in reader.read_paths if path != INFO_PATH]
+                cache.save(version, meta.info, meta.tasks, meta.episode_table, sources)
+            except OSError as exc:
+                warnings.warn(f"{cache.folder}: cannot cache the metadata ({exc})", stacklevel=3)
+            return meta
+
+
+def _read_meta(reader: _MetaFiles, made: Callable[..., DatasetMeta], check_files: bool | None,
+               all_columns: bool) -> DatasetMeta:
+    """Read and validate every metadata file of the root (no cache)."""
+    root_url = reader.root
+    info = reader.json(INFO_PATH)
+    check_info(info, f"{root_url}/{INFO_PATH}")
+    episodes_table = _read_episodes(reader, info, all_columns)
+    tasks = _read_tasks(reader)
+    stats = (reader.json(STATS_PATH) if reader.exists(STATS_PATH) else {}) if all_columns else None
+    check_episodes_table(episodes_table, info, root_url)
+    meta = made(info, EpisodeTable.from_arrow(episodes_table, info), tasks,
+                episodes_table=episodes_table if all_columns else None, stats=stats)
+    try:
+        files = meta.data_files + meta.video_files
+    except PathEscapeError as exc:
+        raise DatasetFormatError(f"{root_url}/{INFO_PATH}: {exc}") from exc
+    if check_files if check_files is not None else is_local(root_url):
+        missing = [p for p in files if not reader.exists(p)]
+        if missing:
+            raise DatasetFormatError(
+                f"{root_url}: {len(missing)} file(s) referenced by the metadata are missing, "
+                f"first: {missing[0]}")
     return meta
 
 
@@ -215,15 +260,34 @@ class _MetaFiles:
 
     def __init__(self, root: str, reader: RangeReader) -> None:
         self.root, self.reader = root, reader
+        self.read_paths: list[str] = []
+
+    def file_version(self, relative: str) -> tuple[str, int, str | None]:
+        """(path, size, ETag) of a file now (size -1 when it is missing)."""
+        try:
+            return relative, self.reader.size(relative), self.reader.etag(relative)
+        except FileNotFoundError:
+            return relative, -1, None
 
     def exists(self, relative: str) -> bool:
+        if relative not in self.read_paths:
+            self.read_paths.append(relative)  # a file that appears later makes a cached copy stale
         try:
             self.reader.size(relative)
             return True
         except FileNotFoundError:
             return False
 
+    def version(self, relative: str) -> str | None:
+        """Cache version of a file from its size and ETag (None when missing or without an ETag)."""
+        try:
+            return entry_version(self.reader.size(relative), self.reader.etag(relative))
+        except FileNotFoundError:
+            return None
+
     def bytes(self, relative: str) -> bytes:
+        if relative not in self.read_paths:
+            self.read_paths.append(relative)
         try:
             size = self.reader.size(relative)
             return self.reader.read(relative, 0, size) if size else b""

@@ -61,11 +61,11 @@ class WorkerResources:
     @classmethod
     def open(cls, meta: DatasetMeta, *, backend: str, storage_options: dict[str, Any] | None,
              reader_options: dict[str, Any], cache_bytes: int, prefetch_episodes: int,
-             fetch_threads: int) -> WorkerResources:
-        """Open the reader of ``meta.root`` for this process."""
+             fetch_threads: int, cache_dir: str | os.PathLike[str] | None = None) -> WorkerResources:
+        """Open the reader of ``meta.root`` for this process (``cache_dir``: the machine's cache folder)."""
         reader = open_root_reader(meta.root, backend=backend, storage_options=storage_options,
                                   reader_options=reader_options)
-        indexes = FileIndexes(reader, root=meta.root, sidecar=load_sidecar(meta, reader))
+        indexes = FileIndexes(reader, root=meta.root, sidecar=load_sidecar(meta, reader, cache_dir))
         return cls(os.getpid(), meta, reader, indexes, cache_bytes,
                    prefetch_episodes, fetch_threads)
 

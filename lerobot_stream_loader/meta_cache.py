@@ -1,0 +1,101 @@
+"""Streaming metadata of a remote dataset kept once per machine, keyed by the root and info.json's version.
+
+An entry is a folder ``<cache>/<dataset>/meta/<version>/`` holding info.json, the tasks and the
+episode columns (``columns.npz``, plus ``tasks.arrow`` when the episodes table has a ``tasks``
+column); ``version`` comes from the size and ETag of ``meta/info.json`` (a dataset whose store
+gives no ETag is not cached), and the entry is used only while every other metadata file it was
+read from (``sources.json``: path, size, ETag) still has the same size and ETag. Entries are written aside and renamed into place, under a lock so
+that the ranks of a machine starting together read the source once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .episode_table import EpisodeTable
+from .local_cache import file_lock, publish_folder
+
+_FILES = ("info.json", "tasks.json", "columns.npz", "sources.json")
+FileVersion = tuple[str, int, "str | None"]
+
+
+def entry_version(info_size: int, info_etag: str | None) -> str | None:
+    """The cache version of a dataset whose info.json has this size and ETag; None without an ETag."""
+    if not info_etag:
+        return None
+    return hashlib.sha256(f"{info_size}:{info_etag}".encode()).hexdigest()[:20]
+
+
+class MetaCache:
+    """The metadata entries of one dataset in the machine's cache folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder / "meta"
+
+    def lock(self):  # noqa: ANN201 -- a context manager yielding whether the lock is held
+        """Lock held while one process fills an entry."""
+        return file_lock(self.folder / ".lock")
+
+    def latest(self) -> str | None:
+        """The most recently written version (for offline use), or None."""
+        if not self.folder.is_dir():
+            return None
+        entries = [p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return max(entries, key=lambda p: p.stat().st_mtime).name if entries else None
+
+    def load(self, version: str, current: Callable[[str], FileVersion] | None = None,
+             ) -> tuple[dict[str, Any], EpisodeTable, dict[int, str]] | None:
+        """(info, episode columns, tasks) of ``version``, or None when absent, unreadable, or (given
+        ``current``: path -> (path, size, ETag) now) when a source file changed since."""
+        where = self.folder / version
+        if not all((where / name).is_file() for name in _FILES):
+            return None
+        try:
+            if current is not None:
+                for path, size, etag in json.loads((where / "sources.json").read_bytes()):
+                    if current(path) != (path, size, etag):
+                        return None
+            info = json.loads((where / "info.json").read_bytes())
+            tasks = {int(k): v for k, v in json.loads((where / "tasks.json").read_bytes()).items()}
+            with np.load(where / "columns.npz", allow_pickle=False) as archive:
+                columns = {name: archive[name] for name in archive.files}
+            task_lists = None
+            if (where / "tasks.arrow").is_file():
+                with pa.ipc.open_file(pa.memory_map(str(where / "tasks.arrow"))) as reader:
+                    task_lists = reader.read_all().column(0).combine_chunks()
+            keys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]
+            table = EpisodeTable(columns, task_lists, data_path=info["data_path"],
+                                 video_path=info.get("video_path"), video_keys=keys)
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowInvalid) as exc:
+            warnings.warn(f"{where}: ignoring an unreadable metadata cache entry ({type(exc).__name__}: {exc}); "
+                          "reading the dataset's metadata instead", stacklevel=2)
+            return None
+        return info, table, tasks
+
+    def save(self, version: str, info: dict[str, Any], tasks: dict[int, str], table: EpisodeTable,
+             sources: list[FileVersion]) -> None:
+        """Write an entry (atomically; a concurrent writer of the same version may win)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(dir=self.folder, prefix=".staging-"))
+        (staged / "sources.json").write_bytes(json.dumps(sources).encode())
+        (staged / "info.json").write_bytes(json.dumps(info).encode())
+        (staged / "tasks.json").write_bytes(json.dumps({str(k): v for k, v in tasks.items()}).encode())
+        out = io.BytesIO()
+        np.savez(out, **table.columns)
+        (staged / "columns.npz").write_bytes(out.getvalue())
+        if table.tasks is not None:
+            with pa.ipc.new_file(str(staged / "tasks.arrow"), pa.schema([("tasks", table.tasks.type)])) as writer:
+                writer.write_table(pa.table({"tasks": table.tasks}))
+        os.chmod(staged, 0o755)
+        publish_folder(staged, self.folder / version)
