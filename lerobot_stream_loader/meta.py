@@ -102,6 +102,10 @@ class DatasetMeta:
                 self._stats = files.json(STATS_PATH) if files.exists(STATS_PATH) else {}
         return self._stats
 
+    @stats.setter
+    def stats(self, value: dict[str, Any]) -> None:
+        self._stats = value
+
     @property
     def episode_indices(self) -> list[int]:
         """Episode indices in table order (sorted)."""
