@@ -31,9 +31,11 @@ from .storage import open_root_reader
 from .stream import WorkerResources, WorkerStream
 from .windows import DEFAULT_TOLERANCE_S, DeltaWindows
 
-MAX_AUTO_POOL = 256
-MAX_AUTO_DECODERS = 32
+MAX_AUTO_POOL = 64
+MAX_AUTO_DECODERS = 128
 MIN_AUTO_POOL = 4
+DECODED_BYTES = 256 << 20
+MIN_AUTO_BUFFER, MAX_AUTO_BUFFER = 32, 4096
 
 
 def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], int], *,
@@ -43,6 +45,18 @@ def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], in
     if not episode_bytes:
         return MAX_AUTO_POOL
     return int(min(MAX_AUTO_POOL, max(MIN_AUTO_POOL, 0.75 * cache_bytes // max(1.0, episode_bytes))))
+
+
+def auto_shuffle_buffer(meta: DatasetMeta) -> int:
+    """Decoded samples that fit in ``DECODED_BYTES`` of uint8 frames (every video camera), 32..4096."""
+    sample = 0
+    for key in meta.video_keys:
+        feature = meta.features[key]
+        shape = list(feature.get("shape") or [0, 0, 3])
+        names = list(feature.get("names") or [])
+        height, width = (shape[1], shape[2]) if names[:1] == ["channels"] else (shape[0], shape[1])
+        sample += int(height) * int(width) * 3
+    return int(min(MAX_AUTO_BUFFER, max(MIN_AUTO_BUFFER, DECODED_BYTES // max(1, sample))))
 
 
 def mean_episode_bytes(meta: DatasetMeta, size: Callable[[str], int], *, sampled_files: int = 8) -> float:
@@ -91,7 +105,8 @@ class StreamingLeRobot(IterableDataset):
             images stored in parquet stay float32).
         depth_output_unit: unit of depth maps and of their stats, ``"mm"`` (LeRobot's default) or ``"m"``.
         tolerance_s: largest allowed distance between a requested and a decoded frame time.
-        shuffle: random episode order per epoch and random draws from a resident pool of episodes.
+        shuffle: random episode order per epoch; frames decoded once, in order, as runs from
+            ``pool_size`` open episodes, and mixed after decoding (see ``shuffle_buffer``, docs/shuffle.md).
         seed: seed of the plan; with the epoch it fixes the order on every machine.
         rank, world_size: this process's place in distributed training (default: torch.distributed,
             else the RANK/WORLD_SIZE environment, else a single process).
@@ -100,14 +115,20 @@ class StreamingLeRobot(IterableDataset):
         revision: Hub revision (branch, tag or commit) of a Hub dataset.
         num_workers: not needed (``len()`` does not depend on the worker count); when given, a
             DataLoader running another number of workers is reported with a warning.
-        pool_size: episodes resident at once when shuffling (a batch draws from about
-            ``2 * pool_size / ln(episode length)`` distinct episodes). Default: as many as fit in
-            three quarters of ``cache_bytes`` (estimated from the MP4 sizes), between 4 and 256.
+        pool_size: episodes open (fetched, decoders positioned) at once when shuffling: what buys
+            shuffle quality (docs/shuffle.md). Default: as many as fit in three quarters of
+            ``cache_bytes`` (estimated from the MP4 sizes), 4..64.
+        shuffle_buffer: decoded samples a worker holds when shuffling: a batch draws from about the
+            last ``shuffle_buffer`` decoded samples (``run = shuffle_buffer // (2 * pool_size)``
+            frames are decoded per turn). The decoded-frame budget of a worker is
+            ``shuffle_buffer + run`` samples of uint8 frames (converted to float32 when yielded).
+            Default: as many samples as fit in 256 MiB of uint8 frames, 32..4096 (145 for two 640x480
+            cameras).
         cache_bytes: per-worker byte budget of fetched episodes.
         prefetch_episodes: episodes fetched ahead of the one being read.
         fetch_threads: per-worker threads that fetch episodes.
         decoders: open decoders kept per worker (one per resident episode and camera). Default: enough for
-            the resident pool, at most 32 (an open decoder holds a few frames of memory).
+            the open pool, at most 128 (an open decoder holds a few frames: about 3 MB at 640x480).
         storage_options: fsspec options (credentials, endpoints) for metadata and the fsspec backend.
         cache_dir: this machine's cache folder (metadata of remote datasets, index sidecars), shared by
             every rank and worker; default ``$LEROBOT_STREAM_CACHE``, else ``~/.cache/lerobot_stream_loader``.
@@ -134,6 +155,7 @@ class StreamingLeRobot(IterableDataset):
         revision: str | None = None,
         num_workers: int | None = None,
         pool_size: int | None = None,
+        shuffle_buffer: int | None = None,
         cache_bytes: int = DEFAULT_BUDGET_BYTES,
         prefetch_episodes: int = 4,
         fetch_threads: int = 4,
@@ -154,9 +176,11 @@ class StreamingLeRobot(IterableDataset):
             raise ValueError(f"give both rank and world_size or neither (rank={rank}, world_size={world_size})")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if (pool_size is not None and pool_size < 1) or cache_bytes < 1 or prefetch_episodes < 1 or fetch_threads < 1 \
+        if (pool_size is not None and pool_size < 1) or (shuffle_buffer is not None and shuffle_buffer < 1) \
+                or cache_bytes < 1 or prefetch_episodes < 1 or fetch_threads < 1 \
                 or (decoders is not None and decoders < 1):
-            raise ValueError("pool_size, cache_bytes, prefetch_episodes, fetch_threads, decoders must be >= 1")
+            raise ValueError("pool_size, shuffle_buffer, cache_bytes, prefetch_episodes, fetch_threads, decoders "
+                             "must be >= 1")
         self.depth_output_unit = check_unit(depth_output_unit)
         check_depth_features(self.meta.root, self.meta.features)
         self.meta.stats = rescale_depth_stats(self.meta.stats, self.meta.features, self.depth_output_unit)
@@ -175,6 +199,7 @@ class StreamingLeRobot(IterableDataset):
                                   reader_options=reader_options) as reader:
                 pool_size = auto_pool_size(self.meta, cache_bytes, reader.size)
         self.pool_size = pool_size
+        self.shuffle_buffer = shuffle_buffer or auto_shuffle_buffer(self.meta)
         if decoders is None:
             resident = pool_size if shuffle else 1
             decoders = min(MAX_AUTO_DECODERS, max(1, resident * len(self.meta.video_keys)))
@@ -225,7 +250,8 @@ class StreamingLeRobot(IterableDataset):
         if key not in self._fingerprints:
             self._fingerprints[key] = fingerprint(
                 self._plan_episodes, world_size=world, num_workers=workers, seed=self.seed,
-                shuffle=self.shuffle, drop_last=self.drop_last, pool_size=self.pool_size)
+                shuffle=self.shuffle, drop_last=self.drop_last, pool_size=self.pool_size,
+                shuffle_buffer=self.shuffle_buffer)
         return self._fingerprints[key]
 
     def state_dict(self) -> dict[str, Any]:
@@ -254,7 +280,7 @@ class StreamingLeRobot(IterableDataset):
                           "worker(s); the argument is not needed (len() does not depend on it)", stacklevel=2)
         plan = plan_shard(self._plan_episodes, seed=self.seed, epoch=self.epoch, rank=rank, world_size=world,
                           worker_id=worker, num_workers=workers, shuffle=self.shuffle,
-                          drop_last=self.drop_last, pool_size=self.pool_size)
+                          drop_last=self.drop_last, pool_size=self.pool_size, shuffle_buffer=self.shuffle_buffer)
         skip = 0
         if self._loaded is not None:
             loaded, self._loaded = self._loaded, None

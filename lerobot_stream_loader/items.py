@@ -92,8 +92,30 @@ class ItemBuilder:
 
     def item(self, episode: EpisodeItems, frame: int) -> dict[str, Any]:
         """The item of ``frame`` (0-based within the episode)."""
+        return self.finish(self.items(episode, np.array([frame]))[0])
+
+    def items(self, episode: EpisodeItems, frames: np.ndarray) -> list[dict[str, Any]]:
+        """The items of ``frames`` (0-based within the episode), to be completed by :meth:`finish`
+        (RGB video frames stay uint8 until then); each camera decodes the frames of all of them in
+        one forward pass (sorted, each frame once)."""
         length = episode.data.episode.length
-        windows = self.windows.query(frame, length) if self.windows is not None else {}
+        windows = [self.windows.query(int(f), length) if self.windows is not None else {} for f in frames]
+        pixels: dict[str, list[torch.Tensor]] = {}
+        for key, camera in self.cameras.items():
+            wanted = [w[key].indices if key in w else np.array([f]) for f, w in zip(frames, windows, strict=True)]
+            if getattr(camera, "deferred", False):
+                decoded = camera.frames(episode, np.concatenate(wanted), convert=False)
+            else:
+                decoded = camera.frames(episode, np.concatenate(wanted))
+            bounds = np.cumsum([0] + [len(x) for x in wanted]).tolist()
+            # each item owns its frames: a view would keep the whole run's pixels alive while it waits
+            pixels[key] = [decoded[lo:hi].clone() if len(frames) > 1 else decoded[lo:hi]
+                           for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [self._item(episode, int(f), w, {key: pixels[key][i] for key in self.cameras})
+                for i, (f, w) in enumerate(zip(frames, windows, strict=True))]
+
+    def _item(self, episode: EpisodeItems, frame: int, windows: dict[str, Any],
+              pixels: dict[str, torch.Tensor]) -> dict[str, Any]:
         item: dict[str, Any] = {}
         for name, column in episode.columns.items():
             window = windows.get(name)
@@ -107,17 +129,23 @@ class ItemBuilder:
                 item[pad_key(name)] = torch.from_numpy(window.is_pad.copy())
         for key, camera in self.cameras.items():
             window = windows.get(key)
-            frames = np.array([frame]) if window is None else window.indices
-            pixels = camera.frames(episode, frames)
+            frames = pixels[key]
             single = window is None or (len(frames) == 1 and camera.squeeze_single)  # as LeRobot shapes them
-            item[key] = pixels[0] if single else pixels
+            item[key] = frames[0] if single else frames
             if window is not None:
                 item[pad_key(key)] = torch.from_numpy(window.is_pad.copy())
-        if self.image_transforms is not None:
-            for key, camera in self.cameras.items():
-                if camera.transformable:
-                    item[key] = self.image_transforms(item[key])
         task_index = int(episode.columns["task_index"][frame]) if "task_index" in episode.columns else None
         item["task"] = self.meta.tasks.get(task_index, "") if task_index is not None else \
             (episode.data.episode.tasks[0] if episode.data.episode.tasks else "")
+        return item
+
+    def finish(self, item: dict[str, Any]) -> dict[str, Any]:
+        """An item from :meth:`items` as returned: deferred RGB frames converted (uint8 as decoded,
+        or float32 in [0, 1] in one pass), then ``image_transforms``. Items wait in uint8 (a quarter
+        of the float32 bytes)."""
+        for key, camera in self.cameras.items():
+            if getattr(camera, "deferred", False):
+                item[key] = camera.convert(item[key])
+            if self.image_transforms is not None and camera.transformable:
+                item[key] = self.image_transforms(item[key])
         return item

@@ -2,8 +2,8 @@
 
 Everything here is pure arithmetic on arrays: a deterministic function of the episodes (index,
 length, file groups) and of (seed, epoch, rank, world_size, worker_id, num_workers, shuffle,
-drop_last, pool_size). Random draws use ``numpy.random.Generator(PCG64)`` seeded from integer
-tuples, so every machine computes the same plan (for a given numpy version).
+drop_last, pool_size, shuffle_buffer). Random draws use ``numpy.random.Generator(PCG64)`` seeded
+from integer tuples, so every machine computes the same plan (for a given numpy version).
 
 Sequence. The episodes are laid out in one sequence of ``F`` frames: dataset order, or with
 ``shuffle`` the data files in a random order, within each the groups of episodes sharing the same
@@ -23,19 +23,9 @@ positions; an episode a cut goes through is split there and each part is read by
 sample (the rank's first frame for a reader with no frame of its own).
 
 Order. ``shuffle=False``: the shard's episodes in dataset order, frames in order.
-``shuffle=True``: a resident pool of at most ``pool_size`` episodes; each next sample is drawn
-uniformly at random, without replacement, from the frames still unread in the pool; an episode
-leaves once all its frames are drawn, and the next planned episode is admitted as soon as fewer
-episodes than the pool's capacity are resident. This is simulated exactly as an exponential race
-(each pool frame fires after an Exp(1) delay from its episode's admission; memorylessness makes
-each next firing uniform over the unread pool frames): O(samples log samples). Warm-up: at race
-time t the capacity is ``min(pool_size, floor(exp(t * ln(pool_size) / life)))``, where ``life`` is
-the mean over the first pool_size episodes of ``H(L) ~ ln L + 0.5772``, the expected lifetime (the
-maximum of L Exp(1) delays). It grows with the draw rate (the unread resident frames), so new
-episodes enter at a steady pace in draws: a first batch of 32 needs the first few episodes (1 to 3
-on average at 20+ frames each), not the whole pool; the pool is full from t = life on.
-The capacity depends only on lengths, not on the delays, so each draw stays exactly uniform over
-the resident frames.
+``shuffle=True``: frames are decoded once, in order, as runs from ``pool_size`` open episodes and
+mixed after decoding through a window of ``shuffle_buffer`` decoded samples
+(:mod:`lerobot_stream_loader.decode_mix`); ``decode_rank[k]`` orders the decoding of the samples.
 
 Resume. A reader's position is a count of consumed samples; resuming is ``ShardPlan.skip(consumed)``,
 a slice (the checkpoint format lives in :mod:`lerobot_stream_loader.plan_state`).
@@ -43,14 +33,16 @@ a slice (the checkpoint format lives in :mod:`lerobot_stream_loader.plan_state`)
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-DEFAULT_POOL_SIZE = 256
+from .decode_mix import DEFAULT_SHUFFLE_BUFFER, mixed_order, run_length
+
+DEFAULT_POOL_SIZE = 32
+UNSHUFFLED_RUN = 32  # samples decoded per turn without shuffle
 
 
 @dataclass(frozen=True)
@@ -249,15 +241,15 @@ class ShardPlan:
     """The ordered samples of one reader for one epoch.
 
     Position k yields frame ``frame_index[k]`` (0-based within the episode) of episode
-    ``episode_index[k]``. ``admit_episodes`` lists the shard's episodes in admission order: fetch
-    them in that order. ``segment[k]`` is the admission number of sample k's episode; episode i is
-    first read at ``first_pos[i]`` and can be evicted after ``last_pos[i]``. Sample k only needs
-    episodes with admission number < ``pool`` + (number of episodes whose ``last_pos`` < k), where
-    pool is ``pool_size`` with shuffle and 1 without. Episode i is in the pool from position
-    ``resident_from[i]`` on (<= ``first_pos[i]``; 0 if resident at ``start``), during the warm-up
-    later than that rule allows. The last ``num_padded`` samples are padding.
-    Positions are relative to ``start`` (the number of samples skipped on resume). An episode that
-    a cut split (see the module doc) appears on two adjacent shards, each reading its own frames.
+    ``episode_index[k]``. ``admit_episodes`` lists the shard's episodes in admission order.
+    ``segment[k]`` is the admission number of sample k's episode; episode i is first yielded at
+    ``first_pos[i]`` and last at ``last_pos[i]``. Samples are decoded by increasing ``decode_rank``
+    (ties in position order), at most ``run_length`` consecutive ranks of one episode at a time: in
+    position order without shuffle, as runs of frames from the open episodes with shuffle (see
+    :mod:`lerobot_stream_loader.decode_mix`). The last ``num_padded`` samples are padding (decoded
+    last). Positions are relative to ``start`` (the number of samples skipped on resume). An
+    episode that a cut split (see the module doc) appears on two adjacent shards, each reading its
+    own frames.
     """
 
     episode_index: np.ndarray
@@ -266,7 +258,8 @@ class ShardPlan:
     admit_episodes: np.ndarray
     first_pos: np.ndarray
     last_pos: np.ndarray
-    resident_from: np.ndarray
+    decode_rank: np.ndarray
+    run_length: int
     num_padded: int
     start: int = 0
 
@@ -277,13 +270,12 @@ class ShardPlan:
         """The plan without its first k samples (resume): a slice, nothing replayed."""
         if not 0 <= k <= len(self):
             raise ValueError(f"cannot skip {k} samples of a plan of {len(self)}")
-        resident = np.maximum(self.resident_from - k, 0)
         return _finish(self.episode_index[k:], self.frame_index[k:], self.segment[k:], self.admit_episodes,
-                       resident, min(self.num_padded, len(self) - k), self.start + k)
+                       self.decode_rank[k:], self.run_length, min(self.num_padded, len(self) - k), self.start + k)
 
 
 def _finish(episode: np.ndarray, frame: np.ndarray, segment: np.ndarray, admit: np.ndarray,
-            resident: np.ndarray, padded: int, start: int) -> ShardPlan:
+            decode_rank: np.ndarray, run: int, padded: int, start: int) -> ShardPlan:
     """Drop segments without samples, renumber them, and compute first/last positions."""
     n = len(episode)
     first = np.full(len(admit), n, dtype=np.int64)
@@ -293,41 +285,9 @@ def _finish(episode: np.ndarray, frame: np.ndarray, segment: np.ndarray, admit: 
     np.maximum.at(last, segment, pos)
     present = last >= 0
     renumber = np.cumsum(present) - 1
-    kept = (admit, first, last, resident)
-    return ShardPlan(episode, frame, renumber[segment], *(a[present] for a in kept), padded, start)
-
-
-def _capacity_times(lengths: np.ndarray, pool_size: int) -> np.ndarray:
-    """Race times at which the pool's capacity reaches 1, 2, ... (the warm-up of the module doc)."""
-    warm = lengths[:pool_size].astype(np.float64)
-    life = float(np.mean(np.log(warm) + np.euler_gamma + 0.5 / warm - 1 / (12 * warm**2)))
-    return life * np.log1p(np.arange(len(warm))) / np.log(max(pool_size, 2))
-
-
-def _pool_order(lengths: np.ndarray, pool_size: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Pool draw order (flat sample numbers, segment-major) and the draws before each admission."""
-    starts = np.cumsum(lengths) - lengths
-    delay = rng.standard_exponential(int(lengths.sum()))
-    longest = np.maximum.reduceat(delay, starts)
-    opens = _capacity_times(lengths, pool_size).tolist()
-    admitted = np.zeros(len(lengths))
-    leaving: list[float] = []
-    now, capacity = 0.0, 0
-    for i, life in enumerate(longest.tolist()):
-        while True:
-            while leaving and leaving[0] <= now:
-                heapq.heappop(leaving)
-            while capacity < len(opens) and opens[capacity] <= now:
-                capacity += 1
-            if len(leaving) < capacity:
-                break
-            now = min(leaving[0], opens[capacity]) if capacity < len(opens) else leaving[0]
-        admitted[i] = now
-        heapq.heappush(leaving, now + life)
-    fire = np.repeat(admitted, lengths) + delay
-    order = np.argsort(fire, kind="stable")
-    return order, np.searchsorted(fire[order], admitted, side="right")
+    kept = (admit, first, last)
+    return ShardPlan(episode, frame, renumber[segment], *(a[present] for a in kept), decode_rank, run, padded,
+                     start)
 
 
 def plan_shard(
@@ -342,11 +302,12 @@ def plan_shard(
     shuffle: bool = False,
     drop_last: bool = False,
     pool_size: int = DEFAULT_POOL_SIZE,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
 ) -> ShardPlan:
     """The plan of reader (rank, worker_id) for ``epoch``; ``num_workers=0`` means one reader per rank."""
     workers = _normalise(rank, world_size, worker_id, num_workers)
-    if pool_size < 1:
-        raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+    if pool_size < 1 or shuffle_buffer < 1:
+        raise ValueError(f"pool_size and shuffle_buffer must be >= 1, got {pool_size}, {shuffle_buffer}")
     shard = rank * workers + worker_id
     assignment = assign_shards(episodes, world_size=world_size, num_workers=workers, seed=seed, epoch=epoch,
                                shuffle=shuffle, drop_last=drop_last)
@@ -357,7 +318,8 @@ def plan_shard(
         first = assignment.shard(rank * workers)
         plan = order_segments(first[0][:1], first[1][:1], first[1][:1] + 1, target=target, rng=rng)
         return replace(plan, num_padded=target)
-    return order_segments(seg_episode, seg_start, seg_stop, target=target, pool_size=pool_size, rng=rng)
+    return order_segments(seg_episode, seg_start, seg_stop, target=target, pool_size=pool_size,
+                          shuffle_buffer=shuffle_buffer, rng=rng)
 
 
 def order_segments(
@@ -367,12 +329,14 @@ def order_segments(
     *,
     target: int | None = None,
     pool_size: int = DEFAULT_POOL_SIZE,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     rng: np.random.Generator | None = None,
 ) -> ShardPlan:
     """One reader's plan over episode segments given in admission order (an episode may repeat).
 
     Frames ``seg_start[i]:seg_stop[i]`` of episode ``seg_episode[i]``; in order without ``rng``,
-    else drawn from a resident pool of ``pool_size`` segments (see the module doc). ``target``
+    else decoded as runs from ``pool_size`` open segments and mixed through ``shuffle_buffer``
+    decoded samples (see the module doc). ``target``
     samples (default: all): fewer cuts the plan short, more repeats its last samples.
     """
     lengths = seg_stop - seg_start
@@ -382,11 +346,14 @@ def order_segments(
     padded = max(target - n, 0)
     if padded:
         take = np.concatenate([take, np.arange(n - padded, n) % n])
-    resident = np.cumsum(lengths) - lengths
+    position, run = np.arange(n), UNSHUFFLED_RUN
     if rng is not None:
-        order, resident = _pool_order(lengths, pool_size, rng)
+        run = run_length(pool_size, shuffle_buffer)
+        order, position = mixed_order(lengths, pool_size, shuffle_buffer, rng)
         take = order[take]
     # take holds flat sample numbers: segment-major, frames in order within a segment
+    decode_rank = position[take]
+    decode_rank[len(take) - padded:] = n + np.arange(padded)  # padding is decoded last
     segment = np.repeat(np.arange(len(lengths)), lengths)[take]
     frame = take - np.repeat(np.cumsum(lengths) - lengths - seg_start, lengths)[take]
-    return _finish(seg_episode[segment], frame, segment, seg_episode, resident, padded, 0)
+    return _finish(seg_episode[segment], frame, segment, seg_episode, decode_rank, run, padded, 0)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .plan import PlanEpisode, PlanEpisodes, as_plan_episodes
 
-PLAN_VERSION = 3
+PLAN_VERSION = 4
 
 
 def fingerprint(
@@ -23,11 +23,12 @@ def fingerprint(
     shuffle: bool,
     drop_last: bool,
     pool_size: int,
+    shuffle_buffer: int,
 ) -> str:
     """A short hash of everything a plan depends on except epoch, rank and worker."""
     arrays = as_plan_episodes(episodes)
     digest = hashlib.sha256()
-    settings = (PLAN_VERSION, world_size, max(num_workers, 1), seed, shuffle, drop_last, pool_size)
+    settings = (PLAN_VERSION, world_size, max(num_workers, 1), seed, shuffle, drop_last, pool_size, shuffle_buffer)
     digest.update(repr(settings).encode())
     for column in (arrays.index, arrays.length, arrays.file_group, arrays.video_group):
         digest.update(np.ascontiguousarray(column, dtype=np.int64).tobytes())
@@ -75,6 +76,6 @@ class PlanState:
             )
         if self.fingerprint != fingerprint:
             raise ValueError(
-                "plan state was saved for a different plan (seed, shuffle, drop_last, pool_size or "
+                "plan state was saved for a different plan (seed, shuffle, drop_last, pool_size, shuffle_buffer or "
                 f"episode list differ): fingerprint {self.fingerprint} != {fingerprint}"
             )

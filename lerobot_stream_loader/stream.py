@@ -1,13 +1,16 @@
 """One worker's stream: walk its shard plan, keep the planned episodes fetched ahead, build items.
 
-Episodes are admitted in plan order: those resident at the current position (the shuffle pool,
-which fills gradually at the start of an epoch; one episode without shuffle) plus ``prefetch``
-more are asked of the cache ahead of use. An episode leaves (its bytes become evictable, its
-decoders close) right after its last planned sample.
+Samples are decoded in the plan's decode order -- runs of consecutive samples of one episode,
+each camera decoding the run's frames in one forward pass -- into a buffer of built items, and
+yielded from it in plan order. The plan bounds the buffer (``shuffle_buffer`` + one run with
+shuffle; one run without). Episodes are fetched in the order they are first decoded,
+``prefetch`` ahead of the open ones; an episode leaves (its bytes become evictable, its decoders
+close) right after its last run.
 """
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import os
 import sys
@@ -83,6 +86,20 @@ class EpisodeSource(Protocol):
     def release(self, episode: int) -> None: ...
 
 
+def decode_runs(plan: ShardPlan) -> list[tuple[int, np.ndarray]]:
+    """(segment, positions) of the plan's samples in decode order, in runs of at most
+    ``plan.run_length`` consecutive decode ranks of one segment (frames increase within a run)."""
+    order = np.lexsort((np.arange(len(plan)), plan.decode_rank))
+    segments, ranks = plan.segment[order], plan.decode_rank[order]
+    cuts = np.flatnonzero((np.diff(segments) != 0) | (np.diff(ranks) != 1)) + 1
+    runs = []
+    for chunk in np.split(order, cuts):
+        for lo in range(0, len(chunk), plan.run_length):
+            part = chunk[lo:lo + plan.run_length]
+            runs.append((int(plan.segment[part[0]]), part))
+    return runs
+
+
 class WorkerStream:
     """Iterates the items of one shard plan."""
 
@@ -99,30 +116,41 @@ class WorkerStream:
             prefetch_depth=resources.prefetch_episodes, threads=resources.fetch_threads)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        plan, cache = self.plan, self.cache
+        plan, cache, builder = self.plan, self.cache, self.builder
+        runs = decode_runs(plan)
         admit = plan.admit_episodes.tolist()
-        last_pos = plan.last_pos.tolist()
-        segments = plan.segment.tolist()
-        frames = plan.frame_index.tolist()
-        # episodes resident at each position (the pool fills gradually), plus `prefetch` ahead
-        resident = np.searchsorted(plan.resident_from, np.arange(len(segments)), side="right")
-        limits = np.minimum(len(admit), resident + self.prefetch).tolist()
+        opened = [int(r[0]) for r in runs]
+        first_run: dict[int, int] = {}
+        last_run: dict[int, int] = {}
+        for r, segment in enumerate(opened):
+            first_run.setdefault(segment, r)
+            last_run[segment] = r
+        fetch_order = list(first_run)  # segments by first decode
+        fetch_from = [first_run[segment] for segment in fetch_order]
+        frames = plan.frame_index
+        buffer: dict[int, dict[str, Any]] = {}
         in_use: dict[int, EpisodeItems] = {}
-        next_admit = 0
-        for k, segment in enumerate(segments):
-            while next_admit < limits[k]:
-                cache.prefetch(admit[next_admit])
-                next_admit += 1
-            episode = admit[segment]
-            items = in_use.get(segment)
-            if items is None:
-                items = in_use[segment] = EpisodeItems(cache.get(episode), self.builder.meta)
-            yield self.builder.item(items, frames[k])
-            if k == last_pos[segment]:
-                del in_use[segment]
-                cache.release(episode)
-                self.builder.decoders.discard(lambda key, ep=episode: key[0] == ep)
-                return_freed_memory()
+        next_fetch = next_run = 0
+        for k in range(len(plan)):
+            while k not in buffer:
+                segment, positions = runs[next_run]
+                ahead = min(len(fetch_order), bisect.bisect_right(fetch_from, next_run) + self.prefetch)
+                while next_fetch < ahead:
+                    cache.prefetch(admit[fetch_order[next_fetch]])
+                    next_fetch += 1
+                episode = admit[segment]
+                items = in_use.get(segment)
+                if items is None:
+                    items = in_use[segment] = EpisodeItems(cache.get(episode), builder.meta)
+                for pos, item in zip(positions.tolist(), builder.items(items, frames[positions]), strict=True):
+                    buffer[pos] = item
+                if next_run == last_run[segment]:
+                    del in_use[segment]
+                    cache.release(episode)
+                    builder.decoders.discard(lambda key, ep=episode: key[0] == ep)
+                    return_freed_memory()
+                next_run += 1
+            yield builder.finish(buffer.pop(k))
 
     def close(self) -> None:
         if self._owns_cache:

@@ -1,4 +1,4 @@
-"""Sample plan: sharding, equal counts, order, resident pool, resume state, rank resolution."""
+"""Sample plan: sharding, equal counts, order, resume state, rank resolution (shuffle order: test_decode_mix)."""
 
 from __future__ import annotations
 
@@ -168,12 +168,12 @@ def test_shuffle_false_is_dataset_order():
     ]
     assert joined == [(ep.index, f) for ep in MEDIUM for f in range(ep.length)]
     assert all(np.array_equal(p.first_pos, np.sort(p.first_pos)) for p in plans.values())
-    assert all(np.array_equal(p.resident_from, p.first_pos) for p in plans.values())
+    assert all(np.array_equal(p.decode_rank, np.arange(len(p))) for p in plans.values())
 
 
 def digest(plan: ShardPlan) -> str:
     parts = (plan.episode_index, plan.frame_index, plan.admit_episodes, plan.first_pos, plan.last_pos,
-             plan.resident_from)
+             plan.decode_rank)
     return hashlib.sha256(
         b"".join(np.ascontiguousarray(a, dtype=np.int64).tobytes() for a in parts)
     ).hexdigest()
@@ -209,111 +209,6 @@ def test_epoch_and_seed_change_order_only_with_shuffle():
     assert sharded[0] != sharded[1] != sharded[2], "assignment varies per epoch"
 
 
-def departed_before(plan: ShardPlan) -> np.ndarray:
-    return np.searchsorted(np.sort(plan.last_pos), np.arange(len(plan)), side="left")
-
-
-@pytest.mark.parametrize("pool", [1, 3, 8])
-def test_pool_residency_invariant(pool):
-    plan = plan_shard(MEDIUM, shuffle=True, pool_size=pool, seed=2)
-    body = len(plan) - plan.num_padded
-    assert (plan.segment[:body] < pool + departed_before(plan)[:body]).all()
-    assert np.array_equal(plan.admit_episodes[plan.segment], plan.episode_index)
-    for i in range(len(plan.admit_episodes)):
-        where = np.flatnonzero(plan.segment == i)
-        assert (where[0], where[-1]) == (plan.first_pos[i], plan.last_pos[i])
-    assert (plan.resident_from <= plan.first_pos).all()
-    assert (np.diff(plan.resident_from) >= 0).all(), "admitted in admission-number order"
-    assert resident_count(plan).max() <= pool
-
-
-def membership(plan: ShardPlan) -> np.ndarray:
-    """[position, admission number]: episode admitted by then and not yet departed."""
-    k = np.arange(len(plan))[:, None]
-    return (plan.resident_from[None, :] <= k) & (plan.last_pos[None, :] >= k)
-
-
-def resident_count(plan: ShardPlan) -> np.ndarray:
-    """Episodes in the pool at each position (admitted by then, not yet departed)."""
-    k = np.arange(len(plan))
-    return np.searchsorted(plan.resident_from, k, side="right") - departed_before(plan)
-
-
-@pytest.mark.parametrize("count,pool,seeds", [(150, 6, 3), (12, 8, 40)], ids=["steady", "warm-up"])
-def test_pool_draws_uniformly_from_unread_frames(count, pool, seeds):
-    """Probability integral transform: each draw's place among the unread frames of the episodes in
-    the pool at that step (admitted by then, not yet departed) is uniform."""
-    episodes = make_episodes(count, 5, 60, per_file=10, seed=4)
-    values = []
-    aux = np.random.default_rng(0)
-    for seed in range(seeds):
-        plan = plan_shard(episodes, shuffle=True, pool_size=pool, seed=seed)
-        remaining = np.array([ep.length for ep in episodes])[plan.admit_episodes].astype(float)
-        member = membership(plan)
-        for k, seg in enumerate(plan.segment.tolist()):
-            assert member[k, seg]
-            resident = np.where(member[k], remaining, 0.0)
-            below = resident[:seg].sum()
-            values.append((below + aux.random() * resident[seg]) / resident.sum())
-            remaining[seg] -= 1
-        assert remaining.sum() == 0
-    values = np.sort(values)
-    n = len(values)
-    ks = np.max(np.maximum(np.arange(1, n + 1) / n - values, values - np.arange(n) / n))
-    assert ks < 1.95 / np.sqrt(n), f"KS statistic {ks:.4f} over {n} draws"  # p ~ 0.001
-
-
-def distinct_per_batch(episode_index: np.ndarray) -> np.ndarray:
-    batches = episode_index[: len(episode_index) // 32 * 32].reshape(-1, 32)
-    return np.array([len(np.unique(b)) for b in batches])
-
-
-def test_shuffle_quality_report():
-    episodes = make_episodes(1500, 20, 40, per_file=20, seed=7)
-    for pool in (64, 256):
-        plan = plan_shard(episodes, shuffle=True, pool_size=pool, seed=1)
-        distinct = distinct_per_batch(plan.episode_index)
-        print(
-            f"pool={pool}: distinct episodes per batch of 32 mean={distinct.mean():.1f} min={distinct.min()}"
-        )
-        if pool == 256:
-            assert distinct.mean() >= 27
-    unshuffled = plan_shard(episodes, shuffle=False).episode_index[:3200].reshape(-1, 32)
-    assert np.mean([len(np.unique(b)) for b in unshuffled]) < 3
-
-
-# distinct episodes per batch of 32 in the steady state (positions 2T.. with T = pool * mean length)
-# of a pool that starts full (the plan before the warm-up ramp), same episodes and seeds
-FULL_START = {(20, 8): 7.41, (20, 64): 21.50, (20, 256): 28.60, (100, 8): 5.62}
-
-
-@pytest.mark.parametrize(
-    "lo,hi,pool,most", [(20, 40, 8, 3), (20, 40, 64, 4), (20, 40, 256, 5), (100, 200, 8, 1)]
-)
-def test_warm_up_first_batch_needs_few_episodes(lo, hi, pool, most):
-    """The pool's capacity ramps up: the first batch only draws from the first few admitted episodes;
-    once the pool is full it stays full, and batches mix as many episodes as before the ramp."""
-    episodes = make_episodes(5 * pool + 200, lo, hi, per_file=20, seed=7)
-    steady = pool * (lo + hi) // 2 * 2
-    first, after, warm = [], [], []
-    for seed in range(8):
-        plan = plan_shard(episodes, shuffle=True, pool_size=pool, seed=seed)
-        first.append(len(np.unique(plan.segment[:32])))
-        assert plan.segment[:32].max() < most, "the first batch only needs the first admitted episodes"
-        resident = resident_count(plan)
-        full = int(np.argmax(resident == pool))  # warm-up over: capacity == pool_size from here on
-        assert resident[0] == 1 and (np.diff(resident[: full + 1]) >= 0).all()
-        assert (resident[full : int(plan.resident_from[-1])] == pool).all()
-        warm.append(full)
-        after.append(distinct_per_batch(plan.episode_index[steady : len(plan) - steady // 2]).mean())
-    print(
-        f"L={lo}..{hi} pool={pool}: episodes in the first batch of 32 mean={np.mean(first):.2f} "
-        f"max={max(first)}; pool full from draw {np.mean(warm):.0f}; distinct per batch after warm-up "
-        f"{np.mean(after):.2f} (pool full from the start: {FULL_START[lo, pool]})"
-    )
-    assert abs(np.mean(after) - FULL_START[lo, pool]) < 0.03 * FULL_START[lo, pool]
-
-
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_resume_skip_is_the_tail(shuffle):
     plan = plan_shard(MEDIUM, shuffle=shuffle, pool_size=5, world_size=2, rank=1, seed=3)
@@ -323,17 +218,16 @@ def test_resume_skip_is_the_tail(shuffle):
         assert np.array_equal(tail.episode_index, plan.episode_index[k:])
         assert np.array_equal(tail.frame_index, plan.frame_index[k:])
         assert np.array_equal(tail.admit_episodes, plan.admit_episodes[plan.last_pos >= k])
-        assert np.array_equal(tail.resident_from, np.maximum(plan.resident_from[plan.last_pos >= k] - k, 0))
+        assert np.array_equal(tail.decode_rank, plan.decode_rank[k:])
         assert np.array_equal(tail.admit_episodes[tail.segment], tail.episode_index)
-        body = len(tail) - tail.num_padded
-        assert (tail.segment[:body] < (5 if shuffle else 1) + departed_before(tail)[:body]).all()
     assert np.array_equal(plan.skip(10).skip(5).episode_index, plan.skip(15).episode_index)
     with pytest.raises(ValueError, match="cannot skip"):
         plan.skip(len(plan) + 1)
 
 
 def settings(world: int = 2, workers: int = 3, seed: int = 0) -> dict:
-    return dict(world_size=world, num_workers=workers, seed=seed, shuffle=True, drop_last=False, pool_size=16)
+    return dict(world_size=world, num_workers=workers, seed=seed, shuffle=True, drop_last=False, pool_size=16,
+                shuffle_buffer=64)
 
 
 def test_state_roundtrip_and_mismatch_errors():

@@ -26,6 +26,7 @@ class VideoCamera:
 
     squeeze_single = True  # LeRobot returns a one-frame window of a video camera as (C, H, W)
     transformable = True  # image_transforms apply
+    deferred = True  # frames(convert=False) gives uint8 frames that convert() finishes later
 
     def __init__(self, key: str, *, root: str, tolerance_s: float, decoders: DecoderLRU, threads: int,
                  return_uint8: bool = False) -> None:
@@ -36,8 +37,9 @@ class VideoCamera:
         self.threads = threads
         self.return_uint8 = return_uint8
 
-    def frames(self, episode: EpisodeItems, frames: np.ndarray) -> torch.Tensor:
-        """The camera's frames for rows ``frames`` (0-based within the episode) of ``episode``."""
+    def frames(self, episode: EpisodeItems, frames: np.ndarray, *, convert: bool = True) -> torch.Tensor:
+        """The camera's frames for rows ``frames`` (0-based within the episode) of ``episode``
+        (as decoded, before :meth:`convert`, with ``convert=False``)."""
         video = episode.data.videos[self.key]
         span = episode.data.episode.videos[self.key]
         requested = span.from_timestamp + episode.timestamps[frames]
@@ -45,7 +47,8 @@ class VideoCamera:
         what = f"{self.root}: episode {ep_index}, camera {self.key} ({video.path})"
         positions = match_frames(video.presented, requested, self.tolerance_s, what)
         decoder = self.decoders.get((ep_index, self.key), lambda: self.open(video, what))
-        return self.convert(decoder.frames(positions))
+        pixels = decoder.frames(positions)
+        return self.convert(pixels) if convert else pixels
 
     def open(self, video: EpisodeVideo, what: str) -> Any:
         """A decoder of the episode's mini-MP4 answering ``frames(positions)``."""
@@ -56,13 +59,14 @@ class VideoCamera:
         """The decoder's output as LeRobot returns it."""
         if self.return_uint8:
             return pixels
-        return pixels.to(torch.float32).div_(255.0)
+        return torch.div(pixels, 255.0)  # float32 in one pass, equal to pixels.float() / 255
 
 
 class DepthVideoCamera(VideoCamera):
     """A depth video camera: float32 ``(T, 1, H, W)`` depth in ``unit`` (``return_uint8`` does not apply)."""
 
     transformable = False  # LeRobot leaves depth maps out of image_transforms
+    deferred = False
 
     def __init__(self, key: str, *, quantization: DepthQuantization, unit: str, **options: Any) -> None:
         super().__init__(key, **options)
