@@ -1,6 +1,7 @@
 """Stream LeRobot v3.0 datasets from the Hub, S3, HTTP or local disk into PyTorch training.
 
-``from lerobot_stream_loader import StreamingLeRobot`` is the entry point; the offline tools live in
+``from lerobot_stream_loader import StreamingLeRobot`` is the entry point (``MixedStreamingLeRobot``
+mixes several); the offline tools live in
 :mod:`lerobot_stream_loader.tools`, the MP4 core in :mod:`lerobot_stream_loader.mp4` and range
 readers in :mod:`lerobot_stream_loader.storage`.
 """
@@ -13,6 +14,7 @@ from .errors import DatasetFormatError, FetchError, FrameMismatchError, RangeNot
 
 if TYPE_CHECKING:
     from .dataset import StreamingLeRobot
+    from .mix import MixedStreamingLeRobot
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,7 @@ __all__ = [
     "DatasetFormatError",
     "FetchError",
     "FrameMismatchError",
+    "MixedStreamingLeRobot",
     "RangeNotSupported",
     "StreamLoaderError",
     "StreamingLeRobot",
@@ -33,4 +36,8 @@ def __getattr__(name: str) -> Any:
         from .dataset import StreamingLeRobot
 
         return StreamingLeRobot
+    if name == "MixedStreamingLeRobot":
+        from .mix import MixedStreamingLeRobot
+
+        return MixedStreamingLeRobot
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,71 @@
+"""How a mixture shares one worker's resources between its sources.
+
+The byte budget, fetch threads, in-flight fetches and open decoders are the worker's, whatever the
+number of sources. What each source gets of them is proportional to its share of the samples:
+resident episodes (the shuffle pool), episodes fetched ahead, and range-reader threads.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..dataset import MAX_AUTO_POOL, mean_episode_bytes
+from ..storage import open_root_reader
+
+READER_THREADS = 8  # range-reader threads per worker, all sources together (at least one each)
+SAMPLED_FILES = 24  # MP4 sizes read at construction to estimate episode sizes, all sources together
+
+
+def shares(counts: np.ndarray) -> np.ndarray:
+    """Each source's share of the epoch's samples."""
+    return np.asarray(counts, dtype=np.float64) / max(1, int(np.sum(counts)))
+
+
+def episode_bytes(sources: Sequence) -> list[float]:
+    """Estimated video bytes of an average episode of each source (a few MP4 sizes per source)."""
+    sampled = max(1, SAMPLED_FILES // max(1, len(sources)))
+    out = []
+    for source in sources:
+        settings = source.settings
+        with open_root_reader(source.meta.root, backend=settings["backend"],
+                              storage_options=settings["storage_options"],
+                              reader_options=settings["reader_options"]) as reader:
+            out.append(mean_episode_bytes(source.meta, reader.size, sampled_files=sampled))
+    return out
+
+
+def pool_sizes(counts: np.ndarray, *, shuffle: bool, pool_size: int | None, cache_bytes: int,
+               sizes: Sequence[float] | None) -> list[int]:
+    """Resident episodes per source: 1 without shuffle; else ``pool_size`` (all sources together) or
+    as many as fit in 3/4 of ``cache_bytes``, split by share, at least one per source."""
+    share = shares(counts)
+    if not shuffle:
+        return [1] * len(share)
+    if pool_size is not None:
+        return [max(1, round(pool_size * s)) for s in share]
+    assert sizes is not None
+    pools = []
+    for s, size in zip(share, sizes, strict=True):
+        fit = 0.75 * cache_bytes * s / size if size else MAX_AUTO_POOL * s
+        pools.append(int(min(MAX_AUTO_POOL, max(1, fit))))
+    resident = sum(p * b for p, b in zip(pools, sizes, strict=True))
+    if resident > cache_bytes:
+        warnings.warn(f"one resident episode per source needs about {resident / 2**20:.0f} MiB, more than "
+                      f"cache_bytes={cache_bytes / 2**20:.0f} MiB; raise cache_bytes or mix fewer sources",
+                      stacklevel=3)
+    return pools
+
+
+def prefetch_depths(counts: np.ndarray, prefetch_episodes: int) -> list[int]:
+    """Episodes each source's stream asks for ahead: ``prefetch_episodes`` split by share, at least one."""
+    return [max(1, math.ceil(prefetch_episodes * s)) for s in shares(counts)]
+
+
+def reader_threads(requested: int | None, sources: int) -> int:
+    """Range-reader threads of one source's reader in a worker of a mixture of ``sources``."""
+    share = max(1, READER_THREADS // max(1, sources))
+    return min(requested, share) if requested else share

@@ -1,0 +1,135 @@
+"""The mixture plan as pure arithmetic: counts, interleave, reader runs, cycling rules."""
+
+from __future__ import annotations
+
+from collections import Counter
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from lerobot_stream_loader.mix.plan import (
+    SourceEpisodes,
+    interleave_prefix,
+    plan_reader,
+    reader_ranges,
+    source_counts,
+    source_segments,
+)
+
+
+def _frames(segments: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[tuple[int, int]]:
+    return [(int(e), f) for e, a, b in zip(*segments, strict=True) for f in range(int(a), int(b))]
+
+
+def test_source_counts_are_exact_and_proportional() -> None:
+    assert source_counts(np.array([0.5, 0.3, 0.2]), 101).tolist() == [51, 30, 20]
+    assert source_counts(np.array([1.0, 1.0, 1.0]), 100).tolist() == [34, 33, 33]
+    assert source_counts(np.array([0.0, 2.0]), 7).tolist() == [0, 7]
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        w = rng.random(5)
+        total = int(rng.integers(1, 10_000))
+        counts = source_counts(w, total)
+        assert counts.sum() == total
+        assert np.all(np.abs(counts - w / w.sum() * total) < 1)
+
+
+def test_interleave_prefix_matches_the_sorted_sequence() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        counts = rng.integers(0, 30, int(rng.integers(1, 6)))
+        if counts.sum() == 0:
+            continue
+        order = sorted((Fraction(2 * j + 1, 2 * int(c)), i) for i, c in enumerate(counts) for j in range(int(c)))
+        for position in range(int(counts.sum()) + 1):
+            want = np.bincount([i for _, i in order[:position]], minlength=len(counts))
+            assert interleave_prefix(counts, position).tolist() == want.tolist()
+
+
+def test_interleave_prefix_is_exact_for_large_counts() -> None:
+    counts = np.array([10**9 + 7, 3 * 10**8 + 1, 12345])
+    total = int(counts.sum())
+    for position in (1, 12_345_678, total // 2, total - 1):
+        got = interleave_prefix(counts, position)
+        assert got.sum() == position
+        assert np.all(np.abs(got - position * counts / total) <= 1)
+
+
+@pytest.mark.parametrize(("total", "world", "workers", "drop_last"), [(100, 2, 2, False), (101, 2, 3, False),
+                                                                     (101, 4, 1, True), (7, 3, 2, False)])
+def test_reader_runs_give_every_rank_the_same_count(total: int, world: int, workers: int, drop_last: bool) -> None:
+    per_rank = []
+    covered: Counter[int] = Counter()
+    for rank in range(world):
+        n = 0
+        for worker in range(workers):
+            for lo, hi in reader_ranges(total, world_size=world, rank=rank, num_workers=workers,
+                                        worker_id=worker, drop_last=drop_last):
+                n += hi - lo
+                covered.update(range(lo, hi))
+        per_rank.append(n)
+    assert len(set(per_rank)) == 1
+    if drop_last:
+        assert per_rank[0] == total // world and max(covered.values()) == 1
+    else:
+        assert set(covered) == set(range(total)) and sum(covered.values()) - total < world
+
+
+def test_cycling_covers_every_frame_before_repeating() -> None:
+    source = SourceEpisodes(np.array([0, 3, 4, 9]), np.array([5, 3, 7, 2]))
+    for shuffle in (False, True):
+        frames = _frames(source_segments(source, number=0, count=40, lo=0, hi=40, seed=1, epoch=0, shuffle=shuffle))
+        assert len(frames) == 40
+        for p in range(2):
+            assert len(set(frames[17 * p:17 * (p + 1)])) == 17, "one full pass before any repeat"
+        assert set(frames[34:]) <= set(frames[:17]) and len(set(frames[34:])) == 6
+
+
+def test_fewer_samples_than_frames_are_distinct_and_change_with_the_epoch() -> None:
+    source = SourceEpisodes(np.arange(10), np.full(10, 6))
+    for shuffle in (False, True):
+        subsets = []
+        for epoch in range(3):
+            frames = _frames(source_segments(source, number=0, count=20, lo=0, hi=20, seed=0, epoch=epoch,
+                                             shuffle=shuffle))
+            assert len(frames) == len(set(frames)) == 20
+            subsets.append(frozenset(frames))
+        assert len(set(subsets)) == 3
+
+
+def test_readers_split_each_source_into_disjoint_runs() -> None:
+    sources = [SourceEpisodes(np.arange(6), np.array([10, 12, 9, 11, 10, 8])),
+               SourceEpisodes(np.arange(4), np.array([7, 9, 8, 6]))]
+    counts = source_counts(np.array([60.0, 30.0]), 90)
+    seen: Counter[tuple[int, int, int]] = Counter()
+    lengths = []
+    for rank in range(2):
+        for worker in range(2):
+            plan = plan_reader(sources, counts, pool_sizes=[3, 2], seed=0, epoch=0, rank=rank, world_size=2,
+                               worker_id=worker, num_workers=2, shuffle=True, drop_last=False)
+            lengths.append(len(plan))
+            for i, sub in enumerate(plan.plans):
+                assert sub is not None and len(sub) == int((plan.source_of == i).sum())
+                seen.update((i, int(e), int(f)) for e, f in zip(sub.episode_index, sub.frame_index, strict=True))
+    assert sorted(lengths) == [22, 22, 23, 23]
+    assert max(seen.values()) == 1 and sum(seen.values()) == 90
+
+
+def test_skip_resumes_each_source_where_it_was() -> None:
+    sources = [SourceEpisodes(np.arange(5), np.full(5, 8)), SourceEpisodes(np.arange(3), np.full(3, 5))]
+    counts = source_counts(np.array([0.6, 0.4]), 50)
+    plan = plan_reader(sources, counts, pool_sizes=[2, 2], seed=3, epoch=1, rank=0, world_size=1, worker_id=0,
+                       num_workers=1, shuffle=True, drop_last=False)
+
+    def walk(p):  # (source, episode, frame) in order
+        pos = [0] * len(p.plans)
+        out = []
+        for s in p.source_of.tolist():
+            sub = p.plans[s]
+            out.append((s, int(sub.episode_index[pos[s]]), int(sub.frame_index[pos[s]])))
+            pos[s] += 1
+        return out
+
+    full = walk(plan)
+    assert walk(plan.skip(17)) == full[17:]
