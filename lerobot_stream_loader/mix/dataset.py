@@ -23,7 +23,8 @@ from torch.utils.data import IterableDataset
 from ..dataset import MAX_AUTO_DECODERS, StreamingLeRobot, _Epoch
 from ..episode_cache import DEFAULT_BUDGET_BYTES
 from ..meta import DatasetMeta
-from ..plan import PlanState, resolve_rank, resolve_worker
+from ..plan_state import PlanState
+from ..ranks import resolve_rank, resolve_worker
 from ..stream import WorkerResources
 from . import budget
 from .plan import SourceEpisodes, fingerprint, plan_reader, samples_per_rank, source_counts

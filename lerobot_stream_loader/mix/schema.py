@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..features.depth import is_depth_feature
 from ..windows import pad_key
 
 MODES = ("intersection", "union")
@@ -88,30 +89,40 @@ def source_spec(source: Any) -> dict[str, KeySpec]:
     """Keys of the items ``source`` (a StreamingLeRobot) yields, under their new names."""
     meta, renamer = source.meta, source.rename
     offsets = source.windows.offsets if source.windows is not None else {}
-    image_size = getattr(source, "image_size", None)
+    cameras = source._builder().cameras
     spec: dict[str, KeySpec] = {}
     for stored, feature in meta.features.items():
         name = renamer.name(stored)
         window = len(offsets[stored]) if stored in offsets else None
-        if feature.get("dtype") in _CAMERA_DTYPES:
-            dtype = torch.uint8 if source.return_uint8 else torch.float32
-            shape = _camera_shape(feature, image_size)
-            full = shape if window in (None, 1) else (window, *shape)
-            spec[name] = _probe_transform(source, KeySpec(full, dtype), name)
-        else:
+        camera = cameras.get(stored)
+        if camera is not None:
+            spec[name] = _camera_spec(source, camera, feature, window)
+        elif feature.get("dtype") not in _CAMERA_DTYPES:
             row = _row_spec(feature)
             spec[name] = row if window is None else KeySpec((window, *row.shape), row.dtype)
+        else:
+            continue
         if window is not None:
             spec[pad_key(name)] = KeySpec((window,), torch.bool, pad_of=name)
     spec["task"] = KeySpec((), None)
     return spec
 
 
-def _probe_transform(source: Any, spec: KeySpec, name: str) -> KeySpec:
+def _camera_spec(source: Any, camera: Any, feature: dict[str, Any], window: int | None) -> KeySpec:
+    depth = is_depth_feature(feature)
+    c, h, w = _camera_shape(feature, getattr(source, "image_size", None))
+    if depth:
+        c, dtype = 1, torch.float32
+    elif feature.get("dtype") == "video" and source.return_uint8:
+        dtype = torch.uint8
+    else:
+        dtype = torch.float32
+    single = window is None or (window == 1 and camera.squeeze_single)
+    spec = KeySpec((c, h, w) if single else (window, c, h, w), dtype)
     transform = source.image_transforms
-    if transform is None:
+    if transform is None or not camera.transformable:
         return spec
-    try:
+    try:  # run once on a blank frame: the shape a resizing transform gives
         out = transform(torch.zeros(spec.shape, dtype=spec.dtype))
     except Exception:  # a transform that needs real pixels: the run-time check still guards
         return spec
