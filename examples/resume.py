@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -17,7 +18,9 @@ from lerobot_stream_loader import StreamingLeRobot
 
 def make_loader(root: str, workers: int, batch_size: int) -> StatefulDataLoader:
     dataset = StreamingLeRobot(root, shuffle=True, seed=1)
-    return StatefulDataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    with warnings.catch_warnings():  # torchdata calls torch.set_vital, which torch deprecates
+        warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+        return StatefulDataLoader(dataset, batch_size=batch_size, num_workers=workers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -49,10 +50,13 @@ def main(argv: list[str] | None = None) -> None:
         root = args.make_sample
         if not (Path(root) / "meta/info.json").exists():
             from lerobot_stream_loader.sample import write_sample_dataset
+            from lerobot_stream_loader.sample.layout import SampleOptions, plan_episodes
 
-            print(f"writing a sample dataset to {root}")
-            write_sample_dataset(root, episodes=20, cameras=2, size=(96, 72), frames_per_episode=(60, 120),
-                                 episodes_per_video_file=6, episodes_per_data_file=8)
+            options = SampleOptions(episodes=20, cameras=2, size=(96, 72), frames_per_episode=(60, 120),
+                                    episodes_per_video_file=6, episodes_per_data_file=8)
+            frames = plan_episodes(options)[-1].to_index * options.cameras
+            with tqdm(total=frames, desc=f"writing a sample dataset to {root}", unit="frame") as bar:
+                write_sample_dataset(root, progress=bar.update, **asdict(options))
     if root is None:
         parser.error("give a dataset ROOT or --make-sample DIR")
 

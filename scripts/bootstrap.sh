@@ -25,12 +25,17 @@ apt_install ffmpeg
 PY="${PYTHON:-python3}"
 stamp=".venv/.bootstrap-$(cat pyproject.toml requirements/constraints.txt | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
+  started=$SECONDS
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  echo "bootstrap: installing Python dependencies into .venv"
+  echo "bootstrap: installing Python dependencies into .venv (about a minute when the wheels are cached)"
+  echo "bootstrap: [1/3] pip"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   # torch first, pinned: the CPU wheel of this version is on the machine's disk.
+  echo "bootstrap: [2/3] torch"
   .venv/bin/python -m pip install -q -c requirements/constraints.txt torch
+  echo "bootstrap: [3/3] lerobot-stream-loader and its dependencies"
   .venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[dev]"
   rm -f .venv/.bootstrap-*
   touch "$stamp"
+  echo "bootstrap: done in $((SECONDS - started)) s"
 fi

@@ -46,6 +46,7 @@ def test_train_loop(sample: Path) -> None:
 def test_resume_example(sample: Path) -> None:
     result = _run([PYTHON, "examples/resume.py", str(sample), "--stop-after", "3", "--workers", "2"], timeout=170)
     assert "identical" in result.stdout
+    assert "Warning" not in result.stderr, result.stderr
 
 
 def _check_ddp_reports(folder: Path, total_frames: int, world: int) -> None:

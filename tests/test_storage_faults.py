@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import random
+import socket
+import struct
+import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -127,3 +131,14 @@ def test_seeded_fault_rate_never_yields_wrong_bytes(random_files, nginx_factory,
     injected = sum(v for k, v in proxy.counts.items() if k != "pass")
     # a 200 with the whole (small) file is sliced without a retry; every other fault costs one
     assert injected > 5 and retries == injected - proxy.counts["full200"]
+
+
+def test_clients_hanging_up_leave_the_test_output_clean(proxy, capfd):
+    """A client resetting its connection mid-request is routine in these tests, not a server error."""
+    url = urlsplit(proxy.url)
+    for _ in range(3):
+        with socket.create_connection((url.hostname, url.port)) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+            sock.sendall(b"GET /a.bin HTTP/1.1\r\nHost: x\r\n")
+    time.sleep(0.3)
+    assert "Traceback" not in capfd.readouterr().err
