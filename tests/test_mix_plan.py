@@ -106,8 +106,9 @@ def test_readers_split_each_source_into_disjoint_runs() -> None:
     lengths = []
     for rank in range(2):
         for worker in range(2):
-            plan = plan_reader(sources, counts, pool_sizes=[3, 2], seed=0, epoch=0, rank=rank, world_size=2,
-                               worker_id=worker, num_workers=2, shuffle=True, drop_last=False)
+            plan = plan_reader(sources, counts, pool_sizes=[3, 2], shuffle_buffers=[16, 8], seed=0, epoch=0,
+                               rank=rank, world_size=2, worker_id=worker, num_workers=2, shuffle=True,
+                               drop_last=False)
             lengths.append(len(plan))
             for i, sub in enumerate(plan.plans):
                 assert sub is not None and len(sub) == int((plan.source_of == i).sum())
@@ -119,8 +120,8 @@ def test_readers_split_each_source_into_disjoint_runs() -> None:
 def test_skip_resumes_each_source_where_it_was() -> None:
     sources = [SourceEpisodes(np.arange(5), np.full(5, 8)), SourceEpisodes(np.arange(3), np.full(3, 5))]
     counts = source_counts(np.array([0.6, 0.4]), 50)
-    plan = plan_reader(sources, counts, pool_sizes=[2, 2], seed=3, epoch=1, rank=0, world_size=1, worker_id=0,
-                       num_workers=1, shuffle=True, drop_last=False)
+    plan = plan_reader(sources, counts, pool_sizes=[2, 2], shuffle_buffers=[8, 8], seed=3, epoch=1, rank=0,
+                       world_size=1, worker_id=0, num_workers=1, shuffle=True, drop_last=False)
 
     def walk(p):  # (source, episode, frame) in order
         pos = [0] * len(p.plans)

@@ -1,8 +1,9 @@
 """How a mixture shares one worker's resources between its sources.
 
-The byte budget, fetch threads, in-flight fetches and open decoders are the worker's, whatever the
-number of sources. What each source gets of them is proportional to its share of the samples:
-resident episodes (the shuffle pool), episodes fetched ahead, and range-reader threads.
+The byte budget, fetch threads, in-flight fetches, open decoders and decoded frames are the
+worker's, whatever the number of sources. What each source gets of them is proportional to its
+share of the samples: resident episodes (the shuffle pool), decoded samples waiting to be mixed
+(the shuffle buffer), episodes fetched ahead, and range-reader threads.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..dataset import MAX_AUTO_POOL, mean_episode_bytes
+from ..dataset import MAX_AUTO_POOL, auto_shuffle_buffer, mean_episode_bytes
 from ..storage import open_root_reader
 
 READER_THREADS = 8  # range-reader threads per worker, all sources together (at least one each)
@@ -58,6 +59,15 @@ def pool_sizes(counts: np.ndarray, *, shuffle: bool, pool_size: int | None, cach
                       f"cache_bytes={cache_bytes / 2**20:.0f} MiB; raise cache_bytes or mix fewer sources",
                       stacklevel=3)
     return pools
+
+
+def shuffle_buffers(counts: np.ndarray, sources: Sequence, shuffle_buffer: int | None) -> list[int]:
+    """Decoded samples each source's stream may hold: ``shuffle_buffer`` (all sources together) split by
+    share, or by default each source's share of the decoded-frame budget a single dataset would get."""
+    share = shares(counts)
+    if shuffle_buffer is not None:
+        return [max(1, round(shuffle_buffer * s)) for s in share]
+    return [max(1, round(auto_shuffle_buffer(source.meta) * s)) for s, source in zip(share, sources, strict=True)]
 
 
 def prefetch_depths(counts: np.ndarray, prefetch_episodes: int) -> list[int]:

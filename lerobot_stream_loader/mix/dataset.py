@@ -59,12 +59,14 @@ class MixedStreamingLeRobot(IterableDataset):
         rank, world_size, drop_last: as for StreamingLeRobot; every rank yields ``len(self)`` samples.
         features: ``"intersection"`` keeps the keys every source has; ``"union"`` keeps all, filling a
             missing key with zeros and setting ``<key>_is_missing``.
-        pool_size: resident episodes per worker with shuffle, all sources together (default: as many
+        pool_size: open episodes per worker with shuffle, all sources together (default: as many
             as fit in three quarters of ``cache_bytes``), at least one per source.
+        shuffle_buffer: decoded samples per worker waiting to be mixed, all sources together (default:
+            each source's share of the decoded-frame budget a single dataset gets).
         cache_bytes, prefetch_episodes, fetch_threads: the worker's byte budget, fetches in flight and
             fetch threads, shared by all sources.
-        decoders: open decoders per worker, all sources together (default: enough for the resident
-            episodes, at most 32).
+        decoders: open decoders per worker, all sources together (default: enough for the open
+            episodes, capped as for a single dataset).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class MixedStreamingLeRobot(IterableDataset):
         drop_last: bool = False,
         features: str = "intersection",
         pool_size: int | None = None,
+        shuffle_buffer: int | None = None,
         cache_bytes: int = DEFAULT_BUDGET_BYTES,
         prefetch_episodes: int = 4,
         fetch_threads: int = 4,
@@ -94,9 +97,10 @@ class MixedStreamingLeRobot(IterableDataset):
         self.counts = source_counts(self.weights, self.samples_per_epoch)
         if (rank is None) != (world_size is None):
             raise ValueError(f"give both rank and world_size or neither (rank={rank}, world_size={world_size})")
-        if (pool_size is not None and pool_size < 1) or cache_bytes < 1 or prefetch_episodes < 1 \
-                or fetch_threads < 1 or (decoders is not None and decoders < 1):
-            raise ValueError("pool_size, cache_bytes, prefetch_episodes, fetch_threads, decoders must be >= 1")
+        if any(v is not None and v < 1 for v in (pool_size, shuffle_buffer, decoders)) or cache_bytes < 1 \
+                or prefetch_episodes < 1 or fetch_threads < 1:
+            raise ValueError("pool_size, shuffle_buffer, cache_bytes, prefetch_episodes, fetch_threads, decoders "
+                             "must be >= 1")
         names = [s.meta.root for s in self.sources]
         self.schema = Schema([source_spec(s) for s in self.sources], names, features)
         self.features = features
@@ -105,6 +109,7 @@ class MixedStreamingLeRobot(IterableDataset):
         sizes = budget.episode_bytes(self.sources) if shuffle and pool_size is None else None
         self.pool_sizes = budget.pool_sizes(self.counts, shuffle=shuffle, pool_size=pool_size,
                                             cache_bytes=cache_bytes, sizes=sizes)
+        self.shuffle_buffers = budget.shuffle_buffers(self.counts, self.sources, shuffle_buffer)
         resident = sum(p * max(1, len(s.meta.video_keys)) for p, s in zip(self.pool_sizes, self.sources,
                                                                            strict=True))
         self.decoders = decoders or min(MAX_AUTO_DECODERS, resident)
@@ -143,7 +148,8 @@ class MixedStreamingLeRobot(IterableDataset):
 
     def _fingerprint(self, world: int, workers: int) -> str:
         return fingerprint(self._episodes, self.counts, world_size=world, num_workers=workers, seed=self.seed,
-                           shuffle=self.shuffle, drop_last=self.drop_last, pool_sizes=self.pool_sizes)
+                           shuffle=self.shuffle, drop_last=self.drop_last, pool_sizes=self.pool_sizes,
+                           shuffle_buffers=self.shuffle_buffers)
 
     def state_dict(self) -> dict[str, Any]:
         """Where this reader is in its plan: a few integers (for StatefulDataLoader)."""
@@ -162,7 +168,8 @@ class MixedStreamingLeRobot(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world = resolve_rank(self._rank, self._world_size)
         worker, workers = resolve_worker()
-        plan = plan_reader(self._episodes, self.counts, pool_sizes=self.pool_sizes, seed=self.seed,
+        plan = plan_reader(self._episodes, self.counts, pool_sizes=self.pool_sizes,
+                           shuffle_buffers=self.shuffle_buffers, seed=self.seed,
                            epoch=self.epoch, rank=rank, world_size=world, worker_id=worker,
                            num_workers=workers, shuffle=self.shuffle, drop_last=self.drop_last)
         skip = 0

@@ -22,7 +22,7 @@ by at most one sample. So every rank yields the same count, every reader holds e
 proportion, and readers read disjoint frames unless a source is cycled. Within a reader the
 sources interleave in that order (with shuffle, jittered by less than one step per source), and
 each source's frames are ordered as a single dataset's are (:func:`plan.order_segments`: in order,
-or drawn from a resident pool of its episodes).
+or decoded as runs from a pool of open episodes and mixed through a buffer of decoded samples).
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ class ReaderPlan:
         return ReaderPlan(self.source_of[k:], plans, self.start + k)
 
 
-def plan_reader(sources: list[SourceEpisodes], counts: np.ndarray, *, pool_sizes: list[int], seed: int,
+def plan_reader(sources: list[SourceEpisodes], counts: np.ndarray, *, pool_sizes: list[int],
+                shuffle_buffers: list[int], seed: int,
                 epoch: int, rank: int, world_size: int, worker_id: int, num_workers: int, shuffle: bool,
                 drop_last: bool) -> ReaderPlan:
     """The plan of reader (rank, worker_id) for ``epoch`` (``num_workers >= 1``)."""
@@ -196,16 +197,18 @@ def plan_reader(sources: list[SourceEpisodes], counts: np.ndarray, *, pool_sizes
             continue
         episode, start, stop = (np.concatenate(x) for x in zip(*parts, strict=True))
         rng = _rng(seed, epoch, 5, i, rank, worker_id) if shuffle else None
-        plans.append(order_segments(episode, start, stop, pool_size=pool_sizes[i], rng=rng))
+        plans.append(order_segments(episode, start, stop, pool_size=pool_sizes[i],
+                                    shuffle_buffer=shuffle_buffers[i], rng=rng))
     return ReaderPlan(source_of, plans)
 
 
 def fingerprint(sources: list[SourceEpisodes], counts: np.ndarray, *, world_size: int, num_workers: int,
-                seed: int, shuffle: bool, drop_last: bool, pool_sizes: list[int]) -> str:
+                seed: int, shuffle: bool, drop_last: bool, pool_sizes: list[int],
+                shuffle_buffers: list[int]) -> str:
     """A short hash of everything a reader's plan depends on except epoch, rank and worker."""
     digest = hashlib.sha256()
     settings = (_PLAN_VERSION, world_size, num_workers, seed, shuffle, drop_last, tuple(pool_sizes),
-                tuple(int(c) for c in counts))
+                tuple(shuffle_buffers), tuple(int(c) for c in counts))
     digest.update(repr(settings).encode())
     for source in sources:
         digest.update(np.stack([source.index, source.length]).astype(np.int64).tobytes())
