@@ -8,20 +8,23 @@ against an independent float64 dequantization (within float rounding).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
 from pathlib import Path
 
+import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from lerobot_stream_loader import DatasetFormatError, StreamingLeRobot
+from lerobot_stream_loader import DatasetFormatError, FrameMismatchError, StreamingLeRobot
 from lerobot_stream_loader.cli import main as cli_main
-from lerobot_stream_loader.sample.depth import depth_codes
+from lerobot_stream_loader.features.depth_video import DepthVideoDecoder
+from lerobot_stream_loader.sample.depth import depth_codes, encode_depth_episode
 from lerobot_stream_loader.testing import (
     expected_depth,
     expected_depth_image,
@@ -202,3 +205,21 @@ def test_sample_cli_writes_depth_and_image_features(tmp_path):
     assert features[DEPTH_IMAGE]["info"] == {"is_depth_map": True, "depth_unit": "mm"}
     schema = pq.read_schema(out / "data/chunk-000/file-000.parquet")
     assert schema.field(STILL).type == pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def test_depth_decoder_random_access_matches_the_codes_written():
+    """Backward jumps, long forward jumps and repeats on x265's default GOPs (B-frames, gop 4)."""
+    first, length = 200, 45
+    data = encode_depth_episode(first, length, 30, *SIZE, gop=4, where="test episode")
+    with av.open(io.BytesIO(data)) as container:
+        times = sorted(float(f.pts * f.time_base) for f in container.decode(video=0))
+    decoder = DepthVideoDecoder(data, np.array(times), name="test episode")
+    order = np.random.default_rng(5).permutation(length).tolist()
+    requests = [[p] for p in order] + [[40, 3, 3, 44], [0], [38], [1, 2], [44, 0]]
+    for positions in requests:
+        codes = decoder.frames(np.array(positions))
+        assert codes.shape == (len(positions), 1, SIZE[1], SIZE[0])
+        for k, position in enumerate(positions):
+            assert np.array_equal(codes[k, 0].numpy(), depth_codes(first + position, *SIZE))
+    with pytest.raises(FrameMismatchError, match="outside"):
+        decoder.frames(np.array([length]))

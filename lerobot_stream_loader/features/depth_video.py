@@ -3,8 +3,9 @@
 Frames are asked for by position (0 = first presented frame), like
 :class:`lerobot_stream_loader.decode.EpisodeVideoDecoder`. A request decodes forward from the open
 decoder when the frames lie a little ahead of it, else seeks to the keyframe before the first
-frame wanted; when a seek lands past a wanted frame (open GOPs), the episode is decoded again from
-its start. Every returned frame's time is checked against the sample table's, and a stream that
+frame wanted; when a seek lands past a wanted frame (with B-frames the container seeks by decode
+time), it seeks again one, two, four... frames earlier, and as a last resort decodes the episode
+from its start. Every returned frame's time is checked against the sample table's, and a stream that
 does not decode to 12-bit grey raises instead of being converted.
 """
 
@@ -36,6 +37,7 @@ class DepthVideoDecoder:
         self._container: av.container.InputContainer | None = None
         self._frames: Iterator[av.VideoFrame] | None = None
         self._last = -1  # position of the last frame the open decoder returned
+        self._landed: int | None = None  # position of the first frame decoded after the last seek
 
     def frames(self, positions: np.ndarray) -> torch.Tensor:
         """Codes at the given positions (any order, repeats allowed) as a uint16 tensor."""
@@ -51,7 +53,7 @@ class DepthVideoDecoder:
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
-        self._container, self._frames, self._last = None, None, -1
+        self._container, self._frames, self._last, self._landed = None, None, -1, None
 
     def __del__(self) -> None:
         self.close()
@@ -60,30 +62,43 @@ class DepthVideoDecoder:
     def _decode(self, wanted: list[int]) -> dict[int, np.ndarray]:
         first = wanted[0]
         if not (self._frames is not None and self._last < first <= self._last + _FORWARD_FRAMES):
-            self._seek(first)
+            self._seek(self._ticks(first))
         found = self._collect(wanted)
-        if len(found) < len(wanted):  # the seek landed past a wanted frame: decode from the start
-            self._seek(0)
-            found = self._collect(wanted)
+        target, step = self._ticks(first), self._frame_ticks()
+        while len(found) < len(wanted) and self._landed is not None and self._landed > first \
+                and target > self._ticks(0):
+            target, step = target - step, 2 * step  # the seek landed past a wanted frame: seek earlier
+            self._seek(target)
+            found.update(self._collect(wanted))
+        if len(found) < len(wanted):  # decode the episode from its start
+            self.close()
+            self._seek(None)
+            found.update(self._collect(wanted))
         if len(found) < len(wanted):
             missing = sorted(set(wanted) - set(found))
             raise FrameMismatchError(f"{self.name}: the decoder never returned frame {missing[0]} at "
                                      f"{self.expected_pts[missing[0]]:.6f}s (episode-local time)")
         return found
 
-    def _seek(self, position: int) -> None:
+    def _frame_ticks(self) -> int:
+        return max(1, self._ticks(1) - self._ticks(0)) if self.num_frames > 1 else 1
+
+    def _ticks(self, position: int) -> int:
+        return int(round(self.expected_pts[position] / self._stream().time_base))
+
+    def _stream(self) -> av.video.stream.VideoStream:
         if self._container is None:
             self._container = av.open(io.BytesIO(self._data))
-            stream = self._container.streams.video[0]
-            stream.thread_count = self._threads
-        stream = self._container.streams.video[0]
-        if position == 0:
-            self._container.seek(0, stream=stream, backward=True, any_frame=False)
-        else:
-            target = round(self.expected_pts[position] / stream.time_base)
-            self._container.seek(int(target), stream=stream, backward=True, any_frame=False)
+            self._container.streams.video[0].thread_count = self._threads
+        return self._container.streams.video[0]
+
+    def _seek(self, ticks: int | None) -> None:
+        """Seek to a keyframe at or before ``ticks`` (stream time base; None: stay at the start)."""
+        stream = self._stream()
+        if ticks is not None:
+            self._container.seek(ticks, stream=stream, backward=True, any_frame=False)
         self._frames = self._container.decode(stream)
-        self._last = -1
+        self._last, self._landed = -1, None
 
     def _collect(self, wanted: list[int]) -> dict[int, np.ndarray]:
         """Decode forward until the last wanted position; keep the wanted frames."""
@@ -94,6 +109,8 @@ class DepthVideoDecoder:
             if frame.pts is None:
                 continue
             position = self._position(frame)
+            if self._landed is None:
+                self._landed = position
             if frame.format.name not in GRAY12_FORMATS:
                 raise DatasetFormatError(f"{self.name}: depth video decodes to {frame.format.name}, not 12-bit "
                                          f"grey ({'/'.join(GRAY12_FORMATS)}); it cannot be dequantized exactly")
