@@ -29,10 +29,28 @@ def versions() -> list[str]:
     return out
 
 
+RESULTS = Path(__file__).parent / "results"
+
+
+def results_folder(small: bool) -> Path:
+    """Where a benchmark writes by default: ``results/``, or ``results/small/`` (not committed) for a smoke run."""
+    return RESULTS / "small" if small else RESULTS
+
+
+def _cpu() -> str:
+    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), platform.processor())
+
+
+def machine_title(load: tuple) -> str:
+    """The machine in a few words, for a plot title: cores, CPU, memory, load average at the start."""
+    return (f"{os.cpu_count() or 1} cores {_cpu()}, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+            f"load average {load[0][0]:.1f}")
+
+
 def machine(load: tuple) -> list[str]:
     """Platform, CPU, cores, memory, load average at start and end, and a noise warning when due."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = _cpu()
     cores = os.cpu_count() or 1
     lines = [f"{platform.platform()}; {cpu}; {cores} cores; {psutil.virtual_memory().total / 2**30:.0f} GiB RAM",
              f"load average at start {load[0][0]:.2f}, at end {load[1][0]:.2f}"]

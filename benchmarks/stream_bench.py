@@ -2,7 +2,8 @@
 
 ``python -m benchmarks stream [--small]`` serves ``benchmarks/.data`` with nginx on 127.0.0.1
 behind the shaping proxy (``--rtt-ms``/``--mbit``), runs every track of :mod:`benchmarks.tracks`
-with ``num_workers`` in {0, 2}, and writes ``benchmarks/results/stream.md`` and ``stream.png``.
+with ``num_workers`` in {0, 2}, and writes ``benchmarks/results/stream.md``, ``stream.png`` and ``stream.json``
+(``benchmarks/results/small/`` for ``--small``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from torch.utils.data import DataLoader
 from . import tracks
 from .datasets import DATA_DIR, dataset_bytes, ensure_dataset, spec_for, without_sidecar
 from .proxy import ShapingProxy
+from .report import results_folder
 from .stream_report import write_report
-
-RESULTS = Path(__file__).parent / "results"
 
 
 class Bench:
@@ -262,11 +262,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mbit", type=float, default=400.0)
     parser.add_argument("--tracks", nargs="+", default=list(tracks.TRACKS), choices=tracks.TRACKS)
     parser.add_argument("--no-h264", action="store_true", help="skip the H.264 B-frame variant")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, help="results folder (default benchmarks/results, with --small "
+                        "benchmarks/results/small, which is not committed)")
     args = parser.parse_args(argv)
     args.samples = args.samples or (256 if args.small else 1024)
     args.naive_samples = args.naive_samples or (128 if args.small else 192)
     args.repeats = args.repeats or (1 if args.small else 3)
+    args.output = args.output or results_folder(args.small)
     return args
 
 
