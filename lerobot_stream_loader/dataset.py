@@ -20,7 +20,13 @@ from torch.utils.data import IterableDataset
 
 from .decode import DecoderLRU
 from .episode_cache import DEFAULT_BUDGET_BYTES
-from .features.depth import DEFAULT_DEPTH_UNIT, check_depth_features, check_unit, rescale_depth_stats
+from .features.depth import (
+    DEFAULT_DEPTH_UNIT,
+    check_depth_features,
+    check_unit,
+    is_depth_feature,
+    rescale_depth_stats,
+)
 from .items import ItemBuilder
 from .meta import DatasetMeta, load_meta
 from .plan import PlanEpisodes, group_episodes, plan_shard, samples_per_rank
@@ -47,14 +53,30 @@ def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], in
     return int(min(MAX_AUTO_POOL, max(MIN_AUTO_POOL, 0.75 * cache_bytes // max(1.0, episode_bytes))))
 
 
-def auto_shuffle_buffer(meta: DatasetMeta) -> int:
+def check_image_size(image_size: Sequence[int] | None, meta: DatasetMeta) -> tuple[int, int] | None:
+    """``image_size`` as (height, width), checked: two positive integers, and only RGB video cameras
+    (depth maps and images stored in parquet are not resized: asking for it raises)."""
+    if image_size is None:
+        return None
+    size = tuple(int(x) for x in image_size)
+    if len(size) != 2 or min(size) < 1 or any(int(x) != x for x in image_size):
+        raise ValueError(f"image_size must be (height, width), two positive integers; got {image_size!r}")
+    others = [key for key, f in meta.features.items()
+              if f.get("dtype") == "image" or (f.get("dtype") == "video" and is_depth_feature(f))]
+    if others:
+        raise ValueError(f"{meta.root}: image_size resizes RGB video cameras only; {others} are depth maps or "
+                         "images stored in parquet, which are not resized (select other data or leave image_size)")
+    return size[0], size[1]
+
+
+def auto_shuffle_buffer(meta: DatasetMeta, image_size: tuple[int, int] | None = None) -> int:
     """Decoded samples that fit in ``DECODED_BYTES`` of uint8 frames (every video camera), 32..4096."""
     sample = 0
     for key in meta.video_keys:
         feature = meta.features[key]
         shape = list(feature.get("shape") or [0, 0, 3])
         names = list(feature.get("names") or [])
-        height, width = (shape[1], shape[2]) if names[:1] == ["channels"] else (shape[0], shape[1])
+        height, width = image_size or ((shape[1], shape[2]) if names[:1] == ["channels"] else (shape[0], shape[1]))
         sample += int(height) * int(width) * 3
     return int(min(MAX_AUTO_BUFFER, max(MIN_AUTO_BUFFER, DECODED_BYTES // max(1, sample))))
 
@@ -101,6 +123,9 @@ class StreamingLeRobot(IterableDataset):
             key by either name).
         rename: ``{stored key: new key}``: items (and ``<key>_is_pad``) carry the new names.
         image_transforms: callable applied to every camera tensor of an item, depth maps excepted (as LeRobot).
+        image_size: ``(height, width)``: RGB video frames are decoded straight to that size (torchcodec's
+            decoder-native ``Resize``, bilinear with antialiasing), so full-size frames never exist in
+            memory; equal to a full-file torchcodec decode with the same transform.
         return_uint8: RGB video frames as uint8 instead of float32 in [0, 1] (as in LeRobot, depth maps and
             images stored in parquet stay float32).
         depth_output_unit: unit of depth maps and of their stats, ``"mm"`` (LeRobot's default) or ``"m"``.
@@ -143,6 +168,7 @@ class StreamingLeRobot(IterableDataset):
         delta_timestamps: Mapping[str, Sequence[float]] | None = None,
         rename: Mapping[str, str] | None = None,
         image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        image_size: tuple[int, int] | None = None,
         return_uint8: bool = False,
         depth_output_unit: str = DEFAULT_DEPTH_UNIT,
         tolerance_s: float = DEFAULT_TOLERANCE_S,
@@ -185,6 +211,7 @@ class StreamingLeRobot(IterableDataset):
         check_depth_features(self.meta.root, self.meta.features)
         self.meta.stats = rescale_depth_stats(self.meta.stats, self.meta.features, self.depth_output_unit)
         self.image_transforms = image_transforms
+        self.image_size = check_image_size(image_size, self.meta)
         self.return_uint8 = return_uint8
         self.tolerance_s = tolerance_s
         self.shuffle = shuffle
@@ -199,7 +226,7 @@ class StreamingLeRobot(IterableDataset):
                                   reader_options=reader_options) as reader:
                 pool_size = auto_pool_size(self.meta, cache_bytes, reader.size)
         self.pool_size = pool_size
-        self.shuffle_buffer = shuffle_buffer or auto_shuffle_buffer(self.meta)
+        self.shuffle_buffer = shuffle_buffer or auto_shuffle_buffer(self.meta, self.image_size)
         if decoders is None:
             resident = pool_size if shuffle else 1
             decoders = min(MAX_AUTO_DECODERS, max(1, resident * len(self.meta.video_keys)))
@@ -309,7 +336,7 @@ class StreamingLeRobot(IterableDataset):
         return ItemBuilder(self.meta, windows=self.windows, tolerance_s=self.tolerance_s,
                            return_uint8=self.return_uint8, image_transforms=self.image_transforms,
                            decoders=decoders or DecoderLRU(self.decoders),
-                           depth_output_unit=self.depth_output_unit)
+                           depth_output_unit=self.depth_output_unit, image_size=self.image_size)
 
     def close(self) -> None:
         """Release this process's reader and threads (also done when the dataset is garbage collected)."""

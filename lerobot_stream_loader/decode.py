@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable
 import numpy as np
 import torch
 from torchcodec.decoders import VideoDecoder
+from torchcodec.transforms import Resize
 
 from .errors import FrameMismatchError
 
@@ -44,11 +45,14 @@ class EpisodeVideoDecoder:
     :class:`FrameMismatchError` instead of returning it.
     """
 
-    def __init__(self, mini_mp4: bytes, expected_pts: np.ndarray, *, name: str, threads: int = 1) -> None:
+    def __init__(self, mini_mp4: bytes, expected_pts: np.ndarray, *, name: str, threads: int = 1,
+                 size: tuple[int, int] | None = None) -> None:
+        """``size``: (height, width) the decoder resizes to as it converts to RGB (torchcodec's
+        decoder-native ``Resize``: bilinear, antialiased), so full-size frames never materialize."""
         self.name = name
         self.expected_pts = np.asarray(expected_pts, dtype=np.float64)
         self._decoder = VideoDecoder(mini_mp4, seek_mode="exact", num_ffmpeg_threads=threads,
-                                     dimension_order="NCHW")
+                                     dimension_order="NCHW", transforms=[Resize(size)] if size else None)
         self.num_frames = int(self._decoder.metadata.num_frames or 0)
 
     def frames(self, positions: np.ndarray) -> torch.Tensor:

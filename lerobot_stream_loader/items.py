@@ -78,6 +78,7 @@ class ItemBuilder:
         decoders: DecoderLRU,
         decoder_threads: int = 1,
         depth_output_unit: str = DEFAULT_DEPTH_UNIT,
+        image_size: tuple[int, int] | None = None,
     ) -> None:
         self.meta = meta
         self.windows = windows
@@ -88,7 +89,7 @@ class ItemBuilder:
         self.decoder_threads = decoder_threads
         self.cameras = camera_features(meta, tolerance_s=tolerance_s, return_uint8=return_uint8,
                                        decoders=decoders, threads=decoder_threads,
-                                       depth_output_unit=depth_output_unit)
+                                       depth_output_unit=depth_output_unit, image_size=image_size)
 
     def item(self, episode: EpisodeItems, frame: int) -> dict[str, Any]:
         """The item of ``frame`` (0-based within the episode)."""
@@ -141,8 +142,8 @@ class ItemBuilder:
 
     def finish(self, item: dict[str, Any]) -> dict[str, Any]:
         """An item from :meth:`items` as returned: deferred RGB frames converted (uint8 as decoded,
-        or float32 in [0, 1] in one pass), then ``image_transforms``. Items wait in uint8 (a quarter
-        of the float32 bytes)."""
+        or float32 in [0, 1]: one new tensor, divided in place), then ``image_transforms``. Items
+        wait in uint8 (a quarter of the float32 bytes)."""
         for key, camera in self.cameras.items():
             if getattr(camera, "deferred", False):
                 item[key] = camera.convert(item[key])

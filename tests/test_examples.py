@@ -43,6 +43,13 @@ def test_train_loop(sample: Path) -> None:
 
 
 @pytest.mark.timeout(180)
+def test_train_loop_uint8_to_device(sample: Path) -> None:
+    result = _run([PYTHON, "examples/train_loop.py", str(sample), "--steps", "4", "--batch-size", "8",
+                   "--workers", "1", "--uint8", "--image-size", "32", "24", "--device", "cpu"], timeout=170)
+    assert "samples/s" in result.stdout
+
+
+@pytest.mark.timeout(180)
 def test_resume_example(sample: Path) -> None:
     result = _run([PYTHON, "examples/resume.py", str(sample), "--stop-after", "3", "--workers", "2"], timeout=170)
     assert "identical" in result.stdout

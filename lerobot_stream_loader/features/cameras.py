@@ -39,8 +39,10 @@ def image_keys(meta: DatasetMeta) -> list[str]:
 
 
 def camera_features(meta: DatasetMeta, *, tolerance_s: float, return_uint8: bool, decoders: DecoderLRU,
-                    threads: int, depth_output_unit: str) -> dict[str, Camera]:
-    """One camera object per ``video`` and ``image`` feature of ``meta``, in info.json order."""
+                    threads: int, depth_output_unit: str,
+                    image_size: tuple[int, int] | None = None) -> dict[str, Camera]:
+    """One camera object per ``video`` and ``image`` feature of ``meta``, in info.json order
+    (``image_size``: RGB video cameras decode to that (height, width))."""
     unit = check_unit(depth_output_unit)
     cameras: dict[str, Camera] = {}
     for key, feature in meta.features.items():
@@ -51,7 +53,8 @@ def camera_features(meta: DatasetMeta, *, tolerance_s: float, return_uint8: bool
                            return_uint8=return_uint8)
             try:
                 cameras[key] = (DepthVideoCamera(key, quantization=DepthQuantization.from_feature(key, feature),
-                                                 unit=unit, **options) if depth else VideoCamera(key, **options))
+                                                 unit=unit, **options) if depth
+                                else VideoCamera(key, image_size=image_size, **options))
             except DatasetFormatError as exc:
                 raise DatasetFormatError(f"{meta.root}: {exc}") from exc
         elif dtype == "image":

@@ -29,8 +29,9 @@ class VideoCamera:
     deferred = True  # frames(convert=False) gives uint8 frames that convert() finishes later
 
     def __init__(self, key: str, *, root: str, tolerance_s: float, decoders: DecoderLRU, threads: int,
-                 return_uint8: bool = False) -> None:
+                 return_uint8: bool = False, image_size: tuple[int, int] | None = None) -> None:
         self.key = key
+        self.image_size = image_size
         self.root = root
         self.tolerance_s = tolerance_s
         self.decoders = decoders
@@ -53,13 +54,13 @@ class VideoCamera:
     def open(self, video: EpisodeVideo, what: str) -> Any:
         """A decoder of the episode's mini-MP4 answering ``frames(positions)``."""
         return EpisodeVideoDecoder(video.mini_mp4, video.presented - video.time_offset, name=what,
-                                   threads=self.threads)
+                                   threads=self.threads, size=self.image_size)
 
     def convert(self, pixels: torch.Tensor) -> torch.Tensor:
         """The decoder's output as LeRobot returns it."""
         if self.return_uint8:
             return pixels
-        return torch.div(pixels, 255.0)  # float32 in one pass, equal to pixels.float() / 255
+        return pixels.to(torch.float32).div_(255.0)  # one new tensor, divided in place
 
 
 class DepthVideoCamera(VideoCamera):
