@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ def summary(rows: list[dict], workers_list: list[int]) -> list[str]:
 
 
 def _ratio(value: float) -> str:
-    return f"{value:.2f} x" if value < 10 else f"{value:.0f} x"
+    return f"{value:.2f} x" if value < 10 else f"{value:.1f} x"
 
 
 def _dataset_line(context: dict) -> str:
@@ -171,7 +172,9 @@ def write_report(rows: list[dict], context: dict, folder: Path) -> tuple[Path, P
     path.write_text("\n".join(md) + "\n")
     saved = {"rows": rows, "context": {**context, "args": vars(args)}}
     (folder / "stream.json").write_text(json.dumps(saved, indent=1, default=str) + "\n")
-    title = (f"{_dataset_line(context)}\nover HTTP (nginx, {args.rtt_ms:g} ms RTT, {args.mbit:g} Mbit/s), batch "
+    first = next(iter(context["datasets"]))
+    others = f" (+ {', '.join(list(context['datasets'])[1:])})" if len(context["datasets"]) > 1 else ""
+    title = (f"{_dataset_line({'datasets': {first: context['datasets'][first]}})}{others}\nover HTTP (nginx, {args.rtt_ms:g} ms RTT, {args.mbit:g} Mbit/s), batch "
              f"{args.batch_size}; {context['machine']['title']}")
     return path, plot(rows, folder / "stream.png", title, small=args.small)
 
@@ -186,7 +189,7 @@ def plot(rows: list[dict], path: Path, title: str, *, small: bool = False) -> Pa
     ok = [r for r in rows if "error" not in r]
     names = list(dict.fromkeys(label(r) for r in ok))
     workers = sorted({r["workers"] for r in ok})
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.4))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.6))
     width = 0.8 / max(1, len(workers))
     charts = (("rate", "{:.0f}", "samples per second (steady state, median of runs)", "Throughput (higher is better)"),
               ("ttfb", "{:.1f}", "seconds to the first batch", "Time to first batch (lower is better)"))
@@ -196,7 +199,7 @@ def plot(rows: list[dict], path: Path, title: str, *, small: bool = False) -> Pa
             bars = ax.bar([i + j * width for i in range(len(names))], values, width, label=f"num_workers={w}")
             ax.bar_label(bars, [fmt.format(v) if v else "" for v in values], fontsize=7, padding=2)
         ax.set_xticks([i + width * (len(workers) - 1) / 2 for i in range(len(names))],
-                      [n.replace(" (", "\n(").replace(", ", ",\n", 1) for n in names], fontsize=7)
+                      [textwrap.fill(n, 16) for n in names], fontsize=7)
         ax.set_xlabel("track")
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 1.25 * max([r[key] for r in ok] or [1.0]))

@@ -45,7 +45,7 @@ def test_report_leads_with_the_ratios_a_user_compares(tmp_path):
     assert sections[:3] == ["## Summary", "## Targets", "## Details"]
     summary = text.split("## Summary")[1].split("## Targets")[0]
     assert "| **ours over HTTP: samples/s** | 130 | 165 |" in summary
-    assert "naive remote reading" in summary and f"| {130 / 4.6:.0f} x | {165 / 6.2:.0f} x |" in summary
+    assert "naive remote reading" in summary and f"| {130 / 4.6:.1f} x | {165 / 6.2:.1f} x |" in summary
     assert "full-av1: 60 episodes, 2 cameras 640x480 AV1" in text.splitlines()[2]
     assert "- [x] met: track 1 >= 10 x track 5" in text
     assert png.stat().st_size > 10_000
