@@ -41,6 +41,13 @@ def test_clip_does_not_create_a_missing_output_folder(sample, tmp_path, capsys):
     assert not (tmp_path / "absent").exists()
 
 
+def test_clip_onto_a_folder_and_data_files_of_a_read_only_url_are_one_line(sample, tmp_path, capsys):
+    assert main(["clip", str(sample), "--episode", "0", "--camera", CAMERA, "-o", str(tmp_path)]) == 1
+    assert f"{tmp_path} is a folder" in _one_error_line(capsys, "clip")
+    assert main(["data-files", "http://127.0.0.1:9/ds"]) == 1
+    assert "read-only" in _one_error_line(capsys, "data-files")
+
+
 def test_sample_onto_a_non_empty_folder_names_the_flag(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")

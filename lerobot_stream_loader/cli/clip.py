@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
+    if output.is_dir():
+        raise IsADirectoryError(f"{output} is a folder; give the path of the .mp4 file to write")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"{output}: the folder {output.parent} does not exist; create it first")
     meta, reader = open_dataset(args)

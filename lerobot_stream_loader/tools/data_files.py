@@ -16,6 +16,9 @@ def update_info_with_data_files(root: str | os.PathLike[str], *,
                                 storage_options: dict[str, Any] | None = None) -> list[str]:
     """Add ``data_files`` (sorted relative paths of every data parquet, from the episodes table) to
     meta/info.json, written atomically; return the list. Running it again changes nothing."""
+    if os.fspath(root).startswith(("http://", "https://", "hf://")):
+        raise ValueError(f"{root}: data-files rewrites meta/info.json in place, and http(s):// and hf:// roots "
+                         "are read-only; run it on a local copy or a writable store (s3://, gs://, ...)")
     meta = load_meta(root, storage_options=storage_options)
     files = sorted({episode.data_path for episode in meta.episodes})
     info = dict(meta.info)
