@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / ".data"
-SIDECAR = "meta/mp4_index.npz"
+SIDECAR = "meta/mp4_index.bin"
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def ensure_dataset(spec: DatasetSpec, *, root: Path = DATA_DIR, log=print) -> Pa
 
 
 def build_sidecar(path: Path) -> Path:
-    """Write ``meta/mp4_index.npz`` of the local dataset at ``path``."""
+    """Write ``meta/mp4_index.bin`` of the local dataset at ``path``."""
     from lerobot_stream_loader.index_sidecar import build_entries, save_sidecar
     from lerobot_stream_loader.meta import load_meta
     from lerobot_stream_loader.storage import open_reader

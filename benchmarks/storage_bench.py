@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from lerobot_stream_loader.file_indexes import FileIndexes
-from lerobot_stream_loader.index_sidecar import load_sidecar
+from lerobot_stream_loader.index_sidecar import SidecarLookup
 from lerobot_stream_loader.meta import load_meta
 from lerobot_stream_loader.storage import RangeReader, ReadRequest, open_reader
 
@@ -70,7 +70,7 @@ def episode_requests(local: Path, count: int) -> list[list[ReadRequest]]:
     meta = load_meta(str(local))
     reader = open_reader(str(local), backend="fsspec")
     try:
-        indexes = FileIndexes(reader, root=meta.root, sidecar=load_sidecar(meta, reader))
+        indexes = FileIndexes(reader, root=meta.root, sidecar=SidecarLookup(meta.root, reader))
         out = []
         for episode in meta.episodes[:count]:
             footer = indexes.footer(episode.data_path)

@@ -37,7 +37,7 @@ from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.decode import DecoderLRU
 from lerobot_stream_loader.episode_cache import EpisodeCache, EpisodeData
 from lerobot_stream_loader.file_indexes import FileIndexes
-from lerobot_stream_loader.index_sidecar import load_sidecar
+from lerobot_stream_loader.index_sidecar import SidecarLookup
 from lerobot_stream_loader.items import EpisodeItems, ItemBuilder
 from lerobot_stream_loader.meta import DatasetMeta, load_meta
 from lerobot_stream_loader.plan import ShardPlan, plan_episodes, plan_shard
@@ -219,7 +219,7 @@ class DecodeOnly(IterableDataset):
         needed = sorted({ep for ep, _ in planned_items(self.meta, workers, per_worker, seed=seed,
                                                        pool_size=pool_size)})
         reader = open_reader(root, backend="fsspec")
-        indexes = FileIndexes(reader, root=self.meta.root, sidecar=load_sidecar(self.meta, reader))
+        indexes = FileIndexes(reader, root=self.meta.root, sidecar=SidecarLookup(self.meta.root, reader))
         with EpisodeCache(self.meta, reader, indexes=indexes, budget_bytes=1 << 40) as cache:
             for ep in needed:
                 cache.prefetch(ep)
@@ -317,7 +317,7 @@ class NaiveRemote(Dataset):
 def naive_needed(meta: Any, local: Path, items: list[tuple[int, int]]) -> int:
     """Bytes of the samples needed to decode ``items`` (keyframe to frame, per camera), overlaps merged."""
     reader = open_reader(str(local), backend="fsspec")
-    indexes = FileIndexes(reader, root=str(local), sidecar=load_sidecar(meta, reader))
+    indexes = FileIndexes(reader, root=str(local), sidecar=SidecarLookup(meta.root, reader))
     ranges: dict[str, list[tuple[int, int]]] = {}
     for ep, frame in items:
         for span in meta.episode(ep).videos.values():

@@ -22,7 +22,7 @@ import numpy as np
 
 from .episode_cache import EpisodeCache, EpisodeData
 from .file_indexes import FileIndexes
-from .index_sidecar import load_sidecar
+from .index_sidecar import SidecarLookup
 from .items import EpisodeItems, ItemBuilder
 from .meta import DatasetMeta
 from .plan import ShardPlan
@@ -68,7 +68,7 @@ class WorkerResources:
         """Open the reader of ``meta.root`` for this process (``cache_dir``: the machine's cache folder)."""
         reader = open_root_reader(meta.root, backend=backend, storage_options=storage_options,
                                   reader_options=reader_options)
-        indexes = FileIndexes(reader, root=meta.root, sidecar=load_sidecar(meta, reader, cache_dir))
+        indexes = FileIndexes(reader, root=meta.root, sidecar=SidecarLookup(meta.root, reader, cache_dir))
         return cls(os.getpid(), meta, reader, indexes, cache_bytes,
                    prefetch_episodes, fetch_threads)
 

@@ -22,10 +22,8 @@ import pytest
 
 from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.errors import DatasetFormatError, FrameMismatchError, StreamLoaderError
-from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, build_entries, save_sidecar
 from lerobot_stream_loader.meta import load_meta
-from lerobot_stream_loader.mp4 import Mp4Index, SidecarEntry, dumps_sidecar
-from lerobot_stream_loader.storage import open_reader
+from lerobot_stream_loader.mp4 import Mp4Index
 from lerobot_stream_loader.testing import expected_state, read_frame_index
 
 pytestmark = pytest.mark.timeout(120)
@@ -269,49 +267,9 @@ def test_rows_whose_frame_index_disagrees_with_the_episodes_table(copy: Path) ->
         stream(copy, episodes=[2])
 
 
-# --------------------------------------------------------------------------------------------- sidecar
-def _good_entries(root: Path) -> dict[str, SidecarEntry]:
-    meta = load_meta(root)
-    with open_reader(str(root)) as reader:
-        return build_entries(meta, reader, progress=False)
-
-
+# --------------------------------------------------------------------------------------------- rows
 def _check_exact(items: list[dict]) -> None:
     assert items and all(read_frame_index(item[CAM]) == int(item["index"]) for item in items)
-
-
-def test_truncated_sidecar_is_ignored_with_a_warning(copy: Path) -> None:
-    save_sidecar(load_meta(copy), _good_entries(copy))
-    data = (copy / SIDECAR_PATH).read_bytes()
-    (copy / SIDECAR_PATH).write_bytes(data[: len(data) // 2])
-    with pytest.warns(UserWarning, match=r"meta/mp4_index.npz: ignoring a corrupt MP4 index sidecar"):
-        items = stream(copy, episodes=[0, 3])
-    _check_exact(items)
-
-
-def test_bit_flip_in_sidecar_is_never_trusted(copy: Path) -> None:
-    save_sidecar(load_meta(copy), _good_entries(copy))
-    data = bytearray((copy / SIDECAR_PATH).read_bytes())
-    data[len(data) // 3] ^= 0x40
-    (copy / SIDECAR_PATH).write_bytes(bytes(data))
-    with pytest.warns(UserWarning, match="corrupt MP4 index sidecar"):
-        items = stream(copy)
-    _check_exact(items)
-
-
-@pytest.mark.parametrize("field", ["size", "offset"])
-def test_sidecar_entry_pointing_outside_its_file_is_rebuilt(copy: Path, field: str) -> None:
-    entries = _good_entries(copy)
-    path = sorted(entries)[0]
-    entry = entries[path]
-    arrays = entry.index.to_arrays()
-    arrays[field] = arrays[field].copy()
-    arrays[field][-1] = np.iinfo(arrays[field].dtype).max // 2  # claims bytes far beyond the file
-    entries[path] = SidecarEntry(Mp4Index.from_arrays(arrays, name=path), entry.size)
-    (copy / SIDECAR_PATH).write_bytes(dumps_sidecar(entries))
-    with pytest.warns(UserWarning, match=rf"{path}: the MP4 index sidecar entry .*beyond the file"):
-        items = stream(copy)
-    _check_exact(items)
 
 
 def test_episode_rows_spanning_row_groups_are_read_exactly(copy: Path) -> None:

@@ -15,9 +15,8 @@ import pytest
 
 from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.cli import main
-from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, cache_path
+from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, Sidecar, cache_path
 from lerobot_stream_loader.meta import load_meta
-from lerobot_stream_loader.mp4 import loads_sidecar
 from lerobot_stream_loader.testing import read_frame_index
 
 CLI = [sys.executable, "-m", "lerobot_stream_loader.cli"]
@@ -66,7 +65,7 @@ def test_index_writes_sidecar_inside_dataset(sample: Path, tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["sidecar"] == str(root / SIDECAR_PATH)
-    entries = loads_sidecar((root / SIDECAR_PATH).read_bytes())
+    entries = Sidecar.from_bytes((root / SIDECAR_PATH).read_bytes()).entries()
     meta = load_meta(root)
     assert sorted(entries) == meta.video_files
     assert all(entries[p].size == (root / p).stat().st_size for p in entries)
@@ -80,7 +79,7 @@ def test_index_of_read_only_http_dataset_goes_to_local_cache(sample: Path, nginx
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert Path(summary["sidecar"]) == cache_path(server.url)
-    assert len(loads_sidecar(Path(summary["sidecar"]).read_bytes())) == len(load_meta(sample).video_files)
+    assert len(Sidecar.from_bytes(Path(summary["sidecar"]).read_bytes()).files) == len(load_meta(sample).video_files)
 
 
 @pytest.mark.timeout(150)
@@ -106,7 +105,7 @@ def test_a_sidecar_the_server_refuses_is_one_warning(sample: Path, tmp_path: Pat
     root = tmp_path / "ds"
     shutil.copytree(sample, root)
     assert main(["index", str(root), "--json"]) == 0
-    refuse = lambda method, path, headers: 403 if path.endswith("mp4_index.npz") else None  # noqa: E731
+    refuse = lambda method, path, headers: 403 if path.endswith("mp4_index.bin") else None  # noqa: E731
     proxy = fault_proxy_factory(nginx_factory(root).url, gate=refuse)
     with pytest.warns(UserWarning) as caught:
         dataset = StreamingLeRobot(proxy.url)

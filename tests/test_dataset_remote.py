@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import gc
-import warnings
 from pathlib import Path
 
 import pytest
 from torch.utils.data import DataLoader, IterableDataset
 
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, build_entries, save_sidecar
-from lerobot_stream_loader.meta import load_meta
-from lerobot_stream_loader.mp4 import SidecarEntry, dumps_sidecar
-from lerobot_stream_loader.storage import open_reader
 from lerobot_stream_loader.testing import read_frame_index
 from tests.test_dataset import _check_items
 
@@ -75,61 +70,6 @@ def test_hub_root_with_revision(h264: Path, nginx_factory, fault_proxy_factory, 
     assert [int(x["index"]) for x in items] == list(range(dataset.meta.episode(1).from_index,
                                                           dataset.meta.episode(1).to_index))
     _check_items(h264, items, uint8=True)
-
-
-@pytest.mark.timeout(120)
-def test_sidecar_is_used_and_stale_entries_rebuilt(h264: Path, tmp_path: Path, nginx_factory) -> None:
-    import shutil
-
-    root = tmp_path / "ds"
-    shutil.copytree(h264, root)
-    meta = load_meta(root)
-    with open_reader(str(root)) as reader:
-        entries = build_entries(meta, reader, progress=False)
-    assert save_sidecar(meta, entries) == str(root / SIDECAR_PATH)
-
-    server = nginx_factory(root)
-    dataset = StreamingLeRobot(server.url, backend="http", episodes=[0], return_uint8=True)
-    before = len(server.access_log())
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        list(dataset)
-    mp4_reads = [e for e in server.access_log()[before:] if e.uri.endswith(".mp4") and e.method == "GET"]
-    n_cams = len(meta.video_keys)
-    assert len(mp4_reads) <= n_cams, "with a sidecar, only the episode spans are read from the MP4s"
-
-    first = meta.video_files[0]
-    stale = dict(entries)
-    stale[first] = SidecarEntry(entries[first].index, entries[first].size + 1)
-    (root / SIDECAR_PATH).write_bytes(dumps_sidecar(stale))
-    dataset = StreamingLeRobot(server.url, backend="http", return_uint8=True)
-    with pytest.warns(UserWarning, match="stale"):
-        items = list(dataset)
-    _check_items(root, items[:10], uint8=True)
-
-    (root / SIDECAR_PATH).write_bytes(b"not a sidecar")
-    with pytest.warns(UserWarning, match="corrupt MP4 index sidecar"):
-        assert len(list(StreamingLeRobot(root, episodes=[0]))) == meta.episode(0).length
-
-
-@pytest.mark.timeout(120)
-def test_sidecar_entry_with_another_etag_is_rebuilt(h264: Path, tmp_path: Path, nginx_factory) -> None:
-    import shutil
-
-    root = tmp_path / "ds"
-    shutil.copytree(h264, root)
-    server = nginx_factory(root)
-    meta = load_meta(server.url)
-    with open_reader(server.url) as reader:
-        entries = build_entries(meta, reader, progress=False)
-        first = meta.video_files[0]
-        assert entries[first].etag == reader.etag(first) and entries[first].etag
-    entries[first] = SidecarEntry(entries[first].index, entries[first].size, '"another-version"')
-    (root / SIDECAR_PATH).write_bytes(dumps_sidecar(entries))
-    dataset = StreamingLeRobot(server.url, backend="http", return_uint8=True)
-    with pytest.warns(UserWarning, match="stale .*another-version"):
-        items = list(dataset)
-    _check_items(root, items[:10], uint8=True)
 
 
 

@@ -86,7 +86,7 @@ def test_prepare_realigns_indexes_and_validates(make_sample, tmp_path, capsys):
     assert modes == {0o644}, "outputs get the modes the umask gives (a web server may serve them)"
     summary = json.loads(capsys.readouterr().out)
     assert summary["validation"]["ok"] and summary["validation"]["aligned"]
-    assert (out / "meta/mp4_index.npz").is_file() and summary["shuffled"] is False
+    assert (out / "meta/mp4_index.bin").is_file() and summary["shuffled"] is False
     assert main(["validate", str(out)]) == 0
     with pytest.raises(FileExistsError):
         prepare(source, out, shuffle=False)

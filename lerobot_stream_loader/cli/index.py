@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "index", help="index every MP4 of a dataset and save the sidecar",
         description="Read every MP4's sample table (range reads of its moov only) and save them in one "
-                    "file: meta/mp4_index.npz inside the dataset when writable, else a local cache.")
+                    "file: meta/mp4_index.bin inside the dataset when writable, else a local cache.")
     add_dataset_arguments(parser)
     parser.add_argument("--output", "-o", help="write the sidecar to this local path instead")
     parser.add_argument("--threads", type=positive_int, default=8, help="files indexed in parallel (default 8)")

@@ -7,15 +7,14 @@ validate is never renamed into ``output_dir`` (nor, for a URL output, uploaded).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..index_sidecar import build_entries, save_sidecar
+from ..index_sidecar import SIDECAR_PATH, build_entries, save_sidecar
 from ..meta import load_meta
 from ..storage import open_reader
 from .output import ToolError
-from .publish import is_url_output
 from .realign import realign_parquets_to_videos
 from .shuffle import shuffle_episodes
 from .validate import ValidationReport, validate
@@ -58,8 +57,6 @@ def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], 
             entries = build_entries(meta, reader, progress=progress)
         finally:
             reader.close()
-        if is_url_output(output_dir):  # the staged files' mtimes mean nothing once uploaded; sizes still guard
-            entries = {path: replace(entry, etag=None) for path, entry in entries.items()}
         save_sidecar(meta, entries)
         report: ValidationReport = validate(folder)
         if not report.ok:
@@ -82,4 +79,4 @@ def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], 
                                              staging_dir=staging_dir).to_dict()
     output = summary["output"]
     report = dict(state["validation"], root=output)
-    return PrepareResult(output, shuffle, summary, sidecar=f"{output}/meta/mp4_index.npz", validation=report)
+    return PrepareResult(output, shuffle, summary, sidecar=f"{output}/{SIDECAR_PATH}", validation=report)
