@@ -5,20 +5,23 @@
 - ``expected_depth(index, size, unit)``, ``expected_depth_image(index, size, unit)``,
   ``expected_image(index, size)``: what LeRobot returns for the depth camera, the depth image and
   the RGB image feature (``--depth-camera``, ``--image-feature``) at global frame ``index``.
-- ``read_depth_index(depth, unit)``: the global frame ``index`` drawn in a depth map.
+- ``read_depth_index(depth, unit)``, ``read_depth_codes_index(codes)``: the global frame ``index``
+  drawn in a depth map, or in the 12-bit codes of a depth video frame.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from .features.depth import METRE, MM_PER_METRE, convert_image_unit
+from .features.depth import METRE, MM_PER_METRE, DepthQuantization, convert_image_unit
 from .sample.depth import FAR_M, NEAR_M, QUANTIZATION, depth_codes, depth_millimetres
 from .sample.images import image_renderer
 from .sample.pattern import action_matrix, read_index_from_luma, state_matrix
+
+if TYPE_CHECKING:
+    import torch
 
 
 def read_frame_index(frame: Any, *, strict: bool = True) -> int:
@@ -64,18 +67,24 @@ def expected_action(index: int, dim: int) -> np.ndarray:
 def expected_depth(index: int, size: tuple[int, int], unit: str = "mm") -> torch.Tensor:
     """float32 (1, H, W) depth of the sample depth camera at ``index`` (``size`` = (width, height)),
     dequantized from the 12-bit codes it stores as LeRobot does, in ``unit``."""
+    import torch
+
     codes = torch.from_numpy(depth_codes(index, *size)[None, None].astype(np.int32))
     return QUANTIZATION.dequantize(codes, unit)[0]
 
 
 def expected_depth_image(index: int, size: tuple[int, int], unit: str = "mm") -> torch.Tensor:
     """float32 (1, H, W) depth of the sample depth image feature at ``index`` (recorded in mm), in ``unit``."""
+    import torch
+
     raw = torch.from_numpy(depth_millimetres(index, *size).astype(np.float32))[None]
     return convert_image_unit(raw, "mm", unit)
 
 
 def expected_image(index: int, size: tuple[int, int]) -> torch.Tensor:
     """float32 (3, H, W) in [0, 1] of the sample RGB image feature at ``index``."""
+    import torch
+
     pixels = torch.from_numpy(image_renderer(*size).render(index)).permute(2, 0, 1).contiguous()
     return pixels.to(torch.float32).div(255)
 
@@ -87,6 +96,12 @@ def read_depth_index(depth: Any, unit: str = "mm") -> int:
     metres = array if unit == METRE else array / MM_PER_METRE
     threshold = (NEAR_M + FAR_M) / 2
     return read_index_from_luma((metres < threshold).astype(np.float64))
+
+
+def read_depth_codes_index(codes: np.ndarray, quantization: DepthQuantization = QUANTIZATION) -> int:
+    """The global frame index drawn in a sample depth video frame given as its 12-bit codes (H, W)."""
+    threshold = quantization.quantize(np.array([(NEAR_M + FAR_M) / 2], np.float32))[0]
+    return read_index_from_luma((np.asarray(codes) < threshold).astype(np.float64))
 
 
 def _to_numpy(frame: Any) -> np.ndarray:

@@ -223,3 +223,20 @@ def test_depth_decoder_random_access_matches_the_codes_written():
             assert np.array_equal(codes[k, 0].numpy(), depth_codes(first + position, *SIZE))
     with pytest.raises(FrameMismatchError, match="outside"):
         decoder.frames(np.array([length]))
+
+
+def test_realign_and_validate_keep_depth_and_images(root, tmp_path, capsys):
+    out = tmp_path / "realigned"
+    assert cli_main(["realign", str(root), str(out)]) == 0
+    assert cli_main(["validate", str(out)]) == 0
+    for item in _items(out, episodes=[1, 2]):
+        index = int(item["index"])
+        assert torch.equal(item[DEPTH], expected_depth(index, SIZE))
+        assert torch.equal(item[STILL], expected_image(index, SIZE))
+        assert torch.equal(item[DEPTH_IMAGE], expected_depth_image(index, SIZE))
+    copy = _copy(root, tmp_path)
+    _edit_info(copy, lambda f: f["observation.images.cam0"].setdefault("info", {}).update(is_depth_map=True))
+    capsys.readouterr()
+    assert cli_main(["validate", str(copy)]) == 1
+    printed = capsys.readouterr()
+    assert "observation.images.cam0: depth video decodes to yuv420p, not 12-bit grey" in printed.out + printed.err

@@ -30,6 +30,7 @@ DEPTH_UNITS = (METRE, MILLIMETRE)
 DEFAULT_DEPTH_UNIT = MILLIMETRE
 MM_PER_METRE = 1000.0
 DEPTH_QMAX = (1 << 12) - 1
+GRAY12_FORMATS = ("gray12le", "gray12be")  # pixel formats whose planes are the codes themselves
 _UINT16_MAX = 65535
 
 DEFAULT_DEPTH_MIN = 0.01

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import DatasetFormatError, FrameMismatchError
+from .depth import GRAY12_FORMATS
 
-GRAY12_FORMATS = ("gray12le", "gray12be")
 _PTS_SLACK_S = 1e-3
 _FORWARD_FRAMES = 32  # decode on instead of seeking when the next frame wanted is this close ahead
 

@@ -81,7 +81,8 @@ class EpisodeRows:
             self._files.move_to_end(path)
             return hit
         handle = pq.ParquetFile(self.files.fs.open(self.files.url(path), "rb"))
-        column = handle.schema_arrow.get_field_index("episode_index")
+        schema = handle.metadata.schema  # leaf columns: a struct (an image feature) holds several
+        column = next((i for i in range(len(schema)) if schema.column(i).path == "episode_index"), -1)
         if column < 0:
             raise DatasetFormatError(f"{self.files.root}/{path}: no 'episode_index' column")
         ranges = []

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ..errors import DatasetFormatError, RangeNotSupported
+from ..features.depth import GRAY12_FORMATS, DepthQuantization, is_depth_feature
 from ..meta import INFO_PATH, DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4FormatError, synthesize_mp4
 from ..sample.tables import SAMPLE_PATTERN, SAMPLE_PATTERN_KEY
@@ -190,10 +191,15 @@ def _check_frame(meta: DatasetMeta, videos: VideoSource, key: str, episode: Epis
                 break
         else:
             raise ValueError(f"no decoded frame within {TOLERANCE_S} s of t={wanted:.6f} s")
+    feature = meta.features[key]
+    if is_depth_feature(feature) and frame.format.name not in GRAY12_FORMATS:
+        raise DatasetFormatError(f"depth video decodes to {frame.format.name}, not 12-bit grey "
+                                 f"({'/'.join(GRAY12_FORMATS)}): its depth cannot be dequantized exactly")
     if check_pattern and entry is not None and "state" in entry:
-        from ..testing import expected_state, read_frame_index
+        from ..testing import expected_state, read_depth_codes_index, read_frame_index
 
-        shown = read_frame_index(frame.to_ndarray(format="rgb24"))
+        shown = (read_depth_codes_index(frame.to_ndarray(format="gray12le"), DepthQuantization.from_feature(key, feature))
+                 if is_depth_feature(feature) else read_frame_index(frame.to_ndarray(format="rgb24")))
         state = entry["state"][position]
         if not np.allclose(expected_state(shown, len(state)), state, atol=1e-6):
             raise ValueError(f"the frame shows pattern index {shown}, which does not match the row's "
