@@ -12,12 +12,17 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .errors import DatasetFormatError, FetchError, StreamLoaderError
+from .decode import match_frames
+from .errors import DatasetFormatError, FetchError, FrameMismatchError, StreamLoaderError
 from .file_indexes import FileIndexes
 from .meta import DatasetMeta, EpisodeMeta
-from .mp4 import Mp4FormatError, synthesize_mp4
+from .mp4 import Mp4FormatError, Mp4Index, Span, synthesize_mp4
 from .parquet_ranges import read_episode_rows
 from .storage import RangeReader
+from .windows import DEFAULT_TOLERANCE_S
+
+# Frames read past an episode's to_timestamp, which some converters write a frame or two short.
+READ_AHEAD_FRAMES = 2
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,9 @@ class EpisodeAssembler:
     """``assembler(episode_index) -> EpisodeData`` for one dataset (thread-safe; no state of its own)."""
 
     def __init__(self, meta: DatasetMeta, reader: RangeReader, *, indexes: FileIndexes | None = None,
-                 columns: list[str] | None = None) -> None:
+                 columns: list[str] | None = None, tolerance_s: float = DEFAULT_TOLERANCE_S) -> None:
         self.meta = meta
+        self.tolerance_s = tolerance_s
         self.reader = reader
         self.indexes = indexes or FileIndexes(reader, root=meta.root)
         self.columns = columns
@@ -62,39 +68,84 @@ class EpisodeAssembler:
             raise type(exc)(f"{where}: data file {episode.data_path}: {exc}") from exc
         row_groups = footer.row_groups_for(episode_index)
         requests = [(episode.data_path, *footer.ranges[rg]) for rg in row_groups]
-        spans = {}
-        for key, video in episode.videos.items():
-            try:
-                index = self.indexes.mp4(video.path)
-                span = index.span(video.from_timestamp, video.to_timestamp)
-            except FetchError as exc:  # storage trouble stays a FetchError (FileNotFoundError when gone)
-                raise type(exc)(f"{where}, camera {key}: {video.path}: {exc}") from exc
-            except (StreamLoaderError, Mp4FormatError, ValueError) as exc:
-                raise DatasetFormatError(f"{where}, camera {key}: {video.path}: {exc}") from exc
-            spans[key] = (index, span)
-            requests.append((video.path, span.byte_offset, span.byte_length))
-        try:
-            blobs = self.reader.read_many(requests)
-        except FetchError as exc:
-            ranges = ", ".join(f"{p} [{o}, {o + n})" for p, o, n in requests)
-            raise FetchError(f"{where}: fetching {ranges} failed: {exc}") from exc
+        margin = READ_AHEAD_FRAMES / self.meta.fps
+        spans = {key: self._span(where, key, video.path, video.from_timestamp, video.to_timestamp + margin)
+                 for key, video in episode.videos.items()}
+        requests += [(episode.videos[key].path, span.byte_offset, span.byte_length)
+                     for key, (_, span) in spans.items()]
+        blobs = self._read(where, requests)
         rows = read_episode_rows(footer, dict(zip(row_groups, blobs, strict=False)), episode_index)
         if rows.num_rows != episode.length:
             raise DatasetFormatError(
                 f"{where}: {episode.data_path} holds {rows.num_rows} rows of the episode, the episodes table "
                 f"says {episode.length}")
         _check_row_positions(rows, episode, where)
+        payloads = dict(zip(spans, blobs[len(row_groups):], strict=True))
+        self._cover_row_times(where, episode, rows, spans, payloads)
         if self.columns is not None:
             rows = rows.select([c for c in self.columns if c in rows.column_names])
         videos = {}
-        for (key, (index, span)), blob in zip(spans.items(), blobs[len(row_groups):], strict=True):
+        for key, (index, span) in spans.items():
             path = episode.videos[key].path
-            mini = synthesize_mp4(index, span, blob)
+            mini = synthesize_mp4(index, span, payloads[key])
             presented = np.sort(index.pts[span.sample_lo:span.sample_hi]) / index.timescale
             videos[key] = EpisodeVideo(key, path, mini, presented, span.time_offset,
                                        (span.byte_offset, span.byte_offset + span.byte_length))
         nbytes = rows.nbytes + sum(len(v.mini_mp4) for v in videos.values())
         return EpisodeData(episode, rows, videos, nbytes)
+
+    def _span(self, where: str, key: str, path: str, from_ts: float, to_ts: float) -> tuple[Mp4Index, Span]:
+        try:
+            index = self.indexes.mp4(path)
+            return index, index.span(from_ts, to_ts)
+        except FetchError as exc:  # storage trouble stays a FetchError (FileNotFoundError when gone)
+            raise type(exc)(f"{where}, camera {key}: {path}: {exc}") from exc
+        except (StreamLoaderError, Mp4FormatError, ValueError) as exc:
+            raise DatasetFormatError(f"{where}, camera {key}: {path}: {exc}") from exc
+
+    def _read(self, where: str, requests: list[tuple[str, int, int]]) -> list[bytes]:
+        try:
+            return self.reader.read_many(requests)
+        except FetchError as exc:
+            ranges = ", ".join(f"{p} [{o}, {o + n})" for p, o, n in requests)
+            raise FetchError(f"{where}: fetching {ranges} failed: {exc}") from exc
+
+    def _cover_row_times(self, where: str, episode: EpisodeMeta, rows: pa.Table,
+                         spans: dict[str, tuple[Mp4Index, Span]], payloads: dict[str, bytes]) -> None:
+        """Widen (and fetch again) the span of any camera whose fetched frames miss a time the rows need.
+
+        A row needs the frame at ``from_timestamp + timestamp``, as LeRobot decodes it; windows only
+        reach other rows of the episode. ``to_timestamp`` is not trusted to end after the last frame
+        (converters write it a frame short): the first fetch reads ``READ_AHEAD_FRAMES`` beyond it,
+        and a camera still short is fetched again over the times the rows give. A time with no frame
+        within ``tolerance_s`` even then is left for the frame matcher to refuse.
+        """
+        if "timestamp" not in rows.column_names or not spans:
+            return
+        times = np.asarray(rows.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.float32)
+        wider = {}
+        for key, (index, span) in spans.items():
+            video = episode.videos[key]
+            needed = video.from_timestamp + times.astype(np.float64)
+            presented = np.sort(index.pts[span.sample_lo:span.sample_hi]) / index.timescale
+            try:
+                match_frames(presented, needed, self.tolerance_s, where)
+                continue
+            except FrameMismatchError:
+                pass
+            lo = min(video.from_timestamp, float(needed.min()) - self.tolerance_s)
+            hi = max(video.to_timestamp, float(needed.max())) + max(2 * self.tolerance_s, 0.5 / self.meta.fps)
+            try:
+                grown = self._span(where, key, video.path, max(lo, 0.0), hi)
+            except DatasetFormatError:
+                continue  # no frame there at all: the frame matcher names the missing time
+            if (grown[1].byte_offset, grown[1].byte_length) != (span.byte_offset, span.byte_length):
+                wider[key] = grown
+        if wider:
+            blobs = self._read(where, [(episode.videos[k].path, s.byte_offset, s.byte_length)
+                                       for k, (_, s) in wider.items()])
+            spans.update(wider)
+            payloads.update(zip(wider, blobs, strict=True))
 
 
 def _check_row_positions(rows: pa.Table, episode: EpisodeMeta, where: str) -> None:

@@ -20,6 +20,7 @@ from .episode_assembly import EpisodeAssembler, EpisodeData, EpisodeVideo
 from .file_indexes import FileIndexes
 from .meta import DatasetMeta
 from .storage import RangeReader
+from .windows import DEFAULT_TOLERANCE_S
 
 __all__ = ["DEFAULT_BUDGET_BYTES", "CacheStats", "EpisodeCache", "EpisodeData", "EpisodeVideo", "FetchCache"]
 
@@ -196,8 +197,9 @@ class EpisodeCache(FetchCache):
         prefetch_depth: int = 4,
         threads: int = 4,
         columns: list[str] | None = None,
+        tolerance_s: float = DEFAULT_TOLERANCE_S,
     ) -> None:
-        self.assembler = EpisodeAssembler(meta, reader, indexes=indexes, columns=columns)
+        self.assembler = EpisodeAssembler(meta, reader, indexes=indexes, columns=columns, tolerance_s=tolerance_s)
         self.meta = meta
         super().__init__(self.assembler, budget_bytes=budget_bytes, prefetch_depth=prefetch_depth,
                          threads=threads)

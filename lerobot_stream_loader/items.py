@@ -7,6 +7,7 @@ and ``delta_timestamps`` keys hold stacked windows with ``<key>_is_pad``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +25,51 @@ from .meta import DatasetMeta
 from .windows import DeltaWindows, pad_key
 
 
+def _is_json(kind: pa.DataType) -> bool:
+    return isinstance(kind, pa.BaseExtensionType) and kind.extension_name == "arrow.json" \
+        or type(kind).__name__ == "JsonType"
+
+
+def _nested(kind: pa.DataType) -> list[pa.DataType]:
+    if pa.types.is_struct(kind):
+        return [kind.field(i).type for i in range(kind.num_fields)]
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return [kind.value_type]
+    return []
+
+
+def _holds(kind: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
+    return test(kind) or any(_holds(inner, test) for inner in _nested(kind))
+
+
+def _parse_json(value: Any, kind: pa.DataType) -> Any:
+    """``value`` (from ``to_pylist``) with its JSON strings parsed, as HF ``datasets.Json`` decodes them."""
+    if value is None:
+        return None
+    if _is_json(kind):
+        return json.loads(value)
+    if pa.types.is_struct(kind):
+        return {kind.field(i).name: _parse_json(value[kind.field(i).name], kind.field(i).type)
+                for i in range(kind.num_fields)}
+    if _nested(kind):
+        return [_parse_json(v, kind.value_type) for v in value]
+    return value
+
+
+def _python_values(column: pa.ChunkedArray) -> list[Any]:
+    """Rows of a column LeRobot returns as Python values (strings, language structs), one per frame."""
+    values = column.to_pylist()
+    if _holds(column.type, _is_json):
+        values = [_parse_json(v, column.type) for v in values]
+    return values
+
+
 def _column_tensor(column: pa.ChunkedArray, name: str, where: str) -> torch.Tensor | list[Any]:
-    """One parquet column as a tensor with a leading frame axis (strings stay a Python list)."""
+    """One parquet column as a tensor with a leading frame axis; strings and structs (language columns)
+    stay Python values, as LeRobot returns them."""
     kind = column.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return column.to_pylist()
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or _holds(kind, pa.types.is_struct):
+        return _python_values(column)
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     shape: list[int] = []
     while pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type) \

@@ -113,7 +113,8 @@ class WorkerStream:
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else EpisodeCache(
             resources.meta, resources.reader, indexes=resources.indexes, budget_bytes=resources.cache_bytes,
-            prefetch_depth=resources.prefetch_episodes, threads=resources.fetch_threads)
+            prefetch_depth=resources.prefetch_episodes, threads=resources.fetch_threads,
+            tolerance_s=builder.tolerance_s)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         plan, cache, builder = self.plan, self.cache, self.builder

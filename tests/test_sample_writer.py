@@ -306,8 +306,9 @@ def test_out_folder_handling(tmp_path):
     ("options", "message"),
     [
         ({"size": (32, 32)}, "at least 64x48"),
-        ({"bframes": True}, "h264 and hevc only"),
-        ({"codec": "vp9"}, "codec must be one of"),
+        ({"bframes": True}, "h264, hevc and mpeg4 only"),
+        ({"codec": "theora"}, "codec must be one of"),
+        ({"to_timestamp_short": True, "frames_per_episode": (1, 3)}, "2 frames or more"),
         ({"frames_per_episode": (5, 2)}, "MIN <= MAX"),
         ({"episodes": 3, "frames_per_episode": (30000, 30000)}, "16-bit"),
     ],

@@ -73,6 +73,9 @@ class SampleOptions:
     action_dim: int = 6
     depth_camera: bool = False
     image_features: tuple[str, ...] = ()
+    single_row_group: bool = False
+    to_timestamp_short: bool = False
+    extra_columns: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the first option that is out of range."""
@@ -88,7 +91,8 @@ class SampleOptions:
             (1 <= low <= high, f"frames_per_episode must be 1 <= MIN <= MAX, got {low}:{high}"),
             (self.codec in ENCODERS, f"codec must be one of {sorted(ENCODERS)}, got {self.codec!r}"),
             (self.gop >= 1, f"gop must be >= 1, got {self.gop}"),
-            (not (self.bframes and self.codec == "av1"), "bframes applies to h264 and hevc only"),
+            (not (self.bframes and self.codec in ("av1", "vp9")), "bframes applies to h264, hevc and mpeg4 only"),
+            (not (self.to_timestamp_short and low < 2), "to_timestamp_short needs episodes of 2 frames or more"),
             (self.episodes_per_video_file >= 1,
              f"episodes_per_video_file must be >= 1, got {self.episodes_per_video_file}"),
             (self.episodes_per_data_file >= 1,

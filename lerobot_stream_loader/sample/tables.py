@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .extra_columns import extra_arrays, extra_features, extra_fields, numeric_extra_columns
 from .images import IMAGE_TYPE, image_column, image_feature, image_key, image_pixels
 from .layout import (
     CHUNKS_SIZE,
@@ -45,6 +46,8 @@ def features(options: SampleOptions, video_infos: dict[str, dict]) -> dict[str, 
             "names": [f"motor_{j}" for j in range(options.state_dim)],
         },
     }
+    if options.extra_columns:
+        result.update(extra_features())
     for camera in range(video_cameras(options)):
         key = video_key(options, camera)
         result[key] = {
@@ -62,12 +65,13 @@ def features(options: SampleOptions, video_infos: dict[str, dict]) -> dict[str, 
 
 
 def episode_columns(plan: EpisodePlan, options: SampleOptions) -> dict[str, np.ndarray]:
-    """The per-frame columns of one episode (the rows of the data parquet)."""
+    """The per-frame numeric columns of one episode (the rows of the data parquet that get statistics)."""
     frame_index = np.arange(plan.length, dtype=np.int64)
     index = plan.from_index + frame_index
     return {
         "action": action_matrix(index, options.action_dim),
         "observation.state": state_matrix(index, options.state_dim),
+        **(numeric_extra_columns(index) if options.extra_columns else {}),
         "timestamp": (frame_index / options.fps).astype(np.float32),
         "frame_index": frame_index,
         "episode_index": np.full(plan.length, plan.index, dtype=np.int64),
@@ -82,17 +86,19 @@ def _data_schema(options: SampleOptions) -> pa.Schema:
             ("action", pa.list_(pa.float32(), options.action_dim)),
             ("observation.state", pa.list_(pa.float32(), options.state_dim)),
             *[(image_key(kind), IMAGE_TYPE) for kind in options.image_features],
+            *(extra_fields() if options.extra_columns else []),
             ("timestamp", pa.float32()),
             *[(name, pa.int64()) for name in _INT_COLUMNS],
         ]
     )
 
 
-def _episode_table(columns: dict[str, np.ndarray], images: dict[str, pa.Array], schema: pa.Schema) -> pa.Table:
+def _episode_table(columns: dict[str, np.ndarray], given: dict[str, pa.Array], schema: pa.Schema) -> pa.Table:
+    """One episode's rows; ``given`` holds ready Arrow arrays (images, extra columns) by column name."""
     arrays = []
     for field in schema:
-        if field.name in images:
-            arrays.append(images[field.name])
+        if field.name in given:
+            arrays.append(given[field.name])
             continue
         values = columns[field.name]
         if values.ndim == 2:
@@ -104,31 +110,36 @@ def _episode_table(columns: dict[str, np.ndarray], images: dict[str, pa.Array], 
 
 
 def write_data_files(root: Path, plans: list[EpisodePlan], options: SampleOptions) -> dict[int, Stats]:
-    """Write data/*.parquet (one row group per episode); return each episode's column statistics."""
+    """Write data/*.parquet (one row group per episode, or per file with ``single_row_group``); return
+    each episode's column statistics."""
     schema = _data_schema(options)
     stats: dict[int, Stats] = {}
-    writer: pq.ParquetWriter | None = None
-    current = -1
-    try:
-        for plan in plans:
-            if plan.data_file != current:
-                if writer is not None:
-                    writer.close()
-                chunk, file = file_location(plan.data_file)
-                path = root / DATA_PATH.format(chunk_index=chunk, file_index=file)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=True)
-                current = plan.data_file
-            columns = episode_columns(plan, options)
-            images = {image_key(kind): image_column(kind, columns["index"], *options.size)
-                      for kind in options.image_features}
-            writer.write_table(_episode_table(columns, images, schema), row_group_size=plan.length)
-            stats[plan.index] = {name: vector_stats(values) for name, values in columns.items()}
-            stats[plan.index].update({image_key(kind): _image_feature_stats(kind, plan, options)
-                                      for kind in options.image_features})
-    finally:
-        if writer is not None:
-            writer.close()
+    files: dict[int, list[EpisodePlan]] = {}
+    for plan in plans:
+        files.setdefault(plan.data_file, []).append(plan)
+    for number, members in files.items():
+        chunk, file = file_location(number)
+        path = root / DATA_PATH.format(chunk_index=chunk, file_index=file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tables = []
+        with pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=True) as writer:
+            for plan in members:
+                columns = episode_columns(plan, options)
+                given = {image_key(kind): image_column(kind, columns["index"], *options.size)
+                         for kind in options.image_features}
+                if options.extra_columns:
+                    given.update(extra_arrays(columns["index"], columns["frame_index"], task_text(plan.task_index)))
+                stats[plan.index] = {name: vector_stats(values) for name, values in columns.items()}
+                stats[plan.index].update({image_key(kind): _image_feature_stats(kind, plan, options)
+                                          for kind in options.image_features})
+                table = _episode_table(columns, given, schema)
+                if options.single_row_group:
+                    tables.append(table)
+                else:
+                    writer.write_table(table, row_group_size=table.num_rows)
+            if tables:
+                table = pa.concat_tables(tables)
+                writer.write_table(table, row_group_size=table.num_rows)
     return stats
 
 

@@ -27,7 +27,7 @@ _log = logging.getLogger(__name__)
 # SVT-AV1 prints its configuration banner on stderr unless told otherwise (1 = errors only).
 os.environ.setdefault("SVT_LOG", "1")
 
-ENCODERS = {"av1": "libsvtav1", "h264": "libx264", "hevc": "libx265"}
+ENCODERS = {"av1": "libsvtav1", "h264": "libx264", "hevc": "libx265", "mpeg4": "mpeg4", "vp9": "libvpx-vp9"}
 
 # AV1 presets tried in turn when preset 12 loses the index pattern of a frame. The sequence header
 # (the MP4 sample entry) does not depend on the preset, so such episodes still concatenate by stream
@@ -71,6 +71,10 @@ class VideoSettings:
         options = {"g": str(self.gop)}
         if self.codec == "av1":
             options.update(crf="30", preset=_AV1_PRESETS[attempt])
+        elif self.codec == "mpeg4":  # MPEG-4 Part 2 ('mp4v'), as some converters write
+            options.update(qmin="2", qmax="4", bf="2" if self.bframes else "0")
+        elif self.codec == "vp9":
+            options.update(crf="30", b="0", deadline="realtime", **{"cpu-used": "8"})
         elif self.codec == "h264":
             options["crf"] = "30"
             if not self.bframes:

@@ -59,6 +59,9 @@ def write_sample_dataset(
     action_dim: int = 6,
     depth_camera: bool = False,
     image_features: tuple[str, ...] | list[str] = (),
+    single_row_group: bool = False,
+    to_timestamp_short: bool = False,
+    extra_columns: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Path:
@@ -76,6 +79,11 @@ def write_sample_dataset(
     The dataset is built in a folder beside ``out`` and renamed into place at the end; a non-empty
     ``out`` is refused unless ``overwrite``. ``progress(n)`` is called as each camera-episode of
     ``n`` frames is encoded (from worker threads, one call at a time).
+
+    Layouts other writers make: ``single_row_group`` writes each data file as one row group holding
+    all its episodes; ``to_timestamp_short`` declares every ``to_timestamp`` one frame short
+    (``from_timestamp + (length - 1) / fps``, as some converters do); ``extra_columns`` adds float64,
+    int32, bool, string, ``list<double>`` and language columns (see ``sample.extra_columns``).
     """
     options = SampleOptions(
         episodes=episodes, cameras=cameras, fps=fps, size=(int(size[0]), int(size[1])),
@@ -84,6 +92,7 @@ def write_sample_dataset(
         stagger_cameras=stagger_cameras, episodes_per_data_file=episodes_per_data_file,
         faststart=faststart, tasks=tasks, seed=seed, state_dim=state_dim, action_dim=action_dim,
         depth_camera=depth_camera, image_features=tuple(image_features),
+        single_row_group=single_row_group, to_timestamp_short=to_timestamp_short, extra_columns=extra_columns,
     )
     options.validate()
     target = Path(out)
@@ -122,6 +131,9 @@ def _write_all(
     root: Path, options: SampleOptions, plans: list[EpisodePlan], progress: Progress | None
 ) -> None:
     spans, video_stats = _write_videos(root, options, plans, progress)
+    if options.to_timestamp_short:
+        spans = {(camera, episode): (lo, lo + (plans[episode].length - 1) / options.fps)
+                 for (camera, episode), (lo, _) in spans.items()}
     stats = write_data_files(root, plans, options)
     for (camera, episode), camera_stats in video_stats.items():
         stats[episode][video_key(options, camera)] = camera_stats
@@ -131,7 +143,7 @@ def _write_all(
         key = video_key(options, options.cameras)
         infos[key] = depth_video_info(infos[key], options.gop)
     feats = features(options, infos)
-    order = list(feats)
+    order = [name for name, feature in feats.items() if feature["dtype"] not in ("string", "language")]
     task_count = len({plan.task_index for plan in plans})
     write_episodes_table(root, plans, options, spans, stats, order)
     write_tasks(root, task_count)
