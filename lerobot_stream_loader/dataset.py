@@ -20,15 +20,17 @@ from torch.utils.data import IterableDataset
 
 from .decode import DecoderLRU
 from .episode_cache import DEFAULT_BUDGET_BYTES
+from .episode_files import check_episode_files
 from .features.depth import (
     DEFAULT_DEPTH_UNIT,
     check_depth_features,
     check_unit,
     is_depth_feature,
-    rescale_depth_stats,
 )
 from .items import ItemBuilder
 from .meta import DatasetMeta, load_meta
+from .meta_view import LeRobotMeta
+from .paths import is_local
 from .plan import PlanEpisodes, group_episodes, plan_shard, samples_per_rank
 from .plan_state import PlanState, fingerprint
 from .ranks import resolve_rank, resolve_worker
@@ -45,9 +47,10 @@ MIN_AUTO_BUFFER, MAX_AUTO_BUFFER = 32, 4096
 
 
 def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], int], *,
-                   sampled_files: int = 8) -> int:
-    """Resident episodes that fit in 3/4 of the byte budget, from the bytes per frame of a few MP4s."""
-    episode_bytes = mean_episode_bytes(meta, size, sampled_files=sampled_files)
+                   sampled_files: int = 8, episodes: Sequence[int] | None = None) -> int:
+    """Resident episodes that fit in 3/4 of the byte budget, from the bytes per frame of a few MP4s
+    (of ``episodes`` when given: a local copy may hold only their files)."""
+    episode_bytes = mean_episode_bytes(meta, size, sampled_files=sampled_files, episodes=episodes)
     if not episode_bytes:
         return MAX_AUTO_POOL
     return int(min(MAX_AUTO_POOL, max(MIN_AUTO_POOL, 0.75 * cache_bytes // max(1.0, episode_bytes))))
@@ -81,9 +84,11 @@ def auto_shuffle_buffer(meta: DatasetMeta, image_size: tuple[int, int] | None = 
     return int(min(MAX_AUTO_BUFFER, max(MIN_AUTO_BUFFER, DECODED_BYTES // max(1, sample))))
 
 
-def mean_episode_bytes(meta: DatasetMeta, size: Callable[[str], int], *, sampled_files: int = 8) -> float:
-    """Video bytes of an average episode (all cameras), from the bytes per frame of a few MP4s; 0 without video."""
-    table = meta.episode_table
+def mean_episode_bytes(meta: DatasetMeta, size: Callable[[str], int], *, sampled_files: int = 8,
+                       episodes: Sequence[int] | None = None) -> float:
+    """Video bytes of an average episode (all cameras), from the bytes per frame of a few MP4s (of
+    ``episodes`` when given: a local copy may hold only their files); 0 without video."""
+    table = meta.episode_table if episodes is None else meta.episode_table.take(list(episodes))
     if not meta.video_keys:
         return 0.0
     key = meta.video_keys[0]
@@ -191,11 +196,15 @@ class StreamingLeRobot(IterableDataset):
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
-        self.meta = load_meta(source, revision=revision, storage_options=storage_options, backend=backend,
-                              reader_options=reader_options, cache_dir=cache_dir)
+        self.meta = LeRobotMeta(load_meta(source, revision=revision, storage_options=storage_options,
+                                          backend=backend, reader_options=reader_options, cache_dir=cache_dir,
+                                          check_files=False))
         self.episodes = self._select(episodes)
         self.rename = KeyRenamer(rename, self.meta.features, where=self.meta.root)
         delta_timestamps = stored_names(self.rename, delta_timestamps)
+        if is_local(self.meta.root):  # only the selected episodes' files must be there
+            check_episode_files(self.meta.source, self.episodes,
+                                lambda path: os.path.isfile(os.path.join(self.meta.root, path)))
         self.windows = (DeltaWindows(delta_timestamps, fps=self.meta.fps, features=self.meta.features,
                                      tolerance_s=tolerance_s) if delta_timestamps else None)
         if (rank is None) != (world_size is None):
@@ -209,7 +218,7 @@ class StreamingLeRobot(IterableDataset):
                              "must be >= 1")
         self.depth_output_unit = check_unit(depth_output_unit)
         check_depth_features(self.meta.root, self.meta.features)
-        self.meta.stats = rescale_depth_stats(self.meta.stats, self.meta.features, self.depth_output_unit)
+        self.meta.rescale_depth_stats(self.depth_output_unit)
         self.image_transforms = image_transforms
         self.image_size = check_image_size(image_size, self.meta)
         self.return_uint8 = return_uint8
@@ -224,7 +233,7 @@ class StreamingLeRobot(IterableDataset):
         elif pool_size is None:
             with open_root_reader(self.meta.root, backend=backend, storage_options=storage_options,
                                   reader_options=reader_options) as reader:
-                pool_size = auto_pool_size(self.meta, cache_bytes, reader.size)
+                pool_size = auto_pool_size(self.meta.source, cache_bytes, reader.size, episodes=self.episodes)
         self.pool_size = pool_size
         self.shuffle_buffer = shuffle_buffer or auto_shuffle_buffer(self.meta, self.image_size)
         if decoders is None:
@@ -253,6 +262,26 @@ class StreamingLeRobot(IterableDataset):
         if not len(chosen):
             raise ValueError("episodes=[] selects nothing")
         return chosen
+
+    # -- what LeRobotDataset offers beside meta ---------------------------------------------------------
+    @property
+    def features(self) -> dict[str, dict[str, Any]]:
+        """The features of info.json (``meta.features``)."""
+        return self.meta.features
+
+    @property
+    def fps(self) -> int:
+        return self.meta.fps
+
+    @property
+    def num_episodes(self) -> int:
+        """Episodes selected (all of them without ``episodes=``)."""
+        return len(self.episodes)
+
+    @property
+    def num_frames(self) -> int:
+        """Frames of the selected episodes (LeRobot's ``num_frames``; ``len()`` is the per-rank count)."""
+        return int(sum(ep.length for ep in self._plan_episodes))
 
     # -- epochs, length and state ------------------------------------------------------------------
     @property
@@ -328,12 +357,12 @@ class StreamingLeRobot(IterableDataset):
     def _worker_resources(self) -> WorkerResources:
         """Reader and file indexes of this process, kept across epochs (never shared across processes)."""
         if self._resources is None or self._resources.pid != os.getpid():
-            self._resources = WorkerResources.open(self.meta, **self.settings)
+            self._resources = WorkerResources.open(self.meta.source, **self.settings)
         return self._resources
 
     def _builder(self, decoders: DecoderLRU | None = None) -> ItemBuilder:
         """Items with this dataset's options, stored key names (a mixture passes its own decoder LRU)."""
-        return ItemBuilder(self.meta, windows=self.windows, tolerance_s=self.tolerance_s,
+        return ItemBuilder(self.meta.source, windows=self.windows, tolerance_s=self.tolerance_s,
                            return_uint8=self.return_uint8, image_transforms=self.image_transforms,
                            decoders=decoders or DecoderLRU(self.decoders),
                            depth_output_unit=self.depth_output_unit, image_size=self.image_size)

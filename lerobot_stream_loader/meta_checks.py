@@ -11,6 +11,7 @@ from .errors import DatasetFormatError
 from .paths import PathEscapeError, check_relative
 
 SUPPORTED_VERSIONS = ("v3.0",)
+SUPPORTED_STORAGE = ("parquet",)
 _INT_KEYS = ("fps", "total_episodes", "total_frames")
 _REQUIRED_EPISODE_COLUMNS = ("episode_index", "length", "data/chunk_index", "data/file_index",
                              "dataset_from_index", "dataset_to_index")
@@ -33,6 +34,11 @@ def check_info(info: dict[str, Any], where: str) -> None:
                     "--push-to-hub=false] (LeRobot >= 0.4; a v2.0 dataset needs its v2.0 -> v2.1 step first)")
         raise _fail(where, "codebase_version",
                     f"{version!r} is not supported (expected one of {', '.join(SUPPORTED_VERSIONS)}){hint}")
+    storage = info.get("storage_format", "parquet")
+    if storage not in SUPPORTED_STORAGE:
+        raise _fail(where, "storage_format",
+                    f"{storage!r} is not supported: this reader reads data files stored as "
+                    f"{', '.join(SUPPORTED_STORAGE)} (LeRobot v3.0's layout)")
     for key in (*_INT_KEYS, "features", "data_path"):
         if key not in info:
             raise _fail(where, key, "missing")

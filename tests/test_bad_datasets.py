@@ -133,8 +133,10 @@ def test_missing_episodes_file(copy: Path) -> None:
 
 def test_missing_data_file_is_named_at_construction(copy: Path) -> None:
     (copy / "data/chunk-000/file-001.parquet").unlink()
-    with pytest.raises(DatasetFormatError, match=r"missing, first: data/chunk-000/file-001.parquet"):
+    with pytest.raises(DatasetFormatError,
+                       match=r"missing: data/chunk-000/file-001.parquet \(needed by episodes \[2, 3\]\)"):
         StreamingLeRobot(copy)
+    assert len(list(StreamingLeRobot(copy, episodes=[0, 1]))) > 0  # the other episodes' files are all there
 
 
 EPISODE_CASES = {
