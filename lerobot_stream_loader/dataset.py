@@ -281,7 +281,7 @@ class StreamingLeRobot(IterableDataset):
     @property
     def num_frames(self) -> int:
         """Frames of the selected episodes (LeRobot's ``num_frames``; ``len()`` is the per-rank count)."""
-        return int(sum(ep.length for ep in self._plan_episodes))
+        return int(self._plan_episodes.length.sum())
 
     # -- epochs, length and state ------------------------------------------------------------------
     @property
