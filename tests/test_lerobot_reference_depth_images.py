@@ -1,8 +1,8 @@
 """Depth and image features item for item against LeRobot 0.6.1 itself (optional).
 
-Runs ``scripts/check_against_lerobot.py`` in the LeRobot reference environment named by the
-``LEROBOT_REFERENCE_VENV`` environment variable (a virtual environment where ``lerobot`` 0.6.1
-imports, as ``shared/tools/lerobot-venv.sh`` builds it); skipped with a message when it is absent.
+Runs ``scripts/check_against_lerobot.py`` in the LeRobot reference environment
+(``LEROBOT_REFERENCE_VENV``, default ``.lerobot-venv`` at the repository root; see
+``tests/support/lerobot_reference.py``); skipped with a message when it is absent.
 Compared: a dataset written by LeRobot's own writer (RGB and depth video, RGB and depth images in
 parquet) and a sample dataset with ``depth_camera`` and both image features.
 """
@@ -15,25 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.lerobot_reference import lerobot_python
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "check_against_lerobot.py"
 
 pytestmark = pytest.mark.timeout(900)
 
 
-def _reference_python() -> Path:
-    venv = os.environ.get("LEROBOT_REFERENCE_VENV")
-    if not venv:
-        pytest.skip("LeRobot reference environment not configured: set LEROBOT_REFERENCE_VENV to a venv "
-                    "where lerobot 0.6.1 imports (shared/tools/lerobot-venv.sh builds one)")
-    python = Path(venv) / "bin" / "python"
-    if not python.exists():
-        pytest.skip(f"LEROBOT_REFERENCE_VENV={venv} has no bin/python")
-    return python
-
-
 def _check(*args: str) -> str:
-    python = _reference_python()
+    python = lerobot_python()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                HF_HUB_OFFLINE="1")
     done = subprocess.run([str(python), str(SCRIPT), *args], capture_output=True, text=True, env=env,
