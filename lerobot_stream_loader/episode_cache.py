@@ -13,14 +13,16 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from .daemon_pool import DaemonPool
 from .episode_assembly import EpisodeAssembler, EpisodeData, EpisodeVideo
 from .file_indexes import FileIndexes
 from .meta import DatasetMeta
 from .storage import RangeReader
 from .windows import DEFAULT_TOLERANCE_S
+from .worker_exit import wait_result
 
 __all__ = ["DEFAULT_BUDGET_BYTES", "CacheStats", "EpisodeCache", "EpisodeData", "EpisodeVideo", "FetchCache"]
 
@@ -59,7 +61,7 @@ class FetchCache:
         self.budget_bytes = budget_bytes
         self.prefetch_depth = prefetch_depth
         self.stats = CacheStats()
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="episode-fetch")
+        self._pool = DaemonPool(threads, "episode-fetch")
         self._lock = threading.RLock()  # done-callbacks of already-finished futures run under it
         self._ready: OrderedDict[Hashable, EpisodeData] = OrderedDict()
         self._inflight: dict[Hashable, Future[EpisodeData]] = {}
@@ -94,7 +96,7 @@ class FetchCache:
                 future = self._submit(episode)
         start = time.perf_counter()
         try:
-            data = future.result()
+            data = wait_result(future)
         except BaseException:
             with self._lock:
                 self._pinned.discard(episode)
@@ -110,13 +112,13 @@ class FetchCache:
             self._evict()
 
     def close(self) -> None:
-        """Cancel pending fetches, wait for running ones, drop everything held."""
+        """Cancel pending fetches, abandon running ones (never waits for storage), drop everything held."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._queued.clear()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown()
         with self._lock:
             self._ready.clear()
             self._inflight.clear()

@@ -27,6 +27,7 @@ from .items import EpisodeItems, ItemBuilder
 from .meta import DatasetMeta
 from .plan import ShardPlan
 from .storage import RangeReader, open_root_reader
+from .worker_exit import watch as watch_for_worker_exit
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -65,7 +66,9 @@ class WorkerResources:
     def open(cls, meta: DatasetMeta, *, backend: str, storage_options: dict[str, Any] | None,
              reader_options: dict[str, Any], cache_bytes: int, prefetch_episodes: int,
              fetch_threads: int, cache_dir: str | os.PathLike[str] | None = None) -> WorkerResources:
-        """Open the reader of ``meta.root`` for this process (``cache_dir``: the machine's cache folder)."""
+        """Open the reader of ``meta.root`` for this process (``cache_dir``: the machine's cache folder;
+        in a DataLoader worker, also start the watch that ends it promptly when the DataLoader shuts down)."""
+        watch_for_worker_exit()
         reader = open_root_reader(meta.root, backend=backend, storage_options=storage_options,
                                   reader_options=reader_options)
         indexes = FileIndexes(reader, root=meta.root, sidecar=SidecarLookup(meta.root, reader, cache_dir))

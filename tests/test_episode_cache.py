@@ -103,7 +103,10 @@ def test_close_leaves_no_threads(sample: Path) -> None:
         cache.prefetch(ep)
     cache.get(0)
     cache.close()
-    reader.close()
-    assert _fetch_threads() == before
+    reader.close()  # neither waits: idle fetch threads end right after
+    deadline = time.monotonic() + 2.0
+    while _fetch_threads() != before:
+        assert time.monotonic() < deadline, "idle fetch threads outlived close() by 2 s"
+        time.sleep(0.01)
     with pytest.raises(RuntimeError, match="closed"):
         cache.get(1)

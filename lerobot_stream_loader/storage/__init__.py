@@ -42,10 +42,11 @@ def open_reader(root: str | os.PathLike[str], backend: str = "auto", **options: 
 
     Options: ``max_workers`` (alias ``threads``), ``coalesce_gap`` (bytes; None disables merging),
     ``split_size`` (bytes; None disables splitting), ``retries``, ``backoff``, ``backoff_max``,
-    ``total_timeout`` (seconds per range), or a ready ``retry=RetryPolicy(...)``; for http:
-    ``timeout`` (sets both) / ``connect_timeout`` / ``read_timeout``, ``token`` (None: huggingface_hub's
-    token, False: none), ``endpoint``, ``full_response_limit``; for fsspec: ``storage_options``;
-    ``revision`` for hf roots.
+    ``total_timeout`` (seconds per range), or a ready ``retry=RetryPolicy(...)``; ``timeout`` (sets
+    both) / ``connect_timeout`` / ``read_timeout`` (longest stall between bytes), ``pool_timeout``
+    (longest wait for a pooled connection); for http: ``token`` (None: huggingface_hub's token,
+    False: none), ``endpoint``, ``full_response_limit``; for fsspec: ``storage_options``; ``revision``
+    for hf roots. The defaults are tabled in docs/reliability.md.
     """
     root = os.fspath(root)
     if "threads" in options:
@@ -57,11 +58,11 @@ def open_reader(root: str | os.PathLike[str], backend: str = "auto", **options: 
         options["retry"] = RetryPolicy(**policy)
     if backend == "auto":
         backend = "http" if root.startswith(("http://", "https://", "hf://")) else "fsspec"
+    if "timeout" in options:
+        timeout = options.pop("timeout")
+        options.setdefault("connect_timeout", timeout)
+        options.setdefault("read_timeout", timeout)
     if backend == "http":
-        if "timeout" in options:
-            timeout = options.pop("timeout")
-            options.setdefault("connect_timeout", timeout)
-            options.setdefault("read_timeout", timeout)
         return HttpRangeReader(root, **options)
     if backend == "fsspec":
         return FsspecRangeReader(root, **options)

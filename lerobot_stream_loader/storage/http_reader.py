@@ -104,6 +104,7 @@ class HttpRangeReader(BaseRangeReader):
         retry: RetryPolicy | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
+        pool_timeout: float = 30.0,
         full_response_limit: int = 16 << 20,
         token: str | bool | None = None,
         revision: str | None = None,
@@ -127,7 +128,7 @@ class HttpRangeReader(BaseRangeReader):
             raise ValueError(f"the HTTP backend needs an http(s):// or hf:// root, got {root!r}")
         self._client = httpx.Client(
             limits=httpx.Limits(max_connections=max_workers, max_keepalive_connections=max_workers),
-            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=None),
+            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=pool_timeout),
             follow_redirects=False,
             headers={"Accept-Encoding": "identity", "User-Agent": "lerobot-stream-loader"},
         )
@@ -148,7 +149,7 @@ class HttpRangeReader(BaseRangeReader):
 
         def once(deadline: float) -> httpx.Response:
             try:
-                resp = self._client.head(url, headers=dict(headers))
+                resp = self._client.head(url, headers=dict(headers), timeout=self._timeout(deadline))
             except _TRANSIENT as exc:
                 raise Retryable(f"{type(exc).__name__}: {exc}") from exc
             self.stats.add(head_requests=1)
@@ -157,6 +158,13 @@ class HttpRangeReader(BaseRangeReader):
             return resp
 
         return self._with_retries(f"HEAD {redact_url(url)}", once)
+
+    def _timeout(self, deadline: float) -> httpx.Timeout:
+        """The client's timeouts, none longer than the time left before ``deadline``."""
+        left = max(0.001, deadline - time.monotonic())
+        t = self._client.timeout
+        return httpx.Timeout(connect=min(t.connect or left, left), read=min(t.read or left, left),
+                             write=min(t.write or left, left), pool=min(t.pool or left, left))
 
     # -- size -------------------------------------------------------------------------------------
     def _size(self, path: str) -> int:
@@ -206,7 +214,7 @@ class HttpRangeReader(BaseRangeReader):
             headers = {**self._locator.headers_for(url), "Range": f"bytes={offset}-{offset + length - 1}"}
             started = time.monotonic()
             try:
-                with self._client.stream("GET", url, headers=headers) as resp:
+                with self._client.stream("GET", url, headers=headers, timeout=self._timeout(deadline)) as resp:
                     headers_at = time.monotonic()
                     self.stats.add(header_seconds=headers_at - started)
                     if resp.is_redirect:

@@ -7,11 +7,12 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, wait
 from dataclasses import dataclass, fields
 from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
+from ..daemon_pool import DaemonPool
 from ..errors import FetchError
 from ..paths import check_relative as check_relative_path
 from .coalesce import ReadRequest, assemble, plan_reads
@@ -164,9 +165,10 @@ class BaseRangeReader:
         self.stats = ReaderStats()
         self._sizes: dict[str, int] = {}
         self._etags: dict[str, str | None] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._closing = threading.Event()  # wakes retry sleeps when the reader is closed
         self.thread_name_prefix = f"range-fetch-{id(self):x}"
 
     # -- public API -------------------------------------------------------------------------------
@@ -200,14 +202,16 @@ class BaseRangeReader:
         return out
 
     def close(self) -> None:
-        """Stop the fetch threads (waiting for running fetches) and release connections/handles."""
+        """Cancel queued fetches, abandon running ones (never waits for storage) and release
+        connections/handles; an abandoned fetch ends with an error at its next step."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             pool, self._pool = self._pool, None
+        self._closing.set()
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown()
         self._close()
 
     def __enter__(self) -> BaseRangeReader:
@@ -221,11 +225,11 @@ class BaseRangeReader:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self) -> DaemonPool:
         with self._lock:
             self._check_open()
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix=self.thread_name_prefix)
+                self._pool = DaemonPool(self.max_workers, self.thread_name_prefix)
             return self._pool
 
     def _run(self, fetches: Sequence[ReadRequest]) -> list[bytes]:
@@ -246,6 +250,8 @@ class BaseRangeReader:
         deadline = start + self.retry.total_timeout
         failures = 0
         while True:
+            if self._closing.is_set():
+                raise FetchError(f"{what}: the reader was closed")
             try:
                 return attempt(deadline)
             except Retryable as exc:
@@ -258,7 +264,7 @@ class BaseRangeReader:
                     ) from exc
                 log.debug("%s: attempt %d failed (%s); retrying in %.2fs", what, failures, exc, delay)
                 self.stats.add(retries=1, retry_wait_seconds=delay)
-                time.sleep(delay)
+                self._closing.wait(delay)
 
     def _fetch_checked(self, req: ReadRequest) -> bytes:
         try:

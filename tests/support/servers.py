@@ -40,6 +40,7 @@ import pytest
 NGINX = "/usr/sbin/nginx"
 HOST = "127.0.0.1"
 FAULT_KINDS = ("drop", "drop_body", "500", "503", "429", "stall", "short", "long", "full200", "wrong_range")
+MORE_KINDS = ("stall_body",)  # accepted, but not drawn at random by default
 
 
 def free_port() -> int:
@@ -320,9 +321,10 @@ class FaultProxy:
     close), ``500``/``503``, ``429`` (with ``Retry-After: retry_after``), ``stall`` (say nothing for
     ``stall_seconds``, then close), ``short``/``long`` (consistent headers, body one half shorter /
     one byte longer than the range), ``full200`` (forward without Range: a 200 with the whole file),
-    ``wrong_range`` (Content-Range shifted by one). They come from ``schedule`` (one per matching
-    request, in order) and, once it is empty, at random with probability ``fault_rate`` from
-    ``fault_kinds`` (seeded). Only methods in ``methods`` get faults. ``counts`` says what was done,
+    ``wrong_range`` (Content-Range shifted by one), ``stall_body`` (headers and half the body, then
+    nothing for ``stall_seconds``, then close). ``fault_for(method, path)`` may name the fault of a
+    request (None: no opinion); else they come from ``schedule`` (one per matching request, in order)
+    and, once it is empty, at random with probability ``fault_rate`` from ``fault_kinds`` (seeded). Only methods in ``methods`` get faults. ``counts`` says what was done,
     ``seen`` keeps every request's headers (a header recorder), ``connections`` counts TCP
     connections. ``gate(method, path, headers)`` may answer a status instead of forwarding.
     """
@@ -339,6 +341,7 @@ class FaultProxy:
         retry_after: float = 1,
         methods: Iterable[str] = ("GET",),
         gate: Gate | None = None,
+        fault_for: Callable[[str, str], str | None] | None = None,
     ) -> None:
         up = urlsplit(upstream)
         self.upstream = (up.hostname or HOST, up.port or 80)
@@ -346,13 +349,14 @@ class FaultProxy:
         self.fault_rate = fault_rate
         self.fault_kinds = tuple(fault_kinds)
         for kind in (*self._schedule, *self.fault_kinds):
-            if kind not in FAULT_KINDS and kind != "pass":
+            if kind not in FAULT_KINDS + MORE_KINDS and kind != "pass":
                 raise ValueError(f"unknown fault {kind!r}")
         self._rng = random.Random(seed)
         self.stall_seconds = stall_seconds
         self.retry_after = retry_after
         self.methods = set(methods)
         self.gate = gate
+        self.fault_for = fault_for
         self.counts: Counter[str] = Counter()
         self.seen: list[SeenRequest] = []
         self._lock = threading.Lock()
@@ -387,7 +391,10 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _next_fault(self, method: str) -> str:
+    def _next_fault(self, method: str, path: str) -> str:
+        chosen = self.fault_for(method, path) if self.fault_for else None
+        if chosen is not None:
+            return chosen
         with self._lock:
             if method not in self.methods:
                 return "pass"
@@ -406,7 +413,7 @@ class FaultProxy:
         if status is not None:
             seen.fault = f"gate{status}"
             return answer(h, status, b"denied\n")
-        fault = seen.fault = self._next_fault(h.command)
+        fault = seen.fault = self._next_fault(h.command, h.path)
         with self._lock:
             self.counts[fault] += 1
         if fault in ("drop", "stall"):
@@ -439,9 +446,11 @@ class FaultProxy:
             h.send_header("Content-Length", length)
         h.end_headers()
         if h.command != "HEAD":
-            if fault == "drop_body":
+            if fault in ("drop_body", "stall_body"):
                 h.wfile.write(body[: len(body) // 2])
                 h.wfile.flush()
+                if fault == "stall_body":
+                    self._stopping.wait(self.stall_seconds)
                 h.close_connection = True
             else:
                 h.wfile.write(body)
