@@ -33,7 +33,7 @@ def bounded_storage_options(protocol: str, options: dict[str, Any] | None, *, co
         config = dict(out.get("config_kwargs") or {})
         config.setdefault("connect_timeout", connect_timeout)
         config.setdefault("read_timeout", read_timeout)
-        config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+        config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})  # the first try only
         out["config_kwargs"] = config
     return out
 
