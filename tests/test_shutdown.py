@@ -179,10 +179,10 @@ def test_fifty_short_epochs_with_break_leak_nothing(sample, nginx_factory, tmp_p
 
     short_epochs(5)  # warm up: reader, indexes, decoders, connections, thread-local state
     before = snapshot([nginx.port])
-    in_workers = {pid: _own_threads_and_fds(pid) for pid in worker_pids(tmp_path).values()}
+    in_workers = {pid: _own_threads_and_fds(pid, nginx.port) for pid in worker_pids(tmp_path).values()}
     short_epochs(45)
     for pid, (threads, fds) in in_workers.items():
-        now_threads, now_fds = _own_threads_and_fds(pid)
+        now_threads, now_fds = _own_threads_and_fds(pid, nginx.port)
         assert now_threads <= threads and now_fds <= fds, \
             f"worker {pid}: threads {threads} -> {now_threads}, fds {fds} -> {now_fds}"
     extra = wait_released(before, [nginx.port], timeout=10.0)
@@ -193,12 +193,16 @@ def test_fifty_short_epochs_with_break_leak_nothing(sample, nginx_factory, tmp_p
     assert len(pool) <= 8 and not threads and not fds, f"left after 45 more epochs: {extra.threads} {fds}"
 
 
-def _own_threads_and_fds(pid: int) -> tuple[int, int]:
-    """Threads and fds of a worker, leaving out the shared-memory fds of batches torch has in flight."""
+def _own_threads_and_fds(pid: int, server_port: int) -> tuple[int, int]:
+    """Threads and fds of a worker, leaving out the shared-memory fds of batches torch has in flight
+    and the reader's pooled connections to the server (at most its ``max_workers``, checked here)."""
+    process = psutil.Process(pid)
+    pooled = {c.fd for c in process.net_connections(kind="inet") if c.raddr and c.raddr.port == server_port}
+    assert len(pooled) <= 8, f"worker {pid} holds {len(pooled)} connections to the server"
     fds = 0
     for name in os.listdir(f"/proc/{pid}/fd"):
         try:
-            fds += "/dev/shm/torch_" not in os.readlink(f"/proc/{pid}/fd/{name}")
+            fds += int(name) not in pooled and "/dev/shm/torch_" not in os.readlink(f"/proc/{pid}/fd/{name}")
         except OSError:
             continue
-    return psutil.Process(pid).num_threads(), fds
+    return process.num_threads(), fds
