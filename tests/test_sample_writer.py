@@ -334,8 +334,8 @@ def test_cli_sample(tmp_path, capsys):
     assert info["features"]["action"]["shape"] == [2]
     assert len(list(out.glob("data/*/*.parquet"))) == 2 and len(list(out.glob("videos/*/*/*.mp4"))) == 2
     assert "wrote" in capsys.readouterr().out
-    assert cli_main(["sample", str(out)]) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert cli_main(["sample", str(out)]) == 1
+    assert "not empty; pass --overwrite" in capsys.readouterr().err
 
 
 def test_an_episode_whose_pattern_the_encoder_loses_is_encoded_again():
