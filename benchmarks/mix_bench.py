@@ -33,9 +33,8 @@ from torch.utils.data import DataLoader
 
 from .datasets import DATA_DIR, DatasetSpec, ensure_dataset
 from .proxy import ShapingProxy
-from .report import machine_section, publish
+from .report import machine_section, publish, results_folder
 
-RESULTS = Path(__file__).parent / "results"
 WEIGHTS = (0.5, 0.3, 0.2)
 
 
@@ -132,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-mib", type=int, default=64, help="cache_bytes of the many-source case")
     parser.add_argument("--rtt-ms", type=float, default=25.0)
     parser.add_argument("--mbit", type=float, default=400.0)
-    parser.add_argument("--output", type=Path, default=RESULTS / "mix.md")
+    parser.add_argument("--output", type=Path, help="results file (default benchmarks/results/mix.md; "
+                        "benchmarks/results/small/mix.md with --small)")
     args = parser.parse_args(argv)
+    args.output = args.output or results_folder(args.small) / "mix.md"
     args.samples = args.samples or (384 if args.small else 1024)
     epoch = 2 * args.samples  # samples_per_epoch of the mixtures: more than a pass reads
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -34,10 +34,9 @@ from lerobot_stream_loader.storage import RangeReader, ReadRequest, open_reader
 
 from .datasets import DATA_DIR, ensure_dataset, spec_for
 from .proxy import ShapingProxy
-from .report import machine_section
+from .report import machine_section, results_folder
 from .stream_bench import calibrate
 
-RESULTS = Path(__file__).parent / "results"
 RAW_DIR = DATA_DIR / "storage-raw"
 MIB = 1 << 20
 BACKENDS = ("http", "fsspec")
@@ -267,8 +266,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--modes", nargs="+", default=["episode", "batch", "raw"],
                         choices=["episode", "batch", "raw"])
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, help="results folder (default benchmarks/results; "
+                        "benchmarks/results/small with --small)")
     args = parser.parse_args(argv)
+    args.output = args.output or results_folder(args.small)
     args.episodes = args.episodes or (12 if args.small else 24)
     args.raw_mib = args.raw_mib or (16 if args.small else 64)
     return args
