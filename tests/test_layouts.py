@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from lerobot_stream_loader import StreamingLeRobot, episode_assembly
+from lerobot_stream_loader.cli import main as cli_main
 from lerobot_stream_loader.episode_files import files_of_episodes
 from lerobot_stream_loader.errors import DatasetFormatError, FrameMismatchError
 from lerobot_stream_loader.meta import load_meta
@@ -247,3 +248,18 @@ def test_lerobot_reads_the_same(which: str, request) -> None:
     result = run_check_against_lerobot(root)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "RESULT: OK" in result.stdout
+
+
+def test_sample_cli_writes_these_layouts(tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    code = cli_main(["sample", str(out), "--episodes", "3", "--cameras", "1", "--size", "64x48",
+                     "--frames-per-episode", "4:6", "--codec", "vp9", "--episodes-per-data-file", "3",
+                     "--single-row-group", "--to-timestamp-short", "--extra-columns", "--json"])
+    assert code == 0
+    assert pq.ParquetFile(out / "data/chunk-000/file-000.parquet").metadata.num_row_groups == 1
+    meta = load_meta(out)
+    assert meta.features["language_events"]["dtype"] == "language"
+    assert meta.features[CAM]["info"]["video.codec"] == "vp9"
+    for ep in meta.episodes:
+        assert ep.videos[CAM].to_timestamp == pytest.approx(ep.videos[CAM].from_timestamp + (ep.length - 1) / meta.fps)
+    _check_items(out, list(StreamingLeRobot(out, return_uint8=True)))

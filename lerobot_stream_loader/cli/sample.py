@@ -48,16 +48,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=_size, default=defaults.size, metavar="WxH", help="frame size (96x72)")
     parser.add_argument("--frames-per-episode", type=_range, default=defaults.frames_per_episode,
                         metavar="MIN:MAX", help="episode length range, inclusive (20:40)")
-    parser.add_argument("--codec", choices=("av1", "h264", "hevc"), default=defaults.codec,
-                        help="video codec (av1 = libsvtav1 crf 30 preset 12, LeRobot's default)")
+    parser.add_argument("--codec", choices=("av1", "h264", "hevc", "vp9", "mpeg4"), default=defaults.codec,
+                        help="video codec (av1 = libsvtav1 crf 30 preset 12, LeRobot's default; mpeg4 = "
+                             "MPEG-4 Part 2, as some converters write)")
     parser.add_argument("--gop", type=int, default=defaults.gop, help="keyframe interval in frames")
-    parser.add_argument("--bframes", action="store_true", help="h264/hevc: use B-frames (encoder defaults)")
+    parser.add_argument("--bframes", action="store_true", help="h264/hevc/mpeg4: use B-frames")
     parser.add_argument("--episodes-per-video-file", type=int, default=defaults.episodes_per_video_file,
                         help="episodes appended to one MP4 before a new file starts")
     parser.add_argument("--stagger-cameras", action="store_true",
                         help="camera k's first MP4 holds k fewer episodes, so cameras roll over apart")
     parser.add_argument("--episodes-per-data-file", type=int, default=defaults.episodes_per_data_file,
                         help="episodes per data parquet file")
+    parser.add_argument("--single-row-group", action="store_true",
+                        help="write each data file as one row group holding all its episodes")
+    parser.add_argument("--to-timestamp-short", action="store_true",
+                        help="declare every episode's to_timestamp one frame short, as some converters do")
+    parser.add_argument("--extra-columns", action="store_true",
+                        help="add float64, int32, bool, string, list<double> and language columns")
     parser.add_argument("--no-faststart", dest="faststart", action="store_false",
                         help="leave the MP4 moov box at the end of each file")
     parser.add_argument("--tasks", type=int, default=defaults.tasks, help="number of task strings")
@@ -86,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         "faststart": args.faststart, "tasks": args.tasks, "seed": args.seed,
         "state_dim": args.state_dim, "action_dim": args.action_dim,
         "depth_camera": args.depth_camera, "image_features": tuple(args.image_features),
+        "single_row_group": args.single_row_group, "to_timestamp_short": args.to_timestamp_short,
+        "extra_columns": args.extra_columns,
     }
     sample_options = SampleOptions(**options)
     sample_options.validate()
