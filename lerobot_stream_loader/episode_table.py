@@ -9,6 +9,7 @@ gives the table of a subset (what a worker keeps of its plan's episodes).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,8 @@ class EpisodeTable:
     """Numpy columns of the episodes table (sorted by episode index)."""
 
     def __init__(self, columns: dict[str, np.ndarray], tasks: pa.Array | None, *, data_path: str,
-                 video_path: str | None, video_keys: list[str]) -> None:
+                 video_path: str | None, video_keys: list[str], folder: Path | None = None) -> None:
+        self.folder = folder  # where the columns are memory-mapped from, if they are
         self.columns = columns
         self.tasks = tasks
         self.data_path = data_path
@@ -78,6 +80,36 @@ class EpisodeTable:
         tasks = table.column("tasks").combine_chunks() if "tasks" in table.column_names else None
         return cls(columns, tasks, data_path=info["data_path"], video_path=info.get("video_path"),
                    video_keys=keys)
+
+    @classmethod
+    def open_folder(cls, folder: Path, info: dict[str, Any]) -> EpisodeTable:
+        """The table saved by :meth:`save_folder`, its columns memory-mapped (pages shared by every process
+        of the machine; a process pickling the table sends the folder, not the columns)."""
+        keys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]
+        columns = {name: np.load(folder / "columns" / f"{name.replace('/', '__')}.npy", mmap_mode="r",
+                                 allow_pickle=False) for name in streaming_columns(keys)}
+        tasks = None
+        if (folder / "tasks.arrow").is_file():
+            with pa.ipc.open_file(pa.memory_map(str(folder / "tasks.arrow"))) as reader:
+                tasks = reader.read_all().column(0).combine_chunks()
+        return cls(columns, tasks, data_path=info["data_path"], video_path=info.get("video_path"),
+                   video_keys=keys, folder=folder)
+
+    def save_folder(self, folder: Path) -> None:
+        """Write the columns (one .npy each) and the tasks lists (Arrow IPC) into ``folder``."""
+        (folder / "columns").mkdir(parents=True, exist_ok=True)
+        for name, column in self.columns.items():
+            np.save(folder / "columns" / f"{name.replace('/', '__')}.npy", np.ascontiguousarray(column))
+        if self.tasks is not None:
+            with pa.ipc.new_file(str(folder / "tasks.arrow"), pa.schema([("tasks", self.tasks.type)])) as writer:
+                writer.write_table(pa.table({"tasks": self.tasks}))
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if self.folder is None:
+            return super().__reduce_ex__(protocol)
+        info = {"data_path": self.data_path, "video_path": self.video_path,
+                "features": {k: {"dtype": "video"} for k in self.video_keys}}
+        return (EpisodeTable.open_folder, (self.folder, info))
 
     def __len__(self) -> int:
         return len(self.index)

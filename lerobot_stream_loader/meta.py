@@ -75,6 +75,11 @@ class DatasetMeta:
     def _fsspec(self) -> tuple[fsspec.AbstractFileSystem, str]:
         return fsspec.core.url_to_fs(self.root, **self.storage_options)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_fsspec", None)  # a file system handle (write-capable) is never sent to another process
+        return state
+
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
         """An fsspec filesystem of the root (for tools that write; reading goes through range readers)."""
@@ -200,6 +205,7 @@ def load_meta(
 def _load_meta(root_url: str, storage_options: dict[str, Any] | None, settings: dict[str, Any],
                check_files: bool | None, all_columns: bool,
                cache_dir: str | os.PathLike[str] | None) -> DatasetMeta:
+    # local roots are read directly: their file-system ETags (mtimes) are too coarse to key a cache
     cache = None if all_columns or is_local(root_url) else MetaCache(dataset_cache_dir(root_url, cache_dir))
 
     def made(info: dict[str, Any], table: EpisodeTable, tasks: dict[int, str], **full: Any) -> DatasetMeta:
@@ -219,19 +225,23 @@ def _load_meta(root_url: str, storage_options: dict[str, Any] | None, settings: 
         if cache is None or version is None:
             return _read_meta(reader, made, check_files, all_columns)
         cached = cache.load(version, reader.file_version)
-        if cached is not None:
-            return made(*cached)
-        with cache.lock():
-            cached = cache.load(version, reader.file_version)  # another process may have filled it meanwhile
-            if cached is not None:
-                return made(*cached)
-            meta = _read_meta(reader, made, check_files, all_columns)
-            try:
-                sources = [reader.file_version(path) for path in reader.read_paths if path != INFO_PATH]
-                cache.save(version, meta.info, meta.tasks, meta.episode_table, sources)
-            except OSError as exc:
-                warnings.warn(f"{cache.folder}: cannot cache the metadata ({exc})", stacklevel=3)
-            return meta
+        if cached is None:
+            with cache.lock():
+                cached = cache.load(version, reader.file_version)  # another process may have filled it meanwhile
+                if cached is None:
+                    meta = _read_meta(reader, made, check_files, all_columns)
+                    try:
+                        sources = [reader.file_version(path) for path in reader.read_paths if path != INFO_PATH]
+                        cache.save(version, meta.info, meta.tasks, meta.episode_table, sources)
+                    except OSError as exc:
+                        warnings.warn(f"{cache.folder}: cannot cache the metadata ({exc})", stacklevel=3)
+                        return meta
+                    cached = cache.load(version)  # the memory-mapped copy: shared by every process
+                    if cached is None:
+                        return meta
+        meta = made(*cached)
+        _check_files(reader, meta, check_files)
+        return meta
 
 
 def _read_meta(reader: _MetaFiles, made: Callable[..., DatasetMeta], check_files: bool | None,
@@ -246,17 +256,22 @@ def _read_meta(reader: _MetaFiles, made: Callable[..., DatasetMeta], check_files
     check_episodes_table(episodes_table, info, root_url)
     meta = made(info, EpisodeTable.from_arrow(episodes_table, info), tasks,
                 episodes_table=episodes_table if all_columns else None, stats=stats)
+    _check_files(reader, meta, check_files)
+    return meta
+
+
+def _check_files(reader: _MetaFiles, meta: DatasetMeta, check_files: bool | None) -> None:
+    """Every referenced path stays below the root; with ``check_files`` (default: local roots) exists."""
     try:
         files = meta.data_files + meta.video_files
     except PathEscapeError as exc:
-        raise DatasetFormatError(f"{root_url}/{INFO_PATH}: {exc}") from exc
-    if check_files if check_files is not None else is_local(root_url):
-        missing = [p for p in files if not reader.exists(p)]
+        raise DatasetFormatError(f"{meta.root}/{INFO_PATH}: {exc}") from exc
+    if check_files if check_files is not None else is_local(meta.root):
+        missing = [p for p in files if not reader.exists(p, track=False)]
         if missing:
             raise DatasetFormatError(
-                f"{root_url}: {len(missing)} file(s) referenced by the metadata are missing, "
+                f"{meta.root}: {len(missing)} file(s) referenced by the metadata are missing, "
                 f"first: {missing[0]}")
-    return meta
 
 
 class _MetaFiles:
@@ -273,8 +288,8 @@ class _MetaFiles:
         except FileNotFoundError:
             return relative, -1, None
 
-    def exists(self, relative: str) -> bool:
-        if relative not in self.read_paths:
+    def exists(self, relative: str, track: bool = True) -> bool:
+        if track and relative not in self.read_paths:
             self.read_paths.append(relative)  # a file that appears later makes a cached copy stale
         try:
             self.reader.size(relative)

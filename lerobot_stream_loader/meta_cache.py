@@ -1,7 +1,7 @@
 """Streaming metadata of a remote dataset kept once per machine, keyed by the root and info.json's version.
 
 An entry is a folder ``<cache>/<dataset>/meta/<version>/`` holding info.json, the tasks and the
-episode columns (``columns.npz``, plus ``tasks.arrow`` when the episodes table has a ``tasks``
+episode columns (``columns/*.npy``, memory-mapped when read, plus ``tasks.arrow`` when the episodes table has a ``tasks``
 column); ``version`` comes from the size and ETag of ``meta/info.json`` (a dataset whose store
 gives no ETag is not cached), and the entry is used only while every other metadata file it was
 read from (``sources.json``: path, size, ETag) still has the same size and ETag. Entries are written aside and renamed into place, under a lock so
@@ -11,7 +11,6 @@ that the ranks of a machine starting together read the source once.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -20,13 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
 from .episode_table import EpisodeTable
 from .local_cache import file_lock, publish_folder
 
-_FILES = ("info.json", "tasks.json", "columns.npz", "sources.json")
+_FILES = ("info.json", "tasks.json", "sources.json")
 FileVersion = tuple[str, int, "str | None"]
 
 
@@ -68,16 +64,8 @@ class MetaCache:
                         return None
             info = json.loads((where / "info.json").read_bytes())
             tasks = {int(k): v for k, v in json.loads((where / "tasks.json").read_bytes()).items()}
-            with np.load(where / "columns.npz", allow_pickle=False) as archive:
-                columns = {name: archive[name] for name in archive.files}
-            task_lists = None
-            if (where / "tasks.arrow").is_file():
-                with pa.ipc.open_file(pa.memory_map(str(where / "tasks.arrow"))) as reader:
-                    task_lists = reader.read_all().column(0).combine_chunks()
-            keys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]
-            table = EpisodeTable(columns, task_lists, data_path=info["data_path"],
-                                 video_path=info.get("video_path"), video_keys=keys)
-        except (OSError, ValueError, KeyError, TypeError, pa.ArrowInvalid) as exc:
+            table = EpisodeTable.open_folder(where, info)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             warnings.warn(f"{where}: ignoring an unreadable metadata cache entry ({type(exc).__name__}: {exc}); "
                           "reading the dataset's metadata instead", stacklevel=2)
             return None
@@ -91,11 +79,6 @@ class MetaCache:
         (staged / "sources.json").write_bytes(json.dumps(sources).encode())
         (staged / "info.json").write_bytes(json.dumps(info).encode())
         (staged / "tasks.json").write_bytes(json.dumps({str(k): v for k, v in tasks.items()}).encode())
-        out = io.BytesIO()
-        np.savez(out, **table.columns)
-        (staged / "columns.npz").write_bytes(out.getvalue())
-        if table.tasks is not None:
-            with pa.ipc.new_file(str(staged / "tasks.arrow"), pa.schema([("tasks", table.tasks.type)])) as writer:
-                writer.write_table(pa.table({"tasks": table.tasks}))
+        table.save_folder(staged)
         os.chmod(staged, 0o755)
         publish_folder(staged, self.folder / version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import subprocess
 import sys
@@ -105,3 +106,19 @@ def test_ranks_starting_together_read_the_episodes_once(served, tmp_path: Path) 
     assert len(episode_gets) == 1, "one process fills the cache, the others wait and read it"
     entries = [p for p in (dataset_cache_dir(server.url, cache) / "meta").iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1 and not list((dataset_cache_dir(server.url, cache) / "meta").glob(".staging-*"))
+
+
+@pytest.mark.timeout(120)
+def test_workers_get_the_cached_columns_by_reference(served, tmp_path: Path) -> None:
+    """A pickled meta (what a spawn worker receives) names the cache folder instead of carrying the columns;
+    the worker memory-maps them (pages shared by every process of the machine)."""
+    _, server = served
+    meta = load_meta(server.url, cache_dir=tmp_path / "cache")
+    assert meta.episode_table.folder is not None
+    blob = pickle.dumps(meta)
+    column_bytes = sum(c.nbytes for c in meta.episode_table.columns.values())
+    print(f"pickled meta: {len(blob)} bytes for {column_bytes} bytes of columns")
+    assert column_bytes > 0 and b"dataset_from_index" not in blob
+    again = pickle.loads(blob)
+    _same(meta, again)
+    assert isinstance(again.episode_table.length, np.memmap)
