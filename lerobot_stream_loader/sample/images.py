@@ -10,6 +10,7 @@ bands on top); ``depth`` images hold the depth of :func:`.depth.depth_millimetre
 from __future__ import annotations
 
 import io
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +27,9 @@ def image_key(kind: str) -> str:
     return {"rgb": "observation.images.still", "depth": "observation.images.depth_image"}[kind]
 
 
+@lru_cache(maxsize=4)
 def image_renderer(width: int, height: int) -> FrameRenderer:
-    """The renderer of the RGB image feature (its own camera pattern, not a video camera's)."""
+    """The renderer of the RGB image feature (its own camera pattern, not a video camera's); shared."""
     return FrameRenderer(width, height, camera=100)
 
 
