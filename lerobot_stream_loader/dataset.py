@@ -162,6 +162,10 @@ class StreamingLeRobot(IterableDataset):
         storage_options: fsspec options (credentials, endpoints) for metadata and the fsspec backend.
         cache_dir: this machine's cache folder (metadata of remote datasets, index sidecars), shared by
             every rank and worker; default ``$LEROBOT_STREAM_CACHE``, else ``~/.cache/lerobot_stream_loader``.
+        disk_cache_bytes: keep fetched episode bytes in ``cache_dir`` (folder ``episodes/`` of the
+            dataset), up to this many bytes for the whole machine, least recently used evicted: from
+            the second epoch on, cached episodes are read from local disk, not the network. Entries are
+            atomic and checksummed (a torn or corrupt one is fetched again). 0 (default): off.
         reader_options: extra keyword arguments for the range reader (timeouts, retries, coalescing).
     """
 
@@ -194,6 +198,7 @@ class StreamingLeRobot(IterableDataset):
         storage_options: dict[str, Any] | None = None,
         reader_options: dict[str, Any] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        disk_cache_bytes: int = 0,
     ) -> None:
         super().__init__()
         self.meta = LeRobotMeta(load_meta(source, revision=revision, storage_options=storage_options,
@@ -209,6 +214,8 @@ class StreamingLeRobot(IterableDataset):
                                      tolerance_s=tolerance_s) if delta_timestamps else None)
         if (rank is None) != (world_size is None):
             raise ValueError(f"give both rank and world_size or neither (rank={rank}, world_size={world_size})")
+        if disk_cache_bytes < 0:
+            raise ValueError(f"disk_cache_bytes must be >= 0 (0: no disk cache), got {disk_cache_bytes}")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if (pool_size is not None and pool_size < 1) or (shuffle_buffer is not None and shuffle_buffer < 1) \
@@ -242,7 +249,7 @@ class StreamingLeRobot(IterableDataset):
         self.decoders = decoders
         self.settings = dict(backend=backend, storage_options=storage_options, reader_options=reader_options or {},
                              cache_bytes=cache_bytes, prefetch_episodes=prefetch_episodes,
-                             fetch_threads=fetch_threads, cache_dir=cache_dir)
+                             fetch_threads=fetch_threads, cache_dir=cache_dir, disk_cache_bytes=disk_cache_bytes)
         self._plan_episodes = plan_input(self.meta, self.episodes)
         self._epoch = multiprocessing.Value("q", 0, lock=False)
         self._consumed = 0

@@ -21,9 +21,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from .episode_cache import EpisodeCache, EpisodeData
+from .episode_disk_cache import DiskCachedReader, EpisodeDiskCache
 from .file_indexes import FileIndexes
 from .index_sidecar import SidecarLookup
 from .items import EpisodeItems, ItemBuilder
+from .local_cache import dataset_cache_dir
 from .meta import DatasetMeta
 from .plan import ShardPlan
 from .storage import RangeReader, open_root_reader
@@ -65,13 +67,18 @@ class WorkerResources:
     @classmethod
     def open(cls, meta: DatasetMeta, *, backend: str, storage_options: dict[str, Any] | None,
              reader_options: dict[str, Any], cache_bytes: int, prefetch_episodes: int,
-             fetch_threads: int, cache_dir: str | os.PathLike[str] | None = None) -> WorkerResources:
+             fetch_threads: int, cache_dir: str | os.PathLike[str] | None = None,
+             disk_cache_bytes: int = 0) -> WorkerResources:
         """Open the reader of ``meta.root`` for this process (``cache_dir``: the machine's cache folder;
-        in a DataLoader worker, also start the watch that ends it promptly when the DataLoader shuts down)."""
+        with ``disk_cache_bytes`` episode fetches go through its disk cache of episode bytes); in a
+        DataLoader worker, also start the watch that ends it promptly when the DataLoader shuts down."""
         watch_for_worker_exit()
         reader = open_root_reader(meta.root, backend=backend, storage_options=storage_options,
                                   reader_options=reader_options)
         indexes = FileIndexes(reader, root=meta.root, sidecar=SidecarLookup(meta.root, reader, cache_dir))
+        if disk_cache_bytes:
+            folder = dataset_cache_dir(meta.root, cache_dir) / "episodes"
+            reader = DiskCachedReader(reader, EpisodeDiskCache(folder, disk_cache_bytes))
         return cls(os.getpid(), meta, reader, indexes, cache_bytes,
                    prefetch_episodes, fetch_threads)
 
