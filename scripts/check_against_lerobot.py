@@ -16,6 +16,8 @@ Every camera kind LeRobot 0.6.1 stores is compared the same way: RGB video, dept
 the windowed checks also window the first depth camera and the first image feature. The stats both
 readers expose (depth stats rescaled to the output unit) are compared too. ``--make-lerobot OUT``
 writes a dataset with LeRobot's own writer holding each of these kinds (``lerobot_written.py``).
+``--return-uint8`` and ``--flip-transform`` (a horizontal flip as ``image_transforms``) are given to
+both readers. Item comparison lives in ``lerobot_compare.py`` beside this script.
 
 Items are read in row order, or with ``--shuffle SEED`` in StreamingLeRobot's shuffled order (LeRobot
 is then read in that random order too, as under a shuffling DataLoader; its cached video decoders
@@ -64,6 +66,8 @@ try:  # the reference environment's torchvision shim must be imported before LeR
 except ImportError:
     pass
 
+from lerobot_compare import compare_items  # noqa: E402  (beside this script)
+
 CHECKS = ("plain", "windows", "single")
 
 
@@ -101,56 +105,6 @@ class LogCapture(logging.Handler):
         self.messages.append(f"{record.levelname} {record.name}: {record.getMessage()}")
 
 
-# -- describing differences -------------------------------------------------------------------------
-def _frame_indices(frames: torch.Tensor) -> list[int | str]:
-    """The global index drawn in each frame of a (C, H, W) or (N, C, H, W) camera tensor."""
-    from lerobot_stream_loader.testing import read_frame_index
-
-    stack = frames.unsqueeze(0) if frames.dim() == 3 else frames
-    shown: list[int | str] = []
-    for frame in stack:
-        try:
-            shown.append(read_frame_index(frame.float(), strict=False))
-        except ValueError:
-            shown.append("?")
-    return shown
-
-
-def _describe_values(key: str, ours: torch.Tensor, ref: torch.Tensor, cameras: set[str]) -> str:
-    if ours.dtype == torch.bool or ref.dtype == torch.bool or ours.dim() == 0:
-        return f"ours {ours.tolist()} vs LeRobot {ref.tolist()}"
-    diff = (ours.double() - ref.double()).abs()
-    where = int(torch.nonzero(diff.flatten())[0])
-    text = (f"{int((diff > 0).sum())} of {diff.numel()} elements differ, max |diff| {float(diff.max()):.3g}, "
-            f"first at flat position {where}: ours {ours.flatten()[where].item()!r} vs "
-            f"LeRobot {ref.flatten()[where].item()!r}")
-    if key in cameras:
-        text += f"; frames drawn: ours {_frame_indices(ours)} vs LeRobot {_frame_indices(ref)}"
-    return text
-
-
-def compare_items(ours: dict[str, Any], ref: dict[str, Any], cameras: set[str]) -> list[tuple[str, str]]:
-    """(key, what differs) for every key where the two items disagree."""
-    problems = [(key, "missing from StreamingLeRobot's item") for key in ref if key not in ours]
-    problems += [(key, "not in LeRobot's item") for key in ours if key not in ref]
-    for key in (k for k in ref if k in ours):
-        a, b = ours[key], ref[key]
-        if isinstance(b, torch.Tensor) or isinstance(a, torch.Tensor):
-            if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
-                problems.append((key, f"type: ours {type(a).__name__} vs LeRobot {type(b).__name__}"))
-            elif a.dtype != b.dtype:
-                problems.append((key, f"dtype: ours {a.dtype} vs LeRobot {b.dtype}"))
-            elif a.shape != b.shape:
-                extra = (f"; frames drawn: ours {_frame_indices(a)} vs LeRobot {_frame_indices(b)}"
-                         if key in cameras else "")
-                problems.append((key, f"shape: ours {tuple(a.shape)} vs LeRobot {tuple(b.shape)}{extra}"))
-            elif not torch.equal(a, b):
-                problems.append((key, _describe_values(key, a, b, cameras)))
-        elif type(a) is not type(b) or a != b:
-            problems.append((key, f"value: ours {a!r} vs LeRobot {b!r}"))
-    return problems
-
-
 # -- running one check ------------------------------------------------------------------------------
 def delta_configs(fps: int, camera: str | None, features: dict[str, Any],
                   others: list[str] = ()) -> dict[str, dict[str, list[float]] | None]:
@@ -176,13 +130,25 @@ class Options:
     episodes: list[int] | None
     shuffle_seed: int | None
     depth_output_unit: str = "mm"
+    return_uint8: bool = False
+    flip_transform: bool = False
+
+    @property
+    def image_transforms(self) -> Any:
+        return _flip if self.flip_transform else None
+
+
+def _flip(frame: torch.Tensor) -> torch.Tensor:
+    """A deterministic image transform (horizontal flip) given to both readers."""
+    return frame.flip(-1)
 
 
 def _lerobot_dataset(root: Path, delta: dict[str, list[float]] | None, options: Options) -> Any:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     return LeRobotDataset(repo_id="local/x", root=root, episodes=options.episodes, delta_timestamps=delta,
-                          tolerance_s=options.tolerance_s, depth_output_unit=options.depth_output_unit)
+                          tolerance_s=options.tolerance_s, depth_output_unit=options.depth_output_unit,
+                          return_uint8=options.return_uint8, image_transforms=options.image_transforms)
 
 
 def _row_positions(lerobot_ds: Any) -> dict[int, int]:
@@ -194,7 +160,8 @@ def _row_positions(lerobot_ds: Any) -> dict[int, int]:
 def _streamed(root: Path, delta: dict[str, list[float]] | None, options: Options) -> Iterator[dict[str, Any]]:
     from lerobot_stream_loader import StreamingLeRobot
 
-    ours = StreamingLeRobot(root, return_uint8=False, episodes=options.episodes, delta_timestamps=delta,
+    ours = StreamingLeRobot(root, return_uint8=options.return_uint8, image_transforms=options.image_transforms,
+                            episodes=options.episodes, delta_timestamps=delta,
                             tolerance_s=options.tolerance_s, shuffle=options.shuffle_seed is not None,
                             seed=options.shuffle_seed or 0, depth_output_unit=options.depth_output_unit)
     try:
@@ -264,6 +231,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="only these episodes (the episodes= argument of both readers)")
     parser.add_argument("--depth-output-unit", choices=("mm", "m"), default="mm",
                         help="depth_output_unit given to both readers (LeRobot's default: mm)")
+    parser.add_argument("--return-uint8", action="store_true", help="return_uint8=True for both readers")
+    parser.add_argument("--flip-transform", action="store_true",
+                        help="both readers get image_transforms=horizontal flip (LeRobot skips depth maps)")
     parser.add_argument("--shuffle", type=int, metavar="SEED", dest="shuffle_seed",
                         help="StreamingLeRobot shuffles with this seed, and LeRobot is read in that random "
                              "order too (as a shuffling DataLoader would), instead of row order")
@@ -329,7 +299,8 @@ def _load_and_check(root: Path, args: argparse.Namespace) -> list[CheckResult] |
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
     version = getattr(lerobot, "__version__", "?")
-    options = Options(args.tolerance_s, args.select, args.shuffle_seed, args.depth_output_unit)
+    options = Options(args.tolerance_s, args.select, args.shuffle_seed, args.depth_output_unit,
+                      args.return_uint8, args.flip_transform)
     try:
         meta = LeRobotDatasetMetadata("local/x", root=root)
         probe = _lerobot_dataset(root, None, options)
