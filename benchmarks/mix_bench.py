@@ -40,8 +40,8 @@ WEIGHTS = (0.5, 0.3, 0.2)
 
 def specs(small: bool) -> dict[str, DatasetSpec]:
     """Three AV1 2-camera datasets of one frame size: fps 30/15/10, different episode lengths."""
-    episodes, scale = (8, 1) if small else (16, 2)
-    lengths = {"a": (40, 80), "b": (30, 70), "c": (50, 90)}
+    episodes, scale = (24, 1) if small else (48, 2)
+    lengths = {"a": (30, 60), "b": (20, 50), "c": (40, 70)}
     return {name: DatasetSpec(name=f"mix-{'small' if small else 'full'}-{name}", episodes=episodes, size=(320, 240),
                               frames_per_episode=(lengths[name][0] * scale, lengths[name][1] * scale), codec="av1",
                               gop=2, bframes=False, episodes_per_video_file=4, episodes_per_data_file=4, fps=fps)
@@ -55,6 +55,7 @@ class WorkerMonitor(threading.Thread):
         super().__init__(daemon=True)
         self.exclude, self.period = exclude, period
         self.peaks: dict[int, dict[str, int]] = {}
+        self.cpu: dict[int, float] = {}  # CPU seconds of each worker (last sample)
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -65,6 +66,7 @@ class WorkerMonitor(threading.Thread):
                 try:
                     with proc.oneshot():
                         memory = proc.memory_full_info()
+                        times = proc.cpu_times()
                         now = {"rss": memory.rss, "uss": memory.uss, "threads": proc.num_threads(),
                                "tcp": len(proc.net_connections(kind="tcp"))}
                 except psutil.Error:
@@ -72,12 +74,16 @@ class WorkerMonitor(threading.Thread):
                 peak = self.peaks.setdefault(proc.pid, dict.fromkeys(now, 0))
                 for key, value in now.items():
                     peak[key] = max(peak[key], value)
+                self.cpu[proc.pid] = times.user + times.system
             self._halt.wait(self.period)
 
-    def stop(self) -> dict[str, int]:
+    def stop(self) -> dict[str, float]:
         self._halt.set()
         self.join()
-        return {key: max((p[key] for p in self.peaks.values()), default=0) for key in ("rss", "uss", "threads", "tcp")}
+        peaks: dict[str, float] = {key: max((p[key] for p in self.peaks.values()), default=0)
+                                   for key in ("rss", "uss", "threads", "tcp")}
+        peaks["cpu"] = sum(self.cpu.values())
+        return peaks
 
 
 def run_once(make: Callable[[], Any], args: argparse.Namespace, samples: int) -> dict[str, Any]:
@@ -99,7 +105,8 @@ def run_once(make: Callable[[], Any], args: argparse.Namespace, samples: int) ->
     peaks = monitor.stop()
     warm = max(1, args.workers)
     (t0, n0), (t1, n1) = arrivals[warm - 1], arrivals[-1]
-    return {"rate": (n1 - n0) / (t1 - t0), "ttfb": arrivals[0][0] - start, "samples": count, **peaks}
+    return {"rate": (n1 - n0) / (t1 - t0), "ttfb": arrivals[0][0] - start, "samples": count,
+            "cpu_ms": 1000 * peaks.pop("cpu") / count, **peaks}
 
 
 def median_runs(cells: dict[str, Callable[[], Any]], args: argparse.Namespace, samples: int) -> dict[str, dict]:
@@ -109,8 +116,8 @@ def median_runs(cells: dict[str, Callable[[], Any]], args: argparse.Namespace, s
         for name, make in cells.items():
             run = run_once(make, args, samples)
             runs[name].append(run)
-            print(f"[mix] {name:10s} run {r + 1}: {run['rate']:7.1f} samples/s, first batch {run['ttfb']:.2f} s, "
-                  f"worker peak USS {run['uss'] / 2**20:.0f} MiB", flush=True)
+            print(f"[mix] {name:10s} run {r + 1}: {run['rate']:7.1f} samples/s, {run['cpu_ms']:.2f} worker CPU ms "
+                  f"per sample, first batch {run['ttfb']:.2f} s, worker peak USS {run['uss'] / 2**20:.0f} MiB", flush=True)
     out = {}
     for name, cell_runs in runs.items():
         ordered = sorted(cell_runs, key=lambda x: x["rate"])
@@ -129,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-size", type=int, default=8, help="resident episodes per worker (all sources)")
     parser.add_argument("--sources", type=int, default=100, help="sources of the many-source case")
     parser.add_argument("--budget-mib", type=int, default=64, help="cache_bytes of the many-source case")
+    parser.add_argument("--buffer", type=int, default=128, help="shuffle_buffer (decoded samples per worker, all "
+                        "sources) of the many-source case")
     parser.add_argument("--rtt-ms", type=float, default=25.0)
     parser.add_argument("--mbit", type=float, default=400.0)
     parser.add_argument("--output", type=Path, help="results file (default benchmarks/results/mix.md; "
@@ -164,12 +173,15 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             with ThreadPoolExecutor(8) as pool:
                 sources = list(pool.map(lambda i: StreamingLeRobot(urls["abc"[i % 3]], **common), range(args.sources)))
-            mix = MixedStreamingLeRobot(sources, samples_per_epoch=epoch, cache_bytes=budget)
+            mix = MixedStreamingLeRobot(sources, samples_per_epoch=epoch, cache_bytes=budget,
+                                        shuffle_buffer=args.buffer)
             built["seconds"] = time.perf_counter() - start
             built["pool"] = sum(mix.pool_sizes)
+            built["buffer"] = sum(mix.shuffle_buffers)
             return mix
 
-        many = median_runs({"single-a@budget": single("a", cache_bytes=budget), f"mix-{args.sources}": mix_many},
+        many = median_runs({"single-a@budget": single("a", cache_bytes=budget, shuffle_buffer=args.buffer),
+                            f"mix-{args.sources}": mix_many},
                            args, args.samples)
     context = dict(args=args, argv=argv, built=built, load=(load0, os.getloadavg()),
                    elapsed=time.perf_counter() - started)
@@ -179,20 +191,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _row(name: str, run: dict) -> str:
     rates = "/".join(f"{r:.0f}" for r in run["rates"])
-    return (f"| {name} | {run['rate']:.1f} | {rates} | {run['ttfb']:.2f} | {run['rss'] / 2**20:.0f} / "
-            f"{run['uss'] / 2**20:.0f} | {run['threads']} | {run['tcp']} |")
+    return (f"| {name} | {run['rate']:.1f} | {rates} | {run['cpu_ms']:.2f} | {run['ttfb']:.2f} | "
+            f"{run['rss'] / 2**20:.0f} / {run['uss'] / 2**20:.0f} | {run['threads']} | {run['tcp']} |")
 
 
 def report(rows: dict[str, dict], many: dict[str, dict], context: dict) -> str:
     """The results file: both tables, the ratios against the targets, machine and versions."""
     args = context["args"]
     harmonic = 1 / sum(w / rows[f"single-{n}"]["rate"] for w, n in zip(WEIGHTS, "abc", strict=True))
+    cpu = sum(w * rows[f"single-{n}"]["cpu_ms"] for w, n in zip(WEIGHTS, "abc", strict=True))
     mixed = rows["mix-3"]["rate"]
     big, alone = many[f"mix-{args.sources}"], many["single-a@budget"]
     extra = big["uss"] - alone["uss"]
-    budget = args.budget_mib << 20
-    header = ["| track | samples/s (median) | runs | 1st batch s | peak RSS / USS per worker MiB | threads | "
-              "TCP conns |", "|---|---:|---|---:|---:|---:|---:|"]
+    sample_bytes = 2 * 3 * 320 * 240  # uint8 frames of the two cameras
+    cache = args.budget_mib << 20
+    decoded = context["built"].get("buffer", args.buffer) * sample_bytes
+    header = ["| track | samples/s (median) | runs | worker CPU ms/sample | 1st batch s | peak RSS / USS per "
+              "worker MiB | threads | TCP conns |", "|---|---:|---|---:|---:|---:|---:|---:|"]
     lines = [
         "# Mixing benchmark", "",
         f"`python -m benchmarks mix {' '.join(context['argv'] or [])}`".replace(" `", "`"), "",
@@ -204,15 +219,19 @@ def report(rows: dict[str, dict], many: dict[str, dict], context: dict) -> str:
         *(_row(name, run) for name, run in rows.items()), "",
         f"- mix-3 / single-a: **{mixed / rows['single-a']['rate']:.2f}x** (target >= 0.9x)",
         f"- mix-3 / weighted harmonic mean of the three single-source rates ({harmonic:.1f} samples/s, mixing "
-        f"without overhead): **{mixed / harmonic:.2f}x**", "",
-        f"## {args.sources} sources under one budget (cache_bytes = {args.budget_mib} MiB)", "", *header,
+        f"without overhead): **{mixed / harmonic:.2f}x**",
+        f"- worker CPU per sample, mix-3 / weighted mean of the single sources ({cpu:.2f} ms): "
+        f"**{rows['mix-3']['cpu_ms'] / cpu:.2f}x** (less sensitive than samples/s to other load on the machine)", "",
+        f"## {args.sources} sources under one budget (cache_bytes = {args.budget_mib} MiB, shuffle_buffer = "
+        f"{args.buffer})", "", *header,
         *(_row(name, run) for name, run in many.items()), "",
         f"- {args.sources} sources built in {context['built'].get('seconds', float('nan')):.1f} s "
-        f"(metadata of each over the proxy, 8 at a time); {context['built'].get('pool', 0)} resident episodes per "
-        "worker in all",
-        f"- worker memory above a single-source worker with the same budget: {extra / 2**20:+.0f} MiB of USS, "
-        f"**{extra / budget:.2f}x the budget** (the budget bounds fetched bytes; the rest is per-source "
-        "metadata, readers and indexes)",
+        f"(metadata of each over the proxy, 8 at a time); {context['built'].get('pool', 0)} open episodes and "
+        f"{context['built'].get('buffer', 0)} decoded samples per worker in all (at least one of each per source)",
+        f"- a worker's budget: cache_bytes {cache / 2**20:.0f} MiB + decoded samples {decoded / 2**20:.0f} MiB = "
+        f"{(cache + decoded) / 2**20:.0f} MiB; worker memory above a single-source worker with the same settings: "
+        f"{extra / 2**20:+.0f} MiB of USS (**{extra / (cache + decoded):.2f}x the budget**; the single-source "
+        "worker holds part of its own budget too, the rest is per-source metadata, readers, indexes and decoders)",
         f"- peak threads per worker {big['threads']} (single source {alone['threads']}), TCP connections "
         f"{big['tcp']} (single source {alone['tcp']})",
         "", f"Elapsed {context['elapsed']:.0f} s.",

@@ -371,7 +371,7 @@ class StreamingLeRobot(IterableDataset):
         """Items with this dataset's options, stored key names (a mixture passes its own decoder LRU)."""
         return ItemBuilder(self.meta.source, windows=self.windows, tolerance_s=self.tolerance_s,
                            return_uint8=self.return_uint8, image_transforms=self.image_transforms,
-                           decoders=decoders or DecoderLRU(self.decoders),
+                           decoders=decoders if decoders is not None else DecoderLRU(self.decoders),
                            depth_output_unit=self.depth_output_unit, image_size=self.image_size)
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ MODES = ("intersection", "union")
 INDEX_KEY = "dataset_index"
 _ROW_DTYPES = {"float": torch.float32, "int": torch.int64, "uint": torch.int64, "bool": torch.bool}
 _CAMERA_DTYPES = ("video", "image")
+_ABSENT = object()
 
 
 def missing_key(key: str) -> str:
@@ -163,7 +164,10 @@ class Schema:
         out: dict[str, Any] = {}
         for key, spec in self.keys.items():
             if key in has:
-                value = item[key]
+                value = item.get(key, _ABSENT)
+                if value is _ABSENT:
+                    raise ValueError(f"source {number} ({self.names[number]}): its items lack {key!r}, a feature "
+                                     "of its metadata (a column missing from its data files?)")
                 if not spec.matches(value):
                     got = f"{list(value.shape)} {str(value.dtype).replace('torch.', '')}" \
                         if isinstance(value, torch.Tensor) else type(value).__name__

@@ -12,11 +12,12 @@ Redirects are followed by hand so that each hop gets only the headers meant for 
 
 from __future__ import annotations
 
+import functools
 import re
+import ssl
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from functools import partial
 from typing import Protocol
 from urllib.parse import quote, urljoin
 
@@ -91,6 +92,13 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """The verifying SSL context every client of this process uses (one costs about 1 MiB; a worker
+    of a mixture holds one reader per source)."""
+    return httpx.create_ssl_context()
+
+
 class HttpRangeReader(BaseRangeReader):
     """RangeReader over http(s):// roots and hf:// roots (resolved through the Hub)."""
 
@@ -127,6 +135,7 @@ class HttpRangeReader(BaseRangeReader):
         else:
             raise ValueError(f"the HTTP backend needs an http(s):// or hf:// root, got {root!r}")
         self._client = httpx.Client(
+            verify=shared_ssl_context(),
             limits=httpx.Limits(max_connections=max_workers, max_keepalive_connections=max_workers),
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=pool_timeout),
             follow_redirects=False,
@@ -199,7 +208,7 @@ class HttpRangeReader(BaseRangeReader):
         while True:
             target = self._locator.target(path, refresh=refreshed)
             try:
-                return self._with_retries(what, partial(self._get_once, target, offset, length))
+                return self._with_retries(what, functools.partial(self._get_once, target, offset, length))
             except _Denied as exc:
                 if self._locator.can_refresh and not refreshed:
                     refreshed = True
