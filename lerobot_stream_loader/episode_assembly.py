@@ -2,7 +2,8 @@
 
 :class:`EpisodeAssembler` fetches an episode's byte ranges with one coalesced ``read_many`` and
 turns them into an :class:`EpisodeData` (Arrow rows + per camera a synthesized mini-MP4). Errors
-name the dataset, episode, camera, file and byte range.
+name the dataset, episode, camera, file and byte range. A row group holding many episodes is fetched
+and decoded once and kept for the next episodes (:mod:`~lerobot_stream_loader.shared_row_groups`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .errors import DatasetFormatError, FetchError, FrameMismatchError, StreamLo
 from .file_indexes import FileIndexes
 from .meta import DatasetMeta, EpisodeMeta
 from .mp4 import Mp4FormatError, Mp4Index, Span, synthesize_mp4
-from .parquet_ranges import read_episode_rows
+from .parquet_ranges import episode_rows, read_row_groups
+from .shared_row_groups import GroupRows, SharedRowGroups, holds_many_episodes
 from .storage import RangeReader
 from .windows import DEFAULT_TOLERANCE_S
 
@@ -49,7 +51,7 @@ class EpisodeData:
 
 
 class EpisodeAssembler:
-    """``assembler(episode_index) -> EpisodeData`` for one dataset (thread-safe; no state of its own)."""
+    """``assembler(episode_index) -> EpisodeData`` for one dataset (thread-safe; its only state is the LRU of shared row groups)."""
 
     def __init__(self, meta: DatasetMeta, reader: RangeReader, *, indexes: FileIndexes | None = None,
                  columns: list[str] | None = None, tolerance_s: float = DEFAULT_TOLERANCE_S) -> None:
@@ -58,6 +60,7 @@ class EpisodeAssembler:
         self.reader = reader
         self.indexes = indexes or FileIndexes(reader, root=meta.root)
         self.columns = columns
+        self.shared = SharedRowGroups()  # row groups holding many episodes, decoded once
 
     def __call__(self, episode_index: int) -> EpisodeData:
         episode = self.meta.episode(episode_index)
@@ -67,20 +70,31 @@ class EpisodeAssembler:
         except StreamLoaderError as exc:
             raise type(exc)(f"{where}: data file {episode.data_path}: {exc}") from exc
         row_groups = footer.row_groups_for(episode_index)
-        requests = [(episode.data_path, *footer.ranges[rg]) for rg in row_groups]
+        shared_key = (episode.data_path, tuple(row_groups)) if holds_many_episodes(footer, row_groups) else None
+        group = self.shared.get(shared_key) if shared_key is not None else None
+        requests = [] if group is not None else [(episode.data_path, *footer.ranges[rg]) for rg in row_groups]
+        fetched_groups = len(requests)
         margin = READ_AHEAD_FRAMES / self.meta.fps
         spans = {key: self._span(where, key, video.path, video.from_timestamp, video.to_timestamp + margin)
                  for key, video in episode.videos.items()}
         requests += [(episode.videos[key].path, span.byte_offset, span.byte_length)
                      for key, (_, span) in spans.items()]
         blobs = self._read(where, requests)
-        rows = read_episode_rows(footer, dict(zip(row_groups, blobs, strict=False)), episode_index)
+        if group is None:
+            table = read_row_groups(footer, dict(zip(row_groups, blobs, strict=False)))
+            if shared_key is None:
+                rows = episode_rows(table, episode_index)
+            else:
+                group = GroupRows.of(table)
+                self.shared.put(shared_key, group)
+        if group is not None:
+            rows = group.rows(episode_index)
         if rows.num_rows != episode.length:
             raise DatasetFormatError(
                 f"{where}: {episode.data_path} holds {rows.num_rows} rows of the episode, the episodes table "
                 f"says {episode.length}")
         _check_row_positions(rows, episode, where)
-        payloads = dict(zip(spans, blobs[len(row_groups):], strict=True))
+        payloads = dict(zip(spans, blobs[fetched_groups:], strict=True))
         self._cover_row_times(where, episode, rows, spans, payloads)
         if self.columns is not None:
             rows = rows.select([c for c in self.columns if c in rows.column_names])

@@ -149,8 +149,8 @@ def _merge_adjacent(segments: dict[int, bytes]) -> list[tuple[int, bytes]]:
     return merged
 
 
-def read_episode_rows(footer: ParquetFooter, row_groups: dict[int, bytes], episode_index: int) -> pa.Table:
-    """Decode the fetched row groups and keep the rows of ``episode_index``."""
+def read_row_groups(footer: ParquetFooter, row_groups: dict[int, bytes]) -> pa.Table:
+    """Decode the fetched row groups (``{row group: its bytes}``) into one table."""
     segments = {footer.ranges[rg][0]: data for rg, data in row_groups.items()}
     segments[footer.footer_offset] = footer.footer
     parquet = pq.ParquetFile(_SparseFile(footer.path, footer.size, segments), metadata=footer.metadata)
@@ -160,11 +160,20 @@ def read_episode_rows(footer: ParquetFooter, row_groups: dict[int, bytes], episo
         raise DatasetFormatError(f"{footer.path}: row groups {sorted(row_groups)} unreadable ({exc})") from exc
     if "episode_index" not in table.column_names:
         raise DatasetFormatError(f"{footer.path}: no 'episode_index' column")
+    return table
+
+
+def episode_rows(table: pa.Table, episode_index: int) -> pa.Table:
+    """The rows of ``episode_index`` in decoded row groups (the table itself when it holds only those)."""
     column = table.column("episode_index")
     if len(column) and pc.all(pc.equal(column, episode_index)).as_py():
         return table
-    mask = pc.equal(column, episode_index)
-    return table.filter(mask)
+    return table.filter(pc.equal(column, episode_index))
+
+
+def read_episode_rows(footer: ParquetFooter, row_groups: dict[int, bytes], episode_index: int) -> pa.Table:
+    """Decode the fetched row groups and keep the rows of ``episode_index``."""
+    return episode_rows(read_row_groups(footer, row_groups), episode_index)
 
 
 def frame_indices(table: pa.Table) -> np.ndarray:

@@ -20,10 +20,12 @@ import torch
 
 from lerobot_stream_loader import StreamingLeRobot, episode_assembly
 from lerobot_stream_loader.cli import main as cli_main
+from lerobot_stream_loader.episode_assembly import EpisodeAssembler
 from lerobot_stream_loader.episode_files import files_of_episodes
 from lerobot_stream_loader.errors import DatasetFormatError, FrameMismatchError
 from lerobot_stream_loader.meta import load_meta
 from lerobot_stream_loader.sample.extra_columns import expected_extra_row
+from lerobot_stream_loader.storage import open_root_reader
 from lerobot_stream_loader.testing import expected_action, expected_state, read_frame_index
 from tests.support.lerobot_venv import run_check_against_lerobot
 from tests.support.reference import ReferenceReader
@@ -263,3 +265,30 @@ def test_sample_cli_writes_these_layouts(tmp_path: Path) -> None:
     for ep in meta.episodes:
         assert ep.videos[CAM].to_timestamp == pytest.approx(ep.videos[CAM].from_timestamp + (ep.length - 1) / meta.fps)
     _check_items(out, list(StreamingLeRobot(out, return_uint8=True)))
+
+
+def test_a_row_group_of_many_episodes_is_fetched_once(extra: Path) -> None:
+    meta = load_meta(extra)
+    data_file = meta.episode(0).data_path
+    fetched: list[str] = []
+
+    class Counting:
+        def __init__(self, reader) -> None:
+            self.reader = reader
+
+        def read_many(self, requests):
+            requests = list(requests)
+            fetched.extend(r[0] for r in requests)
+            return self.reader.read_many(requests)
+
+        def __getattr__(self, name):
+            return getattr(self.reader, name)
+
+    with open_root_reader(meta.root) as reader:
+        assembler = EpisodeAssembler(meta, Counting(reader))
+        ref = ReferenceReader(extra)
+        for episode in meta.episode_indices:
+            rows = assembler(episode).rows
+            want = ref.table.slice(meta.episode(episode).from_index, meta.episode(episode).length)
+            assert rows.equals(want)
+    assert fetched.count(data_file) == 1 and len(assembler.shared) == 1
