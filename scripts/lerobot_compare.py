@@ -12,14 +12,18 @@ import torch
 
 
 def _frame_indices(frames: torch.Tensor) -> list[int | str]:
-    """The global index drawn in each frame of a (C, H, W) or (N, C, H, W) camera tensor."""
-    from lerobot_stream_loader.testing import read_frame_index
+    """The global index drawn in each frame of a (C, H, W) or (N, C, H, W) camera tensor (sample
+    datasets; a one-channel float frame is read as a depth map, in mm when it holds values above 20)."""
+    from lerobot_stream_loader.testing import read_depth_index, read_frame_index
 
     stack = frames.unsqueeze(0) if frames.dim() == 3 else frames
     shown: list[int | str] = []
     for frame in stack:
         try:
-            shown.append(read_frame_index(frame.float(), strict=False))
+            if frame.shape[0] == 1 and frame.is_floating_point() and float(frame.max()) > 1.0:
+                shown.append(read_depth_index(frame, "mm" if float(frame.max()) > 20 else "m"))
+            else:
+                shown.append(read_frame_index(frame.float(), strict=False))
         except ValueError:
             shown.append("?")
     return shown
