@@ -88,17 +88,18 @@ class MixtureStream:
                  decoders: int) -> None:
         self.plan = plan
         numbers = [i for i, p in enumerate(plan.plans) if p is not None]
+        self.decoders = DecoderLRU(decoders)
+        built = {i: builders[i](SourceDecoderView(self.decoders, i)) for i in numbers}
         assemblers: dict[int, EpisodeAssembler] = {}
         for i in numbers:
             res = resources.source(i)
-            assemblers[i] = EpisodeAssembler(res.meta, res.reader, indexes=res.indexes)
+            assemblers[i] = EpisodeAssembler(res.meta, res.reader, indexes=res.indexes,
+                                             tolerance_s=built[i].tolerance_s)
         self.cache = FetchCache(lambda key: assemblers[key[0]](key[1]),  # type: ignore[index]
                                 budget_bytes=cache_bytes, prefetch_depth=prefetch_depth, threads=fetch_threads)
-        self.decoders = DecoderLRU(decoders)
         self.streams: dict[int, WorkerStream] = {}
         for i in numbers:
-            builder = builders[i](SourceDecoderView(self.decoders, i))
-            self.streams[i] = WorkerStream(resources.source(i), plan.plans[i], builder,  # type: ignore[arg-type]
+            self.streams[i] = WorkerStream(resources.source(i), plan.plans[i], built[i],  # type: ignore[arg-type]
                                            prefetch=prefetch[i], cache=SourceCacheView(self.cache, i))
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
