@@ -30,7 +30,7 @@ from . import budget
 from .plan import SourceEpisodes, fingerprint, plan_reader, samples_per_rank, source_counts
 from .schema import Schema, source_spec
 from .stats import mixture_stats
-from .stream import MixtureResources, MixtureStream, new_resources
+from .stream import MixtureResources, MixtureStream
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,8 @@ class MixedStreamingLeRobot(IterableDataset):
 
     def _worker_resources(self) -> MixtureResources:
         if self._resources is None or self._resources.pid != os.getpid():
-            self._resources = new_resources(partial(_open_source, self.sources))
+            self._resources = MixtureResources(partial(_open_source, self.sources),
+                                               [s.tolerance_s for s in self.sources])
         return self._resources
 
     def close(self) -> None:

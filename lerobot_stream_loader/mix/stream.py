@@ -8,8 +8,8 @@ fetch threads, one in-flight limit) keyed by (source, episode), and one decoder 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..decode import DecoderLRU, EpisodeVideoDecoder
@@ -57,27 +57,40 @@ class SourceDecoderView:
         return len(self.keys())
 
 
-@dataclass
 class MixtureResources:
-    """What one process keeps across epochs: each source's reader and file indexes, opened on first use."""
+    """What one process keeps across epochs: each source's reader, file indexes and episode assembler,
+    opened on first use (from the fetch threads: sources open in parallel, each once)."""
 
-    pid: int
-    open_source: Callable[[int], WorkerResources]
-    sources: dict[int, WorkerResources] = field(default_factory=dict)
+    def __init__(self, open_source: Callable[[int], WorkerResources], tolerances: list[float]) -> None:
+        self.pid = os.getpid()
+        self.open_source = open_source
+        self.tolerances = tolerances
+        self.sources: dict[int, tuple[WorkerResources, EpisodeAssembler]] = {}
+        self._locks: dict[int, threading.Lock] = {}
+        self._lock = threading.Lock()
 
-    def source(self, number: int) -> WorkerResources:
-        if number not in self.sources:
-            self.sources[number] = self.open_source(number)
-        return self.sources[number]
+    def assembler(self, number: int) -> EpisodeAssembler:
+        """Source ``number``'s episode assembler, its reader opened now if needed."""
+        opened = self.sources.get(number)
+        if opened is None:
+            with self._lock:
+                lock = self._locks.setdefault(number, threading.Lock())
+            with lock:
+                opened = self.sources.get(number)
+                if opened is None:
+                    res = self.open_source(number)
+                    opened = self.sources[number] = (res, EpisodeAssembler(
+                        res.meta, res.reader, indexes=res.indexes, tolerance_s=self.tolerances[number]))
+        return opened[1]
+
+    def fetch(self, key: tuple[int, int]) -> EpisodeData:
+        """Episode ``key[1]`` of source ``key[0]`` (the shared cache's fetch function)."""
+        return self.assembler(key[0])(key[1])
 
     def close(self) -> None:
-        for resources in self.sources.values():
+        for resources, _ in self.sources.values():
             resources.close()
         self.sources.clear()
-
-
-def new_resources(open_source: Callable[[int], WorkerResources]) -> MixtureResources:
-    return MixtureResources(os.getpid(), open_source)
 
 
 class MixtureStream:
@@ -87,20 +100,17 @@ class MixtureStream:
                  cache_bytes: int, fetch_threads: int, prefetch_depth: int, prefetch: list[int],
                  decoders: int) -> None:
         self.plan = plan
-        numbers = [i for i, p in enumerate(plan.plans) if p is not None]
+        self.cache = FetchCache(resources.fetch, budget_bytes=cache_bytes,  # type: ignore[arg-type]
+                                prefetch_depth=prefetch_depth, threads=fetch_threads)
         self.decoders = DecoderLRU(decoders)
-        built = {i: builders[i](SourceDecoderView(self.decoders, i)) for i in numbers}
-        assemblers: dict[int, EpisodeAssembler] = {}
-        for i in numbers:
-            res = resources.source(i)
-            assemblers[i] = EpisodeAssembler(res.meta, res.reader, indexes=res.indexes,
-                                             tolerance_s=built[i].tolerance_s)
-        self.cache = FetchCache(lambda key: assemblers[key[0]](key[1]),  # type: ignore[index]
-                                budget_bytes=cache_bytes, prefetch_depth=prefetch_depth, threads=fetch_threads)
         self.streams: dict[int, WorkerStream] = {}
-        for i in numbers:
-            self.streams[i] = WorkerStream(resources.source(i), plan.plans[i], built[i],  # type: ignore[arg-type]
-                                           prefetch=prefetch[i], cache=SourceCacheView(self.cache, i))
+        for i, source_plan in enumerate(plan.plans):
+            if source_plan is None:
+                continue
+            builder = builders[i](SourceDecoderView(self.decoders, i))
+            # no resources: they only serve a stream's own cache; the sources open theirs on first fetch
+            self.streams[i] = WorkerStream(None, source_plan, builder, prefetch=prefetch[i],  # type: ignore[arg-type]
+                                           cache=SourceCacheView(self.cache, i))
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         items = {i: iter(stream) for i, stream in self.streams.items()}
