@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .decode import DecoderLRU
+from .elastic import ElasticState, remaining_plan
 from .episode_cache import DEFAULT_BUDGET_BYTES
 from .episode_files import check_episode_files
 from .features.depth import (
@@ -254,7 +255,7 @@ class StreamingLeRobot(IterableDataset):
         self._epoch = multiprocessing.Value("q", 0, lock=False)
         self._consumed = 0
         self._fingerprints: dict[tuple[int, int], str] = {}
-        self._loaded: PlanState | None = None
+        self._loaded: PlanState | ElasticState | None = None
         self._resources: WorkerResources | None = None
 
     def _select(self, episodes: Sequence[int] | None) -> np.ndarray:
@@ -328,9 +329,14 @@ class StreamingLeRobot(IterableDataset):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`: the next iteration skips the samples already consumed.
 
-        A state saved with another world size or worker count raises ``ValueError`` when iterating.
+        A reader's state saved with another world size or worker count raises ``ValueError`` when
+        iterating; to resume on another world size or worker count load
+        :func:`~lerobot_stream_loader.elastic.elastic_state` of one rank's ``StatefulDataLoader`` state
+        instead (before the DataLoader starts its workers): the rest of the interrupted epoch is then
+        spread over the new readers (see :mod:`lerobot_stream_loader.elastic` for the bound).
         """
-        loaded = PlanState.from_dict(dict(state))
+        loaded = ElasticState.from_dict(state) if isinstance(state.get("consumed"), list | tuple) \
+            else PlanState.from_dict(dict(state))
         self._loaded = loaded
         self.set_epoch(loaded.epoch)
 
@@ -341,15 +347,22 @@ class StreamingLeRobot(IterableDataset):
         if self.num_workers is not None and max(self.num_workers, 1) != workers and worker == 0:
             warnings.warn(f"StreamingLeRobot(num_workers={self.num_workers}) but the DataLoader runs {workers} "
                           "worker(s); the argument is not needed (len() does not depend on it)", stacklevel=2)
-        plan = plan_shard(self._plan_episodes, seed=self.seed, epoch=self.epoch, rank=rank, world_size=world,
-                          worker_id=worker, num_workers=workers, shuffle=self.shuffle,
-                          drop_last=self.drop_last, pool_size=self.pool_size, shuffle_buffer=self.shuffle_buffer)
+        options = dict(seed=self.seed, shuffle=self.shuffle, drop_last=self.drop_last, pool_size=self.pool_size,
+                       shuffle_buffer=self.shuffle_buffer, rank=rank, world_size=world, worker_id=worker,
+                       num_workers=workers)
+        loaded, self._loaded = self._loaded, None
         skip = 0
-        if self._loaded is not None:
-            loaded, self._loaded = self._loaded, None
-            loaded.check(rank=rank, worker_id=worker, world_size=world, num_workers=workers,
-                         fingerprint=self._fingerprint(world, workers))
-            skip = loaded.consumed
+        if isinstance(loaded, ElasticState) and loaded.epoch == self.epoch:  # later epochs: the new plan
+            if loaded.fingerprint != self._fingerprint(loaded.world_size, loaded.num_workers):
+                raise ValueError("the elastic state was saved for a different plan (seed, shuffle, drop_last, "
+                                 "pool_size or episode list differ)")
+            plan = remaining_plan(self._plan_episodes, loaded, **options)
+        else:
+            plan = plan_shard(self._plan_episodes, epoch=self.epoch, **options)
+            if loaded is not None:
+                loaded.check(rank=rank, worker_id=worker, world_size=world, num_workers=workers,
+                             fingerprint=self._fingerprint(world, workers))
+                skip = loaded.consumed
         self._consumed = skip
         resources = self._worker_resources()
         stream = WorkerStream(resources, plan.skip(skip), self._builder(),

@@ -66,8 +66,9 @@ class PlanState:
         if saved != now:
             raise ValueError(
                 f"plan state was saved with world_size={saved[0]}, num_workers={saved[1]} but this run has "
-                f"world_size={now[0]}, num_workers={now[1]}; resuming would change the order. Resume with "
-                "the same world size and worker count, or start a new epoch without loading the state"
+                f"world_size={now[0]}, num_workers={now[1]}. Resume with the same world size and worker "
+                "count, or load lerobot_stream_loader.elastic.elastic_state(<the saved loader state>) into the "
+                "dataset (and not into the DataLoader) to spread the rest of the epoch over the new readers"
             )
         if (self.rank, self.worker_id) != (rank, worker_id):
             raise ValueError(
