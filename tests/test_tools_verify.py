@@ -235,3 +235,38 @@ def test_shuffle_from_a_script_read_on_standard_input(make_sample, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "threads of this process" in done.stderr
     assert validate(out).ok
+
+
+@pytest.mark.timeout(300)
+def test_shuffle_keeps_a_depth_camera_lossless_and_12_bit(make_sample, tmp_path):
+    from lerobot_stream_loader.features.depth import depth_keys
+    from lerobot_stream_loader.sample.depth import depth_codes
+
+    source = make_sample(episodes=4, cameras=1, depth_camera=True, size=(64, 48), frames_per_episode=(5, 9),
+                         episodes_per_video_file=2, codec="av1", seed=12)
+    result = shuffle_episodes(source, tmp_path / "out", seed=3, max_workers=2)
+    out, src = load_meta(Path(result.output), all_columns=True), load_meta(source, all_columns=True)
+    (key,) = depth_keys(out.features)
+    info = out.features[key]["info"]
+    assert (info["video.codec"], info["video.pix_fmt"]) == ("hevc", "gray12le")
+    assert {k: v for k, v in info.items() if k.startswith("video.depth") or k == "video.shift"} == {
+        k: v for k, v in src.features[key]["info"].items() if k.startswith("video.depth") or k == "video.shift"}
+    width, height = out.features[key]["shape"][1], out.features[key]["shape"][0]
+    checked = 0
+    for new, old in enumerate(result.order):
+        a, b = src.episode(old), out.episode(new)
+        with av.open(str(Path(result.output) / b.videos[key].path)) as container:
+            stream = container.streams.video[0]
+            codes = {round(float(f.pts * stream.time_base) * out.fps): f.to_ndarray(format="gray12le")
+                     for f in container.decode(stream)}
+        first = round(b.videos[key].from_timestamp * out.fps)
+        for k in range(a.length):
+            assert np.array_equal(codes[first + k], depth_codes(a.from_index + k, width, height)), (new, k)
+            checked += 1
+    assert checked == out.total_frames
+    assert validate(Path(result.output)).ok
+    for stat in ("min", "max", "mean"):  # lossless: the source's per-episode depth stats carry over
+        column = f"stats/{key}/{stat}"
+        by_episode = dict(zip(src.episodes_table.column("episode_index").to_pylist(),
+                              src.episodes_table.column(column).to_pylist()))
+        assert out.episodes_table.column(column).to_pylist() == [by_episode[o] for o in result.order]

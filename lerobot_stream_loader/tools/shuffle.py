@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from ..features.depth import is_depth_feature
 from ..meta import DatasetMeta
+from ..sample.depth import DEPTH_CRF
 from .encoder import CodecSettings
 from .layout import FileGroup, copy_meta_files, finish_info, make_groups, write_info
 from .output import ToolError, check_output, open_output, staged_output
@@ -174,7 +176,8 @@ def make_tasks(meta: DatasetMeta, files: SourceFiles, moves: list[EpisodeMove], 
         for key in meta.video_keys:
             height, width = meta.features[key]["shape"][:2]
             tasks[f"{number}/{key}"] = VideoTask(files, key, str(out / group.video_path(info, key)), members,
-                                                 meta.fps, width, height, settings)
+                                                 meta.fps, width, height,
+                                                 camera_settings(meta.features[key], settings))
     for task in tasks.values():
         Path(task.out).parent.mkdir(parents=True, exist_ok=True)
     return tasks
@@ -291,8 +294,19 @@ def _wait_quietly(futures: dict[Future, str]) -> None:
                 pass
 
 
+def camera_settings(feature: dict[str, Any], settings: CodecSettings) -> CodecSettings:
+    """How one camera is encoded: ``settings``, except that a depth camera keeps LeRobot's depth
+    encoding (12-bit grey HEVC, lossless, so its codes, and the depth they dequantize to, are kept
+    exactly) whatever the RGB settings say."""
+    if not is_depth_feature(feature):
+        return settings
+    return CodecSettings("libx265", "gray12le", settings.g, DEPTH_CRF, "medium",
+                         options=(("x265-params", "lossless=1:forced-idr=1:log-level=none"),))
+
+
 def _encoded_info(meta: DatasetMeta, info: dict[str, Any], settings: CodecSettings) -> dict[str, Any]:
     features = {name: dict(feature) for name, feature in info["features"].items()}
     for key in meta.video_keys:
-        features[key]["info"] = {**features[key].get("info", {}), **settings.feature_info()}
+        used = camera_settings(features[key], settings)
+        features[key]["info"] = {**features[key].get("info", {}), **used.feature_info()}
     return {**info, "features": features}

@@ -1,7 +1,8 @@
 """Metadata of a shuffled dataset: the episodes table in the new order and stats.json.
 
 Numeric per-episode stats are carried over from the source rows, except those of the renumbered
-columns (``index``, ``episode_index``), which are recomputed; image stats come from the encoder.
+columns (``index``, ``episode_index``), which are recomputed; image stats come from the encoder,
+except a depth camera's, carried over too (its re-encode is lossless).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..features.depth import depth_keys
 from ..meta import STATS_PATH, DatasetMeta
 from .encoder import CodecSettings
 from .layout import FileGroup, group_of, set_column, write_episode_tables, write_json
@@ -33,11 +35,13 @@ def write_shuffled_meta(meta: DatasetMeta, moves: list[EpisodeMove], groups: lis
     table = set_column(table, "data/chunk_index", [where[e].chunk for e in new])
     table = set_column(table, "data/file_index", [where[e].file for e in new])
     per_episode: dict[str, list[dict[str, Any]]] = {}
+    depth = set(depth_keys(meta.features))
     for number in range(len(groups)):
         for name in RENUMBERED:
             per_episode.setdefault(name, []).extend(s[name] for s in outcomes[f"{number}/data"]["stats"])
         for key in meta.video_keys:
-            per_episode.setdefault(key, []).extend(outcomes[f"{number}/{key}"]["stats"])
+            if key not in depth:  # lossless: a depth camera's stats stay those of the source rows
+                per_episode.setdefault(key, []).extend(outcomes[f"{number}/{key}"]["stats"])
     for key in meta.video_keys:
         bounds = [b for n in range(len(groups)) for b in outcomes[f"{n}/{key}"]["bounds"]]
         table = set_column(table, f"videos/{key}/chunk_index", [where[e].chunk for e in new])
