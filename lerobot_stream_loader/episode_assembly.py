@@ -8,6 +8,7 @@ and decoded once and kept for the next episodes (:mod:`~lerobot_stream_loader.sh
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,7 @@ class EpisodeAssembler:
                 f"{where}: {episode.data_path} holds {rows.num_rows} rows of the episode, the episodes table "
                 f"says {episode.length}")
         _check_row_positions(rows, episode, where)
+        _check_task_indices(rows, episode, where, self.meta.tasks)
         payloads = dict(zip(spans, blobs[fetched_groups:], strict=True))
         self._cover_row_times(where, episode, rows, spans, payloads)
         if self.columns is not None:
@@ -174,3 +176,19 @@ def _check_row_positions(rows: pa.Table, episode: EpisodeMeta, where: str) -> No
             raise DatasetFormatError(
                 f"{where}: {episode.data_path}: column {name!r} is {int(values[k])} in row {k} of the episode, "
                 f"the episodes table gives the episode [{start}, {start + episode.length})")
+
+
+def _check_task_indices(rows: pa.Table, episode: EpisodeMeta, where: str, tasks: Mapping[int, str]) -> None:
+    """Every row's ``task_index`` must name a task of meta/tasks.parquet."""
+    if "task_index" not in rows.column_names:
+        return
+    column = rows.column("task_index")
+    values = np.asarray(column.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    known = np.fromiter(tasks.keys(), dtype=np.int64, count=len(tasks))
+    unknown = np.flatnonzero(~np.isin(values, known))
+    if len(unknown):
+        k = int(unknown[0])
+        shown = "null" if column[k].as_py() is None else int(values[k])
+        raise DatasetFormatError(
+            f"{where}: {episode.data_path}: task_index {shown} in row {k} of the episode is not in "
+            f"meta/tasks.parquet (it has {len(tasks)} tasks)")

@@ -25,6 +25,7 @@ from .errors import DatasetFormatError
 from .local_cache import dataset_cache_dir, offline
 from .meta_cache import MetaCache, entry_version
 from .meta_checks import check_episodes_table, check_info
+from .parquet_footer_check import check_parquet_bytes
 from .paths import PathEscapeError, check_relative, is_bare_repo_id, is_local, join, normalize_root
 from .storage import RangeReader, open_root_reader
 
@@ -33,6 +34,7 @@ __all__ = ["DatasetMeta", "EpisodeMeta", "EpisodeTable", "VideoSpan", "load_meta
 INFO_PATH = "meta/info.json"
 STATS_PATH = "meta/stats.json"
 TASKS_PATH = "meta/tasks.parquet"
+MAX_JSON_BYTES = 64 << 20
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 DEFAULT_CHUNKS_SIZE = 1000
 
@@ -314,11 +316,16 @@ class _MetaFiles:
             raise DatasetFormatError(f"{self.root}/{relative}: file not found") from exc
 
     def json(self, relative: str) -> dict[str, Any]:
+        if self.exists(relative) and self.reader.size(relative) > MAX_JSON_BYTES:
+            raise DatasetFormatError(f"{self.root}/{relative}: {self.reader.size(relative)} bytes, more than "
+                                     f"the {MAX_JSON_BYTES >> 20} MiB a metadata JSON file may have")
         raw = self.bytes(relative)
         try:
             value = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DatasetFormatError(f"{self.root}/{relative}: not valid JSON ({exc})") from exc
+        except RecursionError:
+            raise DatasetFormatError(f"{self.root}/{relative}: JSON nested too deeply") from None
         if not isinstance(value, dict):
             raise DatasetFormatError(f"{self.root}/{relative}: expected a JSON object, got "
                                      f"{type(value).__name__}")
@@ -327,11 +334,12 @@ class _MetaFiles:
     def parquet(self, relative: str, columns: list[str] | None = None) -> pa.Table:
         raw = self.bytes(relative)
         try:
+            check_parquet_bytes(raw)
             if columns is not None:
                 present = set(pq.read_schema(io.BytesIO(raw)).names)
                 columns = [c for c in columns if c in present]
             return pq.read_table(io.BytesIO(raw), columns=columns)
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:  # ValueError: footer check, bad UTF-8 names
             raise DatasetFormatError(f"{self.root}/{relative}: not a readable parquet file ({exc})") from exc
 
 

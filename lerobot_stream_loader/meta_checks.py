@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import string
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,14 @@ SUPPORTED_STORAGE = ("parquet",)
 _INT_KEYS = ("fps", "total_episodes", "total_frames")
 _REQUIRED_EPISODE_COLUMNS = ("episode_index", "length", "data/chunk_index", "data/file_index",
                              "dataset_from_index", "dataset_to_index")
+
+
+MAX_TEMPLATE_CHARS = 1024
+MAX_TEMPLATE_WIDTH = 32
+_INDEX_SPEC = re.compile(r"(0?([1-9]|[12]\d|3[0-2]))?d?")  # {x}, {x:d}, {x:3d}, {x:03d} ... up to 32
+_SPEC = {"chunk_index": _INDEX_SPEC, "file_index": _INDEX_SPEC, "video_key": re.compile("")}
+_TEMPLATE_FIELDS = {"data_path": {"chunk_index", "file_index"},
+                    "video_path": {"chunk_index", "file_index", "video_key"}}
 
 
 def _fail(where: str, key: str, problem: str) -> DatasetFormatError:
@@ -89,11 +99,27 @@ def _check_feature(where: str, name: str, feature: Any) -> None:
 
 
 def _check_template(where: str, key: str, template: str, video_key: str | None) -> None:
+    """A path template may only name its fields plainly or with a short integer width (``{chunk_index:03d}``):
+    no conversions, attribute or item lookups, nor widths that would build huge strings."""
+    allowed = _TEMPLATE_FIELDS[key]
     try:
+        if len(template) > MAX_TEMPLATE_CHARS:
+            raise ValueError(f"longer than {MAX_TEMPLATE_CHARS} characters")
+        for _, field, spec, conversion in string.Formatter().parse(template):
+            if field is None:
+                continue
+            if field not in allowed:
+                raise ValueError(f"unknown field {{{field}}} (allowed: {', '.join(sorted(allowed))})")
+            if conversion is not None:
+                raise ValueError(f"conversion !{conversion} in {{{field}}}")
+            if not _SPEC[field].fullmatch(spec or ""):
+                raise ValueError(f"format spec {spec!r} in {{{field}}} (allowed: an integer width up to "
+                                 f"{MAX_TEMPLATE_WIDTH}, as in {{{field}:03d}})" if field != "video_key"
+                                 else f"format spec {spec!r} in {{video_key}} (none allowed)")
         path = template.format(chunk_index=0, file_index=0, video_key=video_key or "x")
         check_relative(path, what=key)
     except (KeyError, IndexError, ValueError) as exc:
-        raise _fail(where, key, f"{template!r} is not a usable path template ({exc})") from exc
+        raise _fail(where, key, f"{template[:200]!r} is not a usable path template ({exc})") from exc
 
 
 def check_episodes_table(table: pa.Table, info: dict[str, Any], root: str) -> None:
@@ -112,8 +138,9 @@ def check_episodes_table(table: pa.Table, info: dict[str, Any], root: str) -> No
         ok = pa.types.is_floating(kind) or pa.types.is_integer(kind) if want_float else pa.types.is_integer(kind)
         if not ok:
             raise _fail(where, column, f"expected {'numbers' if want_float else 'integers'}, got {kind}")
-    if table.column("episode_index").null_count or table.column("length").null_count:
-        raise _fail(where, "episode_index", "null values")
+    for column in needed:
+        if table.column(column).null_count:
+            raise _fail(where, column, "null values")
     if table.num_rows != info["total_episodes"]:
         raise DatasetFormatError(
             f"{root}/meta/info.json: key 'total_episodes' is {info['total_episodes']} but "
@@ -134,6 +161,7 @@ def check_episodes_table(table: pa.Table, info: dict[str, Any], root: str) -> No
         raise _fail(where, "dataset_to_index",
                     f"episode {int(indices[i])}: [{int(starts[i])}, {int(ends[i])}) does not hold its "
                     f"length {int(lengths[i])}")
+    _check_disjoint_ranges(where, indices, starts, ends)
     for key in video_keys:
         lo = np.asarray(table.column(f"videos/{key}/from_timestamp").to_pylist(), dtype=np.float64)
         hi = np.asarray(table.column(f"videos/{key}/to_timestamp").to_pylist(), dtype=np.float64)
@@ -150,3 +178,18 @@ def check_episodes_table(table: pa.Table, info: dict[str, Any], root: str) -> No
             i = int(bad[0])
             raise _fail(where, "length", f"episode {int(indices[i])} claims {int(lengths[i])} frames but its "
                         f"{key} span [{lo[i]}, {hi[i]}) s holds about {int(round((hi[i] - lo[i]) * info['fps']))}")
+
+
+def _check_disjoint_ranges(where: str, indices: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+    """Global frame ranges start at 0 or later and no two episodes share a frame index."""
+    negative = np.flatnonzero(starts < 0)
+    if len(negative):
+        i = int(negative[0])
+        raise _fail(where, "dataset_from_index", f"episode {int(indices[i])} starts at {int(starts[i])} (negative)")
+    order = np.argsort(starts, kind="stable")
+    overlap = np.flatnonzero(starts[order][1:] < ends[order][:-1])
+    if len(overlap):
+        a, b = int(order[overlap[0]]), int(order[overlap[0] + 1])
+        raise _fail(where, "dataset_from_index",
+                    f"episodes {int(indices[a])} [{int(starts[a])}, {int(ends[a])}) and {int(indices[b])} "
+                    f"[{int(starts[b])}, {int(ends[b])}) overlap")

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import DatasetFormatError
+from .parquet_footer_check import check_footer
 
 _MAGIC = b"PAR1"
 _TAIL_PROBE = 64 * 1024
@@ -62,8 +63,9 @@ def read_footer(path: str, size: int, read_range: ReadRange) -> ParquetFooter:
     else:
         footer = read_range(footer_offset, footer_len + 8)
     try:
+        check_footer(footer[:-8])
         metadata = pq.read_metadata(pa.BufferReader(_MAGIC + footer))
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise DatasetFormatError(f"{path}: unreadable parquet footer ({exc})") from exc
     ranges, episodes = [], []
     column = _column_index(metadata, "episode_index")
