@@ -27,7 +27,7 @@ from lerobot_stream_loader.meta import load_meta
 from lerobot_stream_loader.sample.extra_columns import expected_extra_row
 from lerobot_stream_loader.storage import open_root_reader
 from lerobot_stream_loader.testing import expected_action, expected_state, read_frame_index
-from tests.support.lerobot_venv import run_check_against_lerobot
+from tests.support.lerobot_reference import run_check_against_lerobot
 from tests.support.reference import ReferenceReader
 
 EPISODES = "meta/episodes/chunk-000/file-000.parquet"

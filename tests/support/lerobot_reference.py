@@ -35,3 +35,10 @@ def run_in_lerobot(*args: str | os.PathLike[str], timeout: float = 600) -> str:
         sys.stderr.write(done.stderr[-4000:])
         raise AssertionError(f"LeRobot venv: {args[0]} exited {done.returncode}")
     return done.stdout
+
+
+def run_check_against_lerobot(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run scripts/check_against_lerobot.py on ``root`` in the reference venv (skip without one)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([str(lerobot_python()), str(REPO / "scripts" / "check_against_lerobot.py"), str(root),
+                           *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
