@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from .episode_table import EpisodeMeta, EpisodeTable, VideoSpan, streaming_columns
 from .errors import DatasetFormatError
+from .hub_revision import default_hub_root
 from .local_cache import dataset_cache_dir, offline
 from .meta_cache import MetaCache, entry_version
 from .meta_checks import check_episodes_table, check_info
@@ -185,9 +186,11 @@ def load_meta(
     The streaming metadata of a remote dataset is kept in the machine's cache (``cache_dir``, default
     :func:`~lerobot_stream_loader.local_cache.default_cache_dir`), keyed by the root and the size and
     ETag of meta/info.json: a warm start costs one request. With ``HF_HUB_OFFLINE=1`` the cached copy
-    is used without any request.
+    is used without any request. A Hub root without a revision is read at LeRobot's ``v3.0`` tag when
+    the dataset has it, else at ``main`` (:mod:`~lerobot_stream_loader.hub_revision`: one more request).
     """
     root_url = normalize_root(root, revision)
+    settings = {"backend": backend, "reader_options": reader_options}
     if is_local(root_url):
         folder = root_url.removeprefix("file://")
         if os.path.exists(folder) and not os.path.isdir(folder):
@@ -195,8 +198,10 @@ def load_meta(
         if not os.path.exists(folder):
             raise FileNotFoundError(f"{folder}: no such dataset folder")
     try:
-        return _load_meta(root_url, storage_options, {"backend": backend, "reader_options": reader_options},
-                          check_files, all_columns, cache_dir)
+        if revision is None:
+            root_url = default_hub_root(root_url, storage_options=storage_options, settings=settings,
+                                        cache_dir=cache_dir)
+        return _load_meta(root_url, storage_options, settings, check_files, all_columns, cache_dir)
     except (OSError, DatasetFormatError) as exc:
         if not is_bare_repo_id(root):
             raise
