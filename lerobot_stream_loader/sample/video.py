@@ -130,7 +130,7 @@ def encode_watched_episode(
                     f"{where}: the {settings.encoder} encoder stalled {stalls} times in a row "
                     f"(limit {limit:g} s each); giving up on this episode"
                 ) from error
-            _log.warning("%s; encoding it again (retry %d of %d)", error, stalls, STALL_RETRIES)
+            _log.warning("%s; encoding it again (retry %d of %d)", str(error), stalls, STALL_RETRIES)
 
 
 def find_bad_frame(data: bytes, first_index: int, length: int) -> str | None:

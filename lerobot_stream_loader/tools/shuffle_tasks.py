@@ -115,7 +115,7 @@ def run_video_task(task: VideoTask) -> dict[str, Any]:
             if attempt + 1 == len(attempts):
                 Path(task.out).unlink(missing_ok=True)
                 raise
-            _log.warning("%s; encoding the file again with preset %s", error, attempts[attempt + 1].preset)
+            _log.warning("%s; encoding the file again with preset %s", str(error), attempts[attempt + 1].preset)
             continue
         return {"key": task.key, "bounds": episode_bounds(data, lengths, task.fps, task.out),
                 "stats": [to_lists(s) for s in result.stats], "bytes": len(data)}
@@ -145,7 +145,7 @@ def _encode_watched(task: VideoTask) -> CameraResult:
             if attempt == STALL_RETRIES:
                 raise StalledError(f"{error}; gave up after {STALL_RETRIES + 1} tries") from error
             attempt += 1
-            _log.warning("%s; encoding the file again (retry %d of %d)", error, attempt, STALL_RETRIES)
+            _log.warning("%s; encoding the file again (retry %d of %d)", str(error), attempt, STALL_RETRIES)
             continue
         os.replace(part, task.out)
         return result
