@@ -1,9 +1,12 @@
-"""Streaming benchmark: our loader vs its decode-only ceiling vs the naive remote reader, one run.
+"""Streaming benchmark: our loader against the physical limit and LeRobot's readers, one run.
 
 ``python -m benchmarks stream [--small]`` serves ``benchmarks/.data`` with nginx on 127.0.0.1
 behind the shaping proxy (``--rtt-ms``/``--mbit``), runs every track of :mod:`benchmarks.tracks`
-with ``num_workers`` in {0, 2}, and writes ``benchmarks/results/stream.md``, ``stream.png`` and ``stream.json``
-(``benchmarks/results/small/`` for ``--small``).
+(sequential decode of the same MP4s as the limit; ours uint8 / float32 / 224x224 from local disk,
+over HTTP, and over HTTP from the disk cache; LeRobot's readers when its environment is there)
+with ``num_workers=2``, and writes ``benchmarks/results/stream.md``, ``stream.png`` and
+``stream.json``. Every track reports distinct episodes per batch (from 5 % into the epoch) against
+a uniform random sampler's expectation computed from the episode lengths.
 """
 
 from __future__ import annotations
@@ -21,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import torch
 from torch.utils.data import DataLoader
 
-from . import tracks
+from . import limit_track, tracks
 from .datasets import DATA_DIR, dataset_bytes, ensure_dataset, spec_for, without_sidecar
 from .proxy import ShapingProxy
 from .report import results_folder
@@ -37,6 +39,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, nginx: Any, proxy: ShapingProxy) -> None:
         self.args, self.nginx, self.proxy = args, nginx, proxy
         self.batch = args.batch_size
+        self.skip_batches = 0  # batches before 5 % of the epoch, left out of the episodes-per-batch mean
 
     def url(self, path: Path) -> str:
         return f"{self.proxy.url}/{path.relative_to(DATA_DIR).as_posix()}"
@@ -69,7 +72,7 @@ class Bench:
             count += len(batch["index"])
             arrivals.append((now, count))
             ids = batch["episode_index"].tolist()
-            distinct.append(len(set(ids)))
+            distinct.append(len(set(ids)))  # per batch; averaged from 5 % into the epoch
             episodes.update(ids)
             if first_only:
                 break
@@ -93,9 +96,23 @@ class Bench:
             "peak_rss": system["peak_rss"], "peak_uss": system["peak_uss"], "cpu": system["cpu_seconds"] / wall / (os.cpu_count() or 1),
             "server_cpu": system["server_seconds"] / wall / (os.cpu_count() or 1),
             "wait_s": stage["next"] - stage["build"], "build_s": stage["build"], "collate_s": stage["collate"],
-            "main_wait_s": waited, "distinct": statistics.mean(distinct) if distinct else float("nan"),
+            "main_wait_s": waited, "distinct": self.mixed(distinct),
             "episodes": sorted(episodes), "has_reader": bool(readers),
         }
+
+    def mixed(self, distinct: list[int]) -> float:
+        """Mean distinct episodes per batch from 5 % into the epoch (all batches if the pass is shorter)."""
+        later = distinct[self.skip_batches:] or distinct
+        return statistics.mean(later) if later else float("nan")
+
+    def bare_row(self, rate: float, *, ttfb: float = float("nan"), distinct: list[int] | None = None,
+                 samples: int = 0, wall: float = float("nan")) -> dict[str, Any]:
+        """A result row for a track that is not one of our DataLoader passes (limit, LeRobot)."""
+        return {"samples": samples, "ttfb": ttfb, "wall": wall, "rate": rate, "wire_bytes": 0, "http_requests": 0,
+                "reader_bytes": 0, "fetched_bytes": 0, "fetches": 0, "retries": 0, "peak_rss": 0, "peak_uss": 0,
+                "cpu": float("nan"), "server_cpu": float("nan"), "wait_s": float("nan"), "build_s": float("nan"),
+                "collate_s": float("nan"), "main_wait_s": float("nan"),
+                "distinct": self.mixed(distinct) if distinct else float("nan"), "episodes": [], "has_reader": False}
 
     def run_cells(self, cells: list[Cell], workers: int) -> list[dict[str, Any]]:
         """Median-of-``repeats`` result of each (track, workers) cell.
@@ -108,8 +125,7 @@ class Bench:
                 if cell.error is not None:
                     continue
                 try:
-                    run = self.run_once(cell.make, workers, cell.samples,
-                                        sampler=cell.sampler() if cell.sampler else None)
+                    run = cell.run() if cell.run else self.run_once(cell.make, workers, cell.samples)
                 except Exception as exc:  # a failing track is reported, the others still run
                     import traceback
 
@@ -129,8 +145,6 @@ class Bench:
         result = dict(runs[len(runs) // 2])
         result.update(track=cell.name, workers=workers, rates=[x["rate"] for x in runs],
                       ttfb=statistics.median(x["ttfb"] for x in runs))
-        if cell.needed is not None:
-            result["needed_bytes"] = cell.needed(result["samples"])
         return result
 
 
@@ -139,10 +153,9 @@ class Cell:
     """One track at one ``num_workers``: how to make its dataset, and its runs so far."""
 
     name: str
-    make: Callable[[], Any]
+    make: Callable[[], Any] | None
     samples: int
-    sampler: Callable[[], Any] | None = None
-    needed: Callable[[int], int] | None = None  # bytes the first N samples need (naive track)
+    run: Callable[[], dict[str, Any]] | None = None  # a pass that is not a DataLoader over make()
     runs: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
@@ -161,46 +174,74 @@ def steady_rate(arrivals: list[tuple[float, int]], workers: int) -> float:
     return (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
 
 
-def _per_worker(samples: int, batch: int, workers: int) -> int:
-    return math.ceil(samples / batch / max(1, workers)) * batch + 3 * batch
-
-
 def run_variant(bench: Bench, local: Path, label: str, names: list[str], workers_list: list[int]) -> list[dict]:
     args, rows = bench.args, []
     remote = bench.url(local)
-    common = dict(shuffle=True, seed=args.seed, pool_size=args.pool_size, return_uint8=True)
+    meta = ready_meta(local)
+    lengths = meta.episode_table.length
+    uniform = tracks.uniform_distinct(lengths, bench.batch)
+    bench.skip_batches = math.ceil(0.05 * int(lengths.sum()) / bench.batch)
+    cameras = len(meta.video_keys)
+    disk_dir = tempfile.mkdtemp(prefix="disk-cache-", dir=args.scratch)
+    if "ours-http-disk" in names:
+        start = time.perf_counter()
+        tracks.warm_disk_cache(remote, disk_dir, DISK_CACHE_BYTES)
+        print(f"[stream] disk cache filled in {time.perf_counter() - start:.1f} s", flush=True)
+    common = dict(shuffle=True, seed=args.seed, pool_size=args.pool_size)
+
+    def ours(source: str, epoch: int = 0, **options: Any) -> Callable[[], Any]:
+        def make() -> Any:
+            dataset = tracks.BenchStreaming(source, **common, **options)
+            dataset.set_epoch(epoch)
+            return dataset
+        return make
+
     makers = {
-        "ours-http": lambda w: lambda: tracks.BenchStreaming(remote, backend="http", num_workers=w, **common),
-        "ours-fsspec": lambda w: lambda: tracks.BenchStreaming(remote, backend="fsspec", num_workers=w, **common),
-        "ours-local": lambda w: lambda: tracks.BenchStreaming(str(local), num_workers=w, **common),
+        "ours-local": ours(str(local), return_uint8=True),
+        "ours-local-f32": ours(str(local)),
+        "ours-local-224": ours(str(local), return_uint8=True, image_size=(224, 224)),
+        "ours-http": ours(remote, backend="http", return_uint8=True),
+        "ours-http-f32": ours(remote, backend="http"),
+        # epoch 1 of a run whose epoch 0 filled the disk cache (warm_disk_cache)
+        "ours-http-disk": ours(remote, epoch=1, backend="http", return_uint8=True, cache_dir=disk_dir,
+                               disk_cache_bytes=DISK_CACHE_BYTES),
     }
     for workers in workers_list:
-        per_worker = _per_worker(args.samples, bench.batch, workers)
         cells = []
         for name in names:
             if name in makers:
-                cells.append(Cell(name, makers[name](workers), args.samples))
-            elif name == "decode-only":
-                ready = tracks.DecodeOnly(str(local), workers=workers, per_worker=per_worker, seed=args.seed,
-                                          pool_size=args.pool_size)
-                cells.append(Cell(name, lambda ready=ready: ready, args.samples))
-            elif name == "naive":
-                items = tracks.planned_items(ready_meta(local), workers, per_worker, seed=args.seed,
-                                             pool_size=args.pool_size)
-                order = torch.randperm(len(items), generator=torch.Generator().manual_seed(args.seed)).tolist()
-                cells.append(Cell(name, lambda items=items: tracks.NaiveRemote(remote, items), args.naive_samples,
-                                  sampler=lambda order=order: order,
-                                  needed=lambda n, items=items, order=order: tracks.naive_needed(
-                                      ready_meta(local), local, [items[i] for i in order[:n]])))
-            elif name == "lerobot":
-                if tracks.lerobot_streaming(str(local), args.seed) is None:
-                    print("[stream] lerobot is not importable: track 6 skipped", flush=True)
+                cells.append(Cell(name, makers[name], args.samples))
+            elif name == "limit":
+                files = [local / p for p in meta.video_files]
+                cells.append(Cell(name, None, args.samples, run=lambda files=files: _limit_row(bench, files, cameras)))
+            elif name in ("lerobot", "lerobot-streaming"):
+                if tracks.lerobot_python() is None:
+                    print(f"[stream] no LeRobot environment (LEROBOT_REFERENCE_VENV): {name} skipped", flush=True)
                     continue
-                cells.append(Cell(name, lambda: tracks.lerobot_streaming(str(local), args.seed), args.samples))
+                kind = "map" if name == "lerobot" else "streaming"
+                cells.append(Cell(name, None, args.samples, run=lambda kind=kind, w=workers: _lerobot_row(
+                    bench, local, kind, w)))
         for row in bench.run_cells(cells, workers):
-            row["variant"] = label
+            row.update(variant=label, uniform=uniform)
             rows.append(row)
     return rows
+
+
+DISK_CACHE_BYTES = 4 << 30
+
+
+def _limit_row(bench: Bench, files: list[Path], cameras: int) -> dict[str, Any]:
+    result = limit_track.sequential_decode_rate(files, cameras, bench.args.samples)
+    row = bench.bare_row(result["rate"], samples=int(result["frames"] // cameras), wall=result["wall"])
+    row["processes"] = result["processes"]
+    return row
+
+
+def _lerobot_row(bench: Bench, local: Path, kind: str, workers: int) -> dict[str, Any]:
+    result = tracks.run_lerobot(local, kind, samples=bench.args.samples, workers=workers, batch=bench.batch,
+                                seed=bench.args.seed)
+    return bench.bare_row(result["rate"], ttfb=result["ttfb"], distinct=result["distinct"],
+                          samples=result["samples"], wall=result["wall"])
 
 
 _META: dict[Path, Any] = {}
@@ -215,15 +256,15 @@ def ready_meta(local: Path) -> Any:
 
 
 def first_batch_without_sidecar(bench: Bench, local: Path, workers_list: list[int]) -> dict[int, float]:
-    """Time to first batch of track 1 on a view of the dataset without its index sidecar."""
+    """Time to first batch of ours-http on a view of the dataset without its index sidecar."""
     remote = bench.url(without_sidecar(local))
     out = {}
     for workers in workers_list:
         times = []
         for _ in range(bench.args.repeats):
-            run = bench.run_once(lambda w=workers: tracks.BenchStreaming(
-                remote, backend="http", num_workers=w, shuffle=True, seed=bench.args.seed,
-                pool_size=bench.args.pool_size, return_uint8=True), workers, bench.batch, first_only=True)
+            run = bench.run_once(lambda: tracks.BenchStreaming(
+                remote, backend="http", shuffle=True, seed=bench.args.seed, pool_size=bench.args.pool_size,
+                return_uint8=True), workers, bench.batch, first_only=True)
             times.append(run["ttfb"])
         out[workers] = statistics.median(times)
         print(f"[stream] no sidecar w={workers}: first batch {out[workers]:.2f}s", flush=True)
@@ -251,23 +292,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks stream", description=__doc__)
     parser.add_argument("--small", action="store_true", help="smoke run (small dataset, few samples)")
     parser.add_argument("--samples", type=int, help="samples per pass (default 1024, small 256)")
-    parser.add_argument("--naive-samples", type=int, help="samples per naive pass (default 192, small 128): at least two batches "
-                        "per worker after the first round")
-    parser.add_argument("--repeats", type=int, help="passes per cell, the median is reported (3, small 1)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--repeats", type=int, help="passes per cell, the median is reported (2, small 1)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--pool-size", type=int, default=8, help="resident episodes per worker when shuffling")
+    parser.add_argument("--pool-size", type=int, help="open episodes per worker when shuffling (default: the "
+                        "loader's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rtt-ms", type=float, default=25.0)
     parser.add_argument("--mbit", type=float, default=400.0)
     parser.add_argument("--tracks", nargs="+", default=list(tracks.TRACKS), choices=tracks.TRACKS)
-    parser.add_argument("--no-h264", action="store_true", help="skip the H.264 B-frame variant")
+    parser.add_argument("--h264", action="store_true", help="also run ours-http on the H.264 B-frame variant")
     parser.add_argument("--output", type=Path, help="results folder (default benchmarks/results, with --small "
                         "benchmarks/results/small, which is not committed)")
     args = parser.parse_args(argv)
     args.samples = args.samples or (256 if args.small else 1024)
-    args.naive_samples = args.naive_samples or (128 if args.small else 192)
-    args.repeats = args.repeats or (1 if args.small else 3)
+    args.repeats = args.repeats or (1 if args.small else 2)
     args.output = args.output or results_folder(args.small)
     return args
 
@@ -280,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args.scratch = tempfile.mkdtemp(prefix="stream-bench-")
     os.environ["LEROBOT_STREAM_CACHE"] = args.scratch  # no sidecar from an earlier run's local cache
     local = ensure_dataset(spec_for(args.small, "av1"))
-    h264 = None if args.no_h264 else ensure_dataset(spec_for(args.small, "h264"))
+    h264 = ensure_dataset(spec_for(args.small, "h264")) if args.h264 else None
     load0 = os.getloadavg()
     started = time.perf_counter()
     with NginxServer(DATA_DIR, max_lifetime=1800) as nginx, \
@@ -291,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[stream] proxy measured: {calibration}", flush=True)
         rows = run_variant(bench, local, "av1", args.tracks, args.workers)
         if h264 is not None:
-            rows += run_variant(bench, h264, "h264", [t for t in args.tracks if t in ("ours-http", "decode-only")],
+            rows += run_variant(bench, h264, "h264", [t for t in args.tracks if t in ("limit", "ours-http")],
                                 [max(args.workers)])
         no_sidecar = first_batch_without_sidecar(bench, local, args.workers) if "ours-http" in args.tracks else {}
     context = dict(args=args, argv=argv, calibration=calibration, no_sidecar=no_sidecar,

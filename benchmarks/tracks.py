@@ -1,20 +1,22 @@
 """The datasets each benchmark track hands to a torch DataLoader, plus per-process stage timing.
 
-Every track reads the same (episode, frame) items: those that ``StreamingLeRobot``'s plan gives
-each DataLoader worker (same seed, pool size and worker count). Tracks:
+Tracks (``python -m benchmarks stream``; all shuffled, ``num_workers`` workers, batch 32):
 
-1. ``ours-http``: StreamingLeRobot, native HTTP backend, through the shaping proxy;
-2. ``ours-fsspec``: StreamingLeRobot, fsspec HTTP backend, through the proxy;
-3. ``ours-local``: StreamingLeRobot on the local folder;
-4. ``decode-only``: the same items built from episodes fetched and synthesized into memory before
-   the clock starts (no I/O), with a decoder kept open per (episode, camera): the ceiling;
-5. ``naive``: a map-style dataset that opens each remote MP4 with torchcodec over an fsspec HTTP
-   file handle (LeRobot's decoder cache: ``seek_mode="approximate"``) and seeks to each frame;
-   shuffled sampler over the same items;
-6. ``lerobot``: LeRobot's ``StreamingLeRobotDataset`` on the local copy, when importable.
+- ``limit``: sequential decode of the dataset's MP4s to uint8 RGB, one process per core
+  (:mod:`benchmarks.limit_track`): what the CPU can decode, the ceiling every ratio refers to;
+- ``ours-local`` / ``ours-local-f32``: StreamingLeRobot on the local folder, uint8 / float32 frames;
+- ``ours-local-224``: the same, frames decoded straight to 224x224 (``image_size``), uint8;
+- ``ours-http`` / ``ours-http-f32``: StreamingLeRobot over HTTP (native backend) through the
+  shaping proxy, uint8 / float32;
+- ``ours-http-disk``: over HTTP with ``disk_cache_bytes``, the cache filled by an earlier epoch
+  (uint8): the second epoch of a multi-epoch remote run;
+- ``lerobot`` / ``lerobot-streaming``: LeRobot 0.6.1's ``LeRobotDataset`` (local files, float32,
+  shuffling sampler) and ``StreamingLeRobotDataset`` (:mod:`benchmarks.lerobot_track`), run with
+  the LeRobot reference environment when there is one.
 
-:class:`Monitor` samples RSS and CPU of the loader's processes. A :class:`Probe` in each process sums seconds spent waiting for the next item (fetch wait), building
-items (decode), and collating, and dumps them with the reader's counters to ``<dir>/<pid>.json``.
+:class:`Monitor` samples RSS and CPU of the loader's processes. A :class:`Probe` in each process
+sums seconds spent waiting for the next item (fetch wait), building items (decode), and collating,
+and dumps them with the reader's counters to ``<dir>/<pid>.json``.
 """
 
 from __future__ import annotations
@@ -23,29 +25,20 @@ import json
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
-import torch
-from torch.utils.data import Dataset, IterableDataset, default_collate
+from torch.utils.data import default_collate
 
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.decode import DecoderLRU
-from lerobot_stream_loader.episode_cache import EpisodeCache, EpisodeData
-from lerobot_stream_loader.file_indexes import FileIndexes
-from lerobot_stream_loader.index_sidecar import SidecarLookup
-from lerobot_stream_loader.items import EpisodeItems, ItemBuilder
-from lerobot_stream_loader.meta import DatasetMeta, load_meta
-from lerobot_stream_loader.plan import ShardPlan, plan_episodes, plan_shard
-from lerobot_stream_loader.ranks import resolve_worker
-from lerobot_stream_loader.storage import open_reader
-from lerobot_stream_loader.windows import DEFAULT_TOLERANCE_S
+from lerobot_stream_loader.episode_cache import EpisodeCache
+from lerobot_stream_loader.items import ItemBuilder
 
-TRACKS = ("ours-http", "ours-fsspec", "ours-local", "decode-only", "naive", "lerobot")
+TRACKS = ("limit", "ours-local", "ours-local-f32", "ours-local-224", "ours-http", "ours-http-f32", "ours-http-disk",
+          "lerobot", "lerobot-streaming")
 
 
 class Monitor(threading.Thread):
@@ -162,20 +155,22 @@ def _timed_items(probe: Probe, items: Iterator[dict[str, Any]]) -> Iterator[dict
 
 
 def _timed_builder(builder: ItemBuilder, probe_folder: str) -> ItemBuilder:
-    plain = builder.item
+    """``builder`` whose decoding (``items``) and finishing (float conversion) count as build time."""
+    for name in ("items", "finish"):
+        plain = getattr(builder, name)
 
-    def item(episode: EpisodeItems, frame: int) -> dict[str, Any]:
-        start = time.perf_counter()
-        out = plain(episode, frame)
-        Probe.get(probe_folder).seconds["build"] += time.perf_counter() - start
-        return out
+        def timed(*args: Any, plain: Any = plain) -> Any:
+            start = time.perf_counter()
+            out = plain(*args)
+            Probe.get(probe_folder).seconds["build"] += time.perf_counter() - start
+            return out
 
-    builder.item = item  # type: ignore[method-assign]
+        setattr(builder, name, timed)
     return builder
 
 
 class BenchStreaming(StreamingLeRobot):
-    """StreamingLeRobot whose iteration is timed per stage into :class:`Probe` (tracks 1-3)."""
+    """StreamingLeRobot whose iteration is timed per stage into :class:`Probe` (the ``ours-*`` tracks)."""
 
     probe_folder = ""
 
@@ -184,160 +179,58 @@ class BenchStreaming(StreamingLeRobot):
         probe.reader_stats = lambda: self._resources.reader.stats.snapshot() if self._resources else None
         yield from _timed_items(probe, super().__iter__())
 
-    def _builder(self):
-        return _timed_builder(super()._builder(), self.probe_folder)
+    def _builder(self, *args: Any, **kwargs: Any) -> ItemBuilder:
+        return _timed_builder(super()._builder(*args, **kwargs), self.probe_folder)
 
 
-def shard_plan(episodes: list, workers: int, worker_id: int, *, seed: int, pool_size: int) -> ShardPlan:
-    """The plan StreamingLeRobot follows in DataLoader worker ``worker_id`` of ``workers`` (shuffled)."""
-    return plan_shard(episodes, seed=seed, epoch=0, rank=0, world_size=1, worker_id=worker_id,
-                      num_workers=max(workers, 1), shuffle=True, pool_size=pool_size)
+def uniform_distinct(lengths: np.ndarray, batch: int) -> float:
+    """Expected distinct episodes in a batch a uniform random sampler draws (without replacement)
+    from all frames: sum over episodes of 1 - C(N - L, b) / C(N, b)."""
+    lengths = np.asarray(lengths, dtype=np.float64)
+    total = lengths.sum()
+    steps = np.arange(batch, dtype=np.float64)
+    missed = np.prod((total - lengths[:, None] - steps[None, :]) / (total - steps[None, :]), axis=1)
+    return float(np.sum(1.0 - np.clip(missed, 0.0, 1.0)))
 
 
-def planned_items(meta: DatasetMeta, workers: int, per_worker: int, *, seed: int,
-                  pool_size: int) -> list[tuple[int, int]]:
-    """The first ``per_worker`` (episode, frame) items of every worker's plan."""
-    episodes = plan_episodes(meta.episode(i) for i in meta.episode_indices)
-    items: list[tuple[int, int]] = []
-    for w in range(max(workers, 1)):
-        plan = shard_plan(episodes, workers, w, seed=seed, pool_size=pool_size)
-        items += list(zip(plan.episode_index[:per_worker].tolist(), plan.frame_index[:per_worker].tolist(),
-                          strict=True))
-    return items
+def lerobot_python() -> Path | None:
+    """The LeRobot reference environment's Python: ``$LEROBOT_REFERENCE_VENV``, else ``.lerobot-venv`` at
+    the repository root; None when absent."""
+    configured = os.environ.get("LEROBOT_REFERENCE_VENV")
+    venv = Path(configured) if configured else Path(__file__).resolve().parent.parent / ".lerobot-venv"
+    python = venv / "bin" / "python"
+    return python if python.exists() else None
 
 
-class DecodeOnly(IterableDataset):
-    """Track 4: every needed episode fetched and synthesized before the clock starts; no I/O after."""
+def run_lerobot(root: Path, kind: str, *, samples: int, workers: int, batch: int, seed: int) -> dict[str, Any]:
+    """One pass of LeRobot's reader ``kind`` ("map" or "streaming") in the LeRobot environment."""
+    import subprocess
 
-    probe_folder = ""
-
-    def __init__(self, root: str, *, workers: int, per_worker: int, seed: int, pool_size: int) -> None:
-        super().__init__()
-        self.meta = load_meta(root)
-        self.per_worker, self.seed, self.pool_size = per_worker, seed, pool_size
-        self.episodes = plan_episodes(self.meta.episode(i) for i in self.meta.episode_indices)
-        needed = sorted({ep for ep, _ in planned_items(self.meta, workers, per_worker, seed=seed,
-                                                       pool_size=pool_size)})
-        reader = open_reader(root, backend="fsspec")
-        indexes = FileIndexes(reader, root=self.meta.root, sidecar=SidecarLookup(self.meta.root, reader))
-        with EpisodeCache(self.meta, reader, indexes=indexes, budget_bytes=1 << 40) as cache:
-            for ep in needed:
-                cache.prefetch(ep)
-            self.data: dict[int, EpisodeData] = {ep: cache.get(ep) for ep in needed}
-        reader.close()
-        self.decoders = max(8, pool_size * len(self.meta.video_keys) * 2)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        worker, workers = resolve_worker()
-        plan = shard_plan(self.episodes, workers, worker, seed=self.seed, pool_size=self.pool_size)
-        builder = _timed_builder(ItemBuilder(self.meta, windows=None, tolerance_s=DEFAULT_TOLERANCE_S,
-                                             return_uint8=True, image_transforms=None,
-                                             decoders=DecoderLRU(self.decoders)), self.probe_folder)
-        yield from _timed_items(Probe.get(self.probe_folder), self._items(plan, builder))
-
-    def _items(self, plan: ShardPlan, builder: ItemBuilder) -> Iterator[dict[str, Any]]:
-        admit, last_pos = plan.admit_episodes.tolist(), plan.last_pos.tolist()
-        resident: dict[int, EpisodeItems] = {}
-        for k, (segment, frame) in enumerate(zip(plan.segment.tolist(), plan.frame_index.tolist(), strict=True)):
-            if k >= self.per_worker:
-                return
-            episode = admit[segment]
-            items = resident.get(segment)
-            if items is None:
-                items = resident[segment] = EpisodeItems(self.data[episode], self.meta)
-            yield builder.item(items, frame)
-            if k == last_pos[segment]:
-                del resident[segment]
-                builder.decoders.discard(lambda key, ep=episode: key[0] == ep)
+    python = lerobot_python()
+    if python is None:
+        raise RuntimeError("no LeRobot environment (set LEROBOT_REFERENCE_VENV)")
+    script = Path(__file__).with_name("lerobot_track.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(python), "-P", str(script), str(root), kind, str(samples), str(workers), str(batch),
+                           str(seed)], capture_output=True, text=True, timeout=1800, env={**env, "HF_HUB_OFFLINE": "1"})
+    if done.returncode != 0:
+        raise RuntimeError(f"LeRobot {kind} track failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-class NaiveRemote(Dataset):
-    """Track 5: map-style; each item opens (LRU-cached per process) the remote MP4 of each camera
-    through an fsspec HTTP file handle, as LeRobot's torchcodec decoder cache does, and seeks."""
+def warm_disk_cache(url: str, cache_dir: str, disk_cache_bytes: int) -> None:
+    """Fetch every episode of ``url`` once through the disk cache (what an earlier epoch leaves behind)."""
+    from lerobot_stream_loader.stream import WorkerResources
 
-    probe_folder = ""
-
-    def __init__(self, url: str, items: list[tuple[int, int]], *, cache_size: int = 8) -> None:
-        import pyarrow.parquet as pq
-
-        self.meta = load_meta(url)
-        self.items = items
-        self.cache_size = cache_size
-        tables = []
-        for path in self.meta.data_files:
-            with self.meta.fs.open(self.meta.url(path), "rb") as handle:
-                tables.append(pq.read_table(handle, columns=["index", "episode_index", "frame_index",
-                                                             "timestamp", "observation.state", "action",
-                                                             "task_index"]))
-        self.rows = {name: np.concatenate([t.column(name).to_numpy(zero_copy_only=False) for t in tables])
-                     for name in tables[0].column_names}
-        self.rows = {k: np.stack(v) if v.dtype == object else v for k, v in self.rows.items()}
-        self.row_of = {int(g): i for i, g in enumerate(self.rows["index"])}
-        self._decoders: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
-        self._pid = -1
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _decoder(self, url: str):
-        import fsspec
-        from torchcodec.decoders import VideoDecoder
-
-        if self._pid != os.getpid():  # never reuse handles across fork
-            self._decoders, self._pid = OrderedDict(), os.getpid()
-        entry = self._decoders.get(url)
-        if entry is None:
-            handle = fsspec.open(url).__enter__()
-            entry = self._decoders[url] = (VideoDecoder(handle, seek_mode="approximate"), handle)
-            while len(self._decoders) > self.cache_size:
-                self._decoders.popitem(last=False)[1][1].close()
-        else:
-            self._decoders.move_to_end(url)
-        return entry[0]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        start = time.perf_counter()
-        probe = Probe.get(self.probe_folder)
-        ep_index, frame = self.items[i]
-        episode = self.meta.episode(ep_index)
-        row = self.row_of[episode.from_index + frame]
-        item: dict[str, Any] = {name: torch.as_tensor(values[row]) for name, values in self.rows.items()}
-        for key, span in episode.videos.items():
-            seconds = span.from_timestamp + float(self.rows["timestamp"][row])
-            decoder = self._decoder(self.meta.url(span.path))
-            item[key] = decoder.get_frames_played_at(seconds=[seconds]).data[0]
-        item["task"] = self.meta.tasks.get(int(self.rows["task_index"][row]), "")
-        elapsed = time.perf_counter() - start
-        probe.seconds["build"] += elapsed
-        probe.seconds["next"] += elapsed
-        probe.items += 1
-        return item
-
-
-def naive_needed(meta: Any, local: Path, items: list[tuple[int, int]]) -> int:
-    """Bytes of the samples needed to decode ``items`` (keyframe to frame, per camera), overlaps merged."""
-    reader = open_reader(str(local), backend="fsspec")
-    indexes = FileIndexes(reader, root=str(local), sidecar=SidecarLookup(meta.root, reader))
-    ranges: dict[str, list[tuple[int, int]]] = {}
-    for ep, frame in items:
-        for span in meta.episode(ep).videos.values():
-            t = span.from_timestamp + frame / meta.fps
-            s = indexes.mp4(span.path).span(t, t + 0.5 / meta.fps)
-            ranges.setdefault(span.path, []).append((s.byte_offset, s.byte_offset + s.byte_length))
-    reader.close()
-    total = 0
-    for spans in ranges.values():
-        end = -1
-        for lo, hi in sorted(spans):
-            total += max(0, hi - max(lo, end))
-            end = max(end, hi)
-    return total
-
-
-def lerobot_streaming(root: str, seed: int) -> IterableDataset | None:
-    """Track 6: LeRobot's StreamingLeRobotDataset on the local copy; None when lerobot is missing."""
+    dataset = StreamingLeRobot(url, backend="http", cache_dir=cache_dir, disk_cache_bytes=disk_cache_bytes)
+    resources = WorkerResources.open(dataset.meta, **dataset.settings)
     try:
-        from lerobot.datasets.streaming_dataset import StreamingLeRobotDataset
-    except ImportError:
-        return None
-    return StreamingLeRobotDataset(Path(root).name, root=root, shuffle=True, seed=seed)
+        with EpisodeCache(dataset.meta, resources.reader, indexes=resources.indexes, budget_bytes=64 << 20,
+                          prefetch_depth=8, threads=8) as cache:
+            for episode in dataset.episodes:
+                cache.prefetch(episode)
+            for episode in dataset.episodes:
+                cache.get(episode)
+                cache.release(episode)
+    finally:
+        resources.close()
