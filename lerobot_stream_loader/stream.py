@@ -13,12 +13,15 @@ from __future__ import annotations
 import bisect
 import ctypes
 import os
+import random
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from torch.utils.data import get_worker_info
 
 from .episode_cache import EpisodeCache, EpisodeData
 from .episode_disk_cache import DiskCachedReader, EpisodeDiskCache
@@ -27,6 +30,7 @@ from .index_sidecar import SidecarLookup
 from .items import EpisodeItems, ItemBuilder
 from .local_cache import dataset_cache_dir
 from .meta import DatasetMeta
+from .paths import is_local
 from .plan import ShardPlan
 from .storage import RangeReader, open_root_reader
 from .worker_exit import watch as watch_for_worker_exit
@@ -52,6 +56,8 @@ def return_freed_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
+START_JITTER_S = 0.25  # a remote reader's first request waits up to this long (seconds)
+
 @dataclass
 class WorkerResources:
     """What one process keeps across epochs: its range reader and the files' indexes."""
@@ -73,6 +79,8 @@ class WorkerResources:
         with ``disk_cache_bytes`` episode fetches go through its disk cache of episode bytes); in a
         DataLoader worker, also start the watch that ends it promptly when the DataLoader shuts down."""
         watch_for_worker_exit()
+        if not is_local(meta.root) and get_worker_info() is not None:
+            time.sleep(random.uniform(0.0, START_JITTER_S))  # thousands of readers starting together spread out
         reader = open_root_reader(meta.root, backend=backend, storage_options=storage_options,
                                   reader_options=reader_options)
         indexes = FileIndexes(reader, root=meta.root, sidecar=SidecarLookup(meta.root, reader, cache_dir))
