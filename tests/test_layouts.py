@@ -32,6 +32,7 @@ from tests.support.reference import ReferenceReader
 
 EPISODES = "meta/episodes/chunk-000/file-000.parquet"
 CAM = "observation.images.cam0"
+PARTIAL_EPISODES = [4, 5]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,29 @@ def extra(make_sample) -> Path:
     return make_sample(episodes=5, cameras=1, frames_per_episode=(5, 9), codec="mpeg4", gop=3,
                        extra_columns=True, single_row_group=True, episodes_per_data_file=5,
                        episodes_per_video_file=5, size=(64, 48), seed=2)
+
+
+@pytest.fixture(scope="module")
+def one_per_file(make_sample) -> Path:
+    """100 episodes of 2-3 frames, each in its own data file and its own MP4."""
+    return make_sample(episodes=100, cameras=1, frames_per_episode=(2, 3), codec="mpeg4", gop=2,
+                       episodes_per_video_file=1, episodes_per_data_file=1, size=(64, 48), seed=9)
+
+
+@pytest.fixture(scope="module")
+def full_and_partial(make_sample, tmp_path_factory) -> tuple[Path, Path]:
+    """A dataset and a copy of it holding only the files of episodes 4 and 5."""
+    source = make_sample(episodes=6, cameras=2, frames_per_episode=(6, 10), codec="mpeg4", gop=3,
+                         episodes_per_video_file=2, stagger_cameras=True, episodes_per_data_file=2,
+                         size=(64, 48), seed=5)
+    root = tmp_path_factory.mktemp("partial") / "ds"
+    shutil.copytree(source, root)
+    meta = load_meta(source)
+    kept = files_of_episodes(meta, PARTIAL_EPISODES)
+    for path in files_of_episodes(meta, meta.episode_indices):
+        if path not in kept:
+            (root / path).unlink()
+    return source, root
 
 
 def _check_items(root: Path, items: list[dict], ref: ReferenceReader | None = None) -> None:
@@ -162,9 +186,8 @@ def test_one_row_group_of_many_episodes_serves_any_subset(extra: Path) -> None:
 
 
 # -- one episode per file ------------------------------------------------------------------------------
-def test_one_episode_per_file(make_sample) -> None:
-    root = make_sample(episodes=100, cameras=1, frames_per_episode=(2, 3), codec="mpeg4", gop=2,
-                       episodes_per_video_file=1, episodes_per_data_file=1, size=(64, 48), seed=9)
+def test_one_episode_per_file(one_per_file: Path) -> None:
+    root = one_per_file
     meta = load_meta(root)
     assert len(meta.data_files) == 100 and len(meta.video_files) == 100
     items = list(StreamingLeRobot(root, return_uint8=True, shuffle=True, seed=3))
@@ -173,19 +196,11 @@ def test_one_episode_per_file(make_sample) -> None:
 
 
 # -- partial local copies ---------------------------------------------------------------------------------
-def test_partial_local_copy_serves_its_episodes(make_sample, tmp_path: Path) -> None:
-    source = make_sample(episodes=6, cameras=2, frames_per_episode=(6, 10), codec="mpeg4", gop=3,
-                         episodes_per_video_file=2, stagger_cameras=True, episodes_per_data_file=2,
-                         size=(64, 48), seed=5)
-    root = tmp_path / "partial"
-    shutil.copytree(source, root)
+def test_partial_local_copy_serves_its_episodes(full_and_partial: tuple[Path, Path]) -> None:
+    source, root = full_and_partial
     meta = load_meta(source)
-    kept = files_of_episodes(meta, [4, 5])
-    for path in files_of_episodes(meta, meta.episode_indices):
-        if path not in kept:
-            (root / path).unlink()
     ref = ReferenceReader(source)
-    _check_items(source, list(StreamingLeRobot(root, episodes=[4, 5], return_uint8=True)), ref)
+    _check_items(source, list(StreamingLeRobot(root, episodes=PARTIAL_EPISODES, return_uint8=True)), ref)
     _check_items(source, list(StreamingLeRobot(root, episodes=[5], return_uint8=True, shuffle=True)), ref)
     missing = meta.episode(3).data_path
     with pytest.raises(DatasetFormatError, match=rf"missing: {missing} \(needed by episodes \[3\]\)"):
@@ -244,10 +259,13 @@ def test_meta_and_dataset_surface_as_lerobot(extra: Path) -> None:
 
 # -- LeRobot itself (optional) ----------------------------------------------------------------------------
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("which", ["converter", "extra"])
+@pytest.mark.parametrize("which", ["converter", "extra", "one_per_file", "partial"])
 def test_lerobot_reads_the_same(which: str, request) -> None:
-    root = request.getfixturevalue(which)
-    result = run_check_against_lerobot(root)
+    if which == "partial":
+        root, args = request.getfixturevalue("full_and_partial")[1], ["--only-episodes", "4,5"]
+    else:
+        root, args = request.getfixturevalue(which), []
+    result = run_check_against_lerobot(root, *args)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "RESULT: OK" in result.stdout
 
