@@ -223,9 +223,9 @@ def warm_disk_cache(url: str, cache_dir: str, disk_cache_bytes: int) -> None:
     from lerobot_stream_loader.stream import WorkerResources
 
     dataset = StreamingLeRobot(url, backend="http", cache_dir=cache_dir, disk_cache_bytes=disk_cache_bytes)
-    resources = WorkerResources.open(dataset.meta, **dataset.settings)
+    resources = WorkerResources.open(dataset.meta.source, **dataset.settings)
     try:
-        with EpisodeCache(dataset.meta, resources.reader, indexes=resources.indexes, budget_bytes=64 << 20,
+        with EpisodeCache(dataset.meta.source, resources.reader, indexes=resources.indexes, budget_bytes=64 << 20,
                           prefetch_depth=8, threads=8) as cache:
             for episode in dataset.episodes:
                 cache.prefetch(episode)

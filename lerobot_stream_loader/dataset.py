@@ -228,7 +228,7 @@ class StreamingLeRobot(IterableDataset):
         check_depth_features(self.meta.root, self.meta.features)
         self.meta.rescale_depth_stats(self.depth_output_unit)
         self.image_transforms = image_transforms
-        self.image_size = check_image_size(image_size, self.meta)
+        self.image_size = check_image_size(image_size, self.meta.source)
         self.return_uint8 = return_uint8
         self.tolerance_s = tolerance_s
         self.shuffle = shuffle
@@ -243,7 +243,7 @@ class StreamingLeRobot(IterableDataset):
                                   reader_options=reader_options) as reader:
                 pool_size = auto_pool_size(self.meta.source, cache_bytes, reader.size, episodes=self.episodes)
         self.pool_size = pool_size
-        self.shuffle_buffer = shuffle_buffer or auto_shuffle_buffer(self.meta, self.image_size)
+        self.shuffle_buffer = shuffle_buffer or auto_shuffle_buffer(self.meta.source, self.image_size)
         if decoders is None:
             resident = pool_size if shuffle else 1
             decoders = min(MAX_AUTO_DECODERS, max(1, resident * len(self.meta.video_keys)))
