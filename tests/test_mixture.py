@@ -215,3 +215,30 @@ def test_many_sources_share_one_budget_and_one_set_of_fetch_threads(roots) -> No
         assert len([t for t in threading.enumerate() if t.name.startswith("range-fetch")]) <= 30
     assert 1 <= len(fetchers) <= 2
     mix.close()
+
+
+@pytest.mark.timeout(120)
+def test_sources_share_one_decoder_lru(roots, monkeypatch) -> None:
+    from lerobot_stream_loader import dataset as dataset_module
+    from lerobot_stream_loader.decode import DecoderLRU
+    from lerobot_stream_loader.mix import stream as mix_stream
+
+    made: list[DecoderLRU] = []
+    peak = [0]
+
+    class Recording(DecoderLRU):
+        def __init__(self, capacity: int) -> None:
+            super().__init__(capacity)
+            made.append(self)
+
+        def get(self, key, open_decoder):
+            decoder = super().get(key, open_decoder)
+            peak[0] = max(peak[0], len(self))
+            return decoder
+
+    monkeypatch.setattr(mix_stream, "DecoderLRU", Recording)
+    monkeypatch.setattr(dataset_module, "DecoderLRU", Recording)
+    mix = MixedStreamingLeRobot(_sources(roots), samples_per_epoch=60, decoders=2)
+    made.clear()
+    assert len(list(mix)) == 60
+    assert len(made) == 1 and peak[0] == 2, "one LRU for the worker, never more than `decoders` open"
