@@ -36,6 +36,7 @@ from .proxy import ShapingProxy
 from .report import machine_section, publish, results_folder
 
 WEIGHTS = (0.5, 0.3, 0.2)
+DECODER_BYTES = int(0.95 * 2**20)  # an open AV1 decoder of a 320x240 mini-MP4 (USS measured per decoder)
 
 
 def specs(small: bool) -> dict[str, DatasetSpec]:
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     epoch = 2 * args.samples  # samples_per_epoch of the mixtures: more than a pass reads
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from lerobot_stream_loader import MixedStreamingLeRobot, StreamingLeRobot
+    from lerobot_stream_loader.decode_mix import run_length
     from tests.support.servers import NginxServer
 
     paths = {name: ensure_dataset(spec) for name, spec in specs(args.small).items()}
@@ -177,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                                         shuffle_buffer=args.buffer)
             built["seconds"] = time.perf_counter() - start
             built["pool"] = sum(mix.pool_sizes)
-            built["buffer"] = sum(mix.shuffle_buffers)
+            built["buffer"] = sum(mix.shuffle_buffers)  # + one decoded run per source: what may wait decoded
+            pairs = zip(mix.pool_sizes, mix.shuffle_buffers, strict=True)
+            built["decoded"] = sum(b + run_length(p, b) for p, b in pairs)
+            built["decoders"] = mix.decoders
             return mix
 
         many = median_runs({"single-a@budget": single("a", cache_bytes=budget, shuffle_buffer=args.buffer),
@@ -205,7 +210,9 @@ def report(rows: dict[str, dict], many: dict[str, dict], context: dict) -> str:
     extra = big["uss"] - alone["uss"]
     sample_bytes = 2 * 3 * 320 * 240  # uint8 frames of the two cameras
     cache = args.budget_mib << 20
-    decoded = context["built"].get("buffer", args.buffer) * sample_bytes
+    decoded = context["built"].get("decoded", args.buffer) * sample_bytes
+    decoders = context["built"].get("decoders", 0) * DECODER_BYTES
+    bound = cache + decoded + decoders
     header = ["| track | samples/s (median) | runs | worker CPU ms/sample | 1st batch s | peak RSS / USS per "
               "worker MiB | threads | TCP conns |", "|---|---:|---|---:|---:|---:|---:|---:|"]
     lines = [
@@ -228,10 +235,16 @@ def report(rows: dict[str, dict], many: dict[str, dict], context: dict) -> str:
         f"- {args.sources} sources built in {context['built'].get('seconds', float('nan')):.1f} s "
         f"(metadata of each over the proxy, 8 at a time); {context['built'].get('pool', 0)} open episodes and "
         f"{context['built'].get('buffer', 0)} decoded samples per worker in all (at least one of each per source)",
-        f"- a worker's budget: cache_bytes {cache / 2**20:.0f} MiB + decoded samples {decoded / 2**20:.0f} MiB = "
-        f"{(cache + decoded) / 2**20:.0f} MiB; worker memory above a single-source worker with the same settings: "
-        f"{extra / 2**20:+.0f} MiB of USS (**{extra / (cache + decoded):.2f}x the budget**; the single-source "
-        "worker holds part of its own budget too, the rest is per-source metadata, readers, indexes and decoders)",
+        f"- a worker's bounds: cache_bytes {cache / 2**20:.0f} MiB + decoded samples (shuffle buffers and one run "
+        f"per source: {context['built'].get('decoded', 0)}) {decoded / 2**20:.0f} MiB + "
+        f"{context['built'].get('decoders', 0)} open decoders (about {DECODER_BYTES / 2**20:.2f} MiB each at 320x240, "
+        f"measured apart) {decoders / 2**20:.0f} MiB = {bound / 2**20:.0f} MiB; worker memory above a single-source "
+        f"worker with the same settings: {extra / 2**20:+.0f} MiB of USS (**{extra / bound:.2f}x those bounds**; "
+        "the single-source worker uses part of its own bounds too; per-source metadata, readers and indexes "
+        "come on top)",
+        f"- the pass reads about {args.samples / args.sources:.0f} samples per source: opening {args.sources} "
+        "readers and fetching and decoding a first episode per source weigh on every sample (CPU per sample); "
+        "longer passes spread that start",
         f"- peak threads per worker {big['threads']} (single source {alone['threads']}), TCP connections "
         f"{big['tcp']} (single source {alone['tcp']})",
         "", f"Elapsed {context['elapsed']:.0f} s.",

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
+import numpy as np
+
 from ..decode import DecoderLRU, EpisodeVideoDecoder
 from ..episode_assembly import EpisodeAssembler, EpisodeData
 from ..episode_cache import FetchCache
@@ -113,9 +115,20 @@ class MixtureStream:
                                            cache=SourceCacheView(self.cache, i))
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        self._prefetch_first_episodes()
         items = {i: iter(stream) for i, stream in self.streams.items()}
         for number in self.plan.source_of.tolist():
             yield number, next(items[number])
+
+    def _prefetch_first_episodes(self) -> None:
+        """Queue every source's first episode, in the order the sources first appear: a stream asks for
+        its episodes only when it is first read, and the first batches read many sources."""
+        _, first = np.unique(self.plan.source_of, return_index=True)
+        for number in self.plan.source_of[np.sort(first)].tolist():
+            plan = self.plan.plans[number]
+            if plan is not None and len(plan):
+                segment = int(plan.segment[int(np.argmin(plan.decode_rank))])
+                self.cache.prefetch((number, int(plan.admit_episodes[segment])))
 
     def close(self) -> None:
         for stream in self.streams.values():
