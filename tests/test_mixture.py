@@ -207,7 +207,7 @@ def test_many_sources_share_one_budget_and_one_set_of_fetch_threads(roots) -> No
     cache_bytes = int(max(sizes) * 40)
     mix = MixedStreamingLeRobot(sources, samples_per_epoch=120, fetch_threads=2, cache_bytes=cache_bytes)
     assert min(mix.pool_sizes) >= 1 and mix.decoders <= MAX_AUTO_DECODERS
-    assert sum(mix.shuffle_buffers) <= 30 + auto_shuffle_buffer(sources[0].meta)
+    assert sum(mix.shuffle_buffers) <= 30 + auto_shuffle_buffer(sources[0].meta.source)
     assert sum(p * b for p, b in zip(mix.pool_sizes, sizes, strict=True)) <= cache_bytes
     fetchers = set()
     for _item in mix:

@@ -35,7 +35,7 @@ def episode_bytes(sources: Sequence) -> list[float]:
         with open_root_reader(source.meta.root, backend=settings["backend"],
                               storage_options=settings["storage_options"],
                               reader_options=settings["reader_options"]) as reader:
-            out.append(mean_episode_bytes(source.meta, reader.size, sampled_files=sampled))
+            out.append(mean_episode_bytes(source.meta.source, reader.size, sampled_files=sampled))
     return out
 
 
@@ -67,7 +67,7 @@ def shuffle_buffers(counts: np.ndarray, sources: Sequence, shuffle_buffer: int |
     share = shares(counts)
     if shuffle_buffer is not None:
         return [max(1, round(shuffle_buffer * s)) for s in share]
-    return [max(1, round(auto_shuffle_buffer(source.meta) * s)) for s, source in zip(share, sources, strict=True)]
+    return [max(1, round(auto_shuffle_buffer(source.meta.source) * s)) for s, source in zip(share, sources, strict=True)]
 
 
 def prefetch_depths(counts: np.ndarray, prefetch_episodes: int) -> list[int]:

@@ -226,7 +226,7 @@ def _open_source(sources: Sequence[StreamingLeRobot], number: int) -> WorkerReso
     requested = options.pop("threads", None) or options.pop("max_workers", None)
     options["max_workers"] = budget.reader_threads(requested, len(sources))
     settings["reader_options"] = options
-    return WorkerResources.open(sources[number].meta, **settings)
+    return WorkerResources.open(sources[number].meta.source, **settings)
 
 
 def _check_sources(sources: Sequence[StreamingLeRobot]) -> list[StreamingLeRobot]:
