@@ -1,4 +1,4 @@
-"""One entry point for every benchmark: ``python -m benchmarks {stream,storage,mp4,tools,mix,all} [--small] ...``.
+"""One entry point for every benchmark: ``python -m benchmarks {stream,storage,mp4,tools,mix,scale,all} [--small] ...``.
 
 Arguments after the subcommand go to that benchmark (``all`` passes ``--small`` on to each). Every
 benchmark writes into ``benchmarks/results/``.
@@ -15,9 +15,10 @@ BENCHMARKS = {
     "tools": "benchmarks.tools_bench",
     "storage": "benchmarks.storage_bench",
     "mix": "benchmarks.mix_bench",
+    "scale": "benchmarks.scale_bench",
 }
-TAKES_SMALL = {"stream", "storage", "mix"}
-USAGE = "usage: python -m benchmarks {stream,storage,mp4,tools,mix,all} [--small] [options of that benchmark]"
+TAKES_SMALL = {"stream", "storage", "mix", "scale"}
+USAGE = "usage: python -m benchmarks {stream,storage,mp4,tools,mix,scale,all} [--small] [options of that benchmark]"
 
 
 def run(name: str, argv: list[str]) -> int:

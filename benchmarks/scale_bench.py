@@ -1,0 +1,211 @@
+"""``python -m benchmarks scale [--small]``: the loader on a DROID-sized dataset (rank 311 of 512).
+
+For each dataset size (default 10k and 100k episodes; ``--small``: 2k and 10k), local and over nginx,
+fork and spawn, with and without the index sidecar, one fresh process measures: constructor time
+and memory growth, per-worker memory (RSS and USS) at the first batch, time to the first batch and
+the requests made before it (file reads vs everything else). Plus padding per epoch at 512 x 8
+readers and metadata-only numbers at 1M episodes (``--small``: 100k). Table and plot go to
+``benchmarks/results/scale.md`` / ``scale.png`` (``--small``: ``benchmarks/results/small/``, no
+target judged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .report import results_folder
+from .scale_data import write_scale_dataset
+
+DATA = Path(__file__).parent / ".data" / "scale"
+RANK, WORLD, WORKERS = 311, 512, 2
+TARGETS = {"constructor_s": 3.0, "constructor_mb": 200.0, "first_batch_s": 5.0, "other_requests_per_worker": 20}
+
+
+def dataset(episodes: int, metadata_only: bool = False) -> Path:
+    """The generated dataset folder (written once, kept under benchmarks/.data/scale)."""
+    root = DATA / (f"meta-{episodes}" if metadata_only else f"ds-{episodes}")
+    if not (root / "meta/info.json").is_file():
+        staging = root.with_name(root.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        write_scale_dataset(staging, episodes, metadata_only=metadata_only)
+        staging.rename(root)
+    return root
+
+
+def without_sidecar(root: Path) -> Path:
+    """A view of ``root`` without its sidecar (symlinked folders, so nothing is copied)."""
+    view = root.with_name(root.name + "-nosidecar")
+    if not view.exists():
+        (view / "meta").mkdir(parents=True)
+        for item in root.iterdir():
+            if item.name != "meta":
+                (view / item.name).symlink_to(item.resolve())
+        for item in (root / "meta").iterdir():
+            if item.name != "mp4_index.bin":
+                (view / "meta" / item.name).symlink_to(item.resolve())
+    return view
+
+
+# ------------------------------------------------------------------------------------ the measured child
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """One measurement in this (fresh) process; returns the numbers."""
+    import psutil
+    from torch.utils.data import DataLoader
+
+    from lerobot_stream_loader import StreamingLeRobot
+
+    me = psutil.Process()
+    log = Path(args.access_log) if args.access_log else None
+
+    def logged() -> int:
+        time.sleep(0.3)  # nginx writes a line once its response is done
+        return len(log.read_text().splitlines()) if log and log.exists() else 0
+
+    rss0, t0 = me.memory_info().rss, time.perf_counter()
+    ds = StreamingLeRobot(args.url, shuffle=True, seed=0, rank=RANK, world_size=WORLD, cache_dir=args.cache_dir)
+    out: dict[str, Any] = {"constructor_s": time.perf_counter() - t0,
+                           "constructor_mb": (me.memory_info().rss - rss0) / 2**20,
+                           "len": len(ds), "pickled_kb": len(pickle.dumps(ds)) / 1024}
+    start_line = logged()
+    loader = DataLoader(ds, batch_size=32, num_workers=WORKERS, multiprocessing_context=args.context, timeout=600)
+    t1 = time.perf_counter()
+    it = iter(loader)
+    next(it)
+    out["first_batch_s"] = time.perf_counter() - t1
+    workers = [psutil.Process(w.pid).memory_full_info() for w in it._workers]  # noqa: SLF001
+    out["worker_rss_mb"] = max(w.rss for w in workers) / 2**20
+    out["worker_uss_mb"] = max(w.uss for w in workers) / 2**20
+    del it, loader
+    if log:
+        lines = log.read_text().splitlines()[start_line:logged()]
+        reads = [line for line in lines if "\tGET\t" in line and ("/data/" in line or ".mp4" in line)]
+        out["requests"] = len(lines)
+        out["file_reads"] = len(reads)
+        out["other_requests_per_worker"] = (len(lines) - len(reads)) / WORKERS
+    return out
+
+
+def run_child(url: str, context: str, cache_dir: Path, access_log: Path | None) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.scale_bench", "--child", url, "--context", context,
+           "--cache-dir", str(cache_dir)] + (["--access-log", str(access_log)] if access_log else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if done.returncode:
+        raise RuntimeError(f"child failed: {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------ the parent
+def padding_at_512x8(root: Path) -> dict[str, float]:
+    from lerobot_stream_loader.dataset import plan_input
+    from lerobot_stream_loader.meta import load_meta
+    from lerobot_stream_loader.plan import assign_shards
+
+    meta = load_meta(root, check_files=False)
+    episodes = plan_input(meta, meta.episode_table.index)
+    out = {}
+    for drop_last in (False, True):
+        a = assign_shards(episodes, world_size=512, num_workers=8, shuffle=True, epoch=1, drop_last=drop_last)
+        waste = np.abs(a.targets - a.frames_per_shard()).sum()
+        out["dropped" if drop_last else "padded"] = float(waste / meta.total_frames)
+        out["split_episodes"] = float(len(a.episode) - len(meta.episode_table))
+    return out
+
+
+def metadata_only(episodes: int, url: str, cache: Path) -> dict[str, Any]:
+    """Constructor (cold and warm cache), len(), one reader's plan at 512 x 8, pickled size."""
+    code = f"""
+import json, pickle, time, psutil
+from lerobot_stream_loader import StreamingLeRobot
+from lerobot_stream_loader.plan import plan_shard
+me = psutil.Process(); out = {{}}
+for phase in ("cold", "warm"):
+    rss, t = me.memory_info().rss, time.perf_counter()
+    ds = StreamingLeRobot({url!r}, shuffle=True, rank={RANK}, world_size={WORLD}, cache_dir={str(cache)!r})
+    out[phase + "_s"] = time.perf_counter() - t; out[phase + "_mb"] = (me.memory_info().rss - rss) / 2**20
+t = time.perf_counter(); plan = plan_shard(ds._plan_episodes, rank={RANK}, world_size={WORLD}, worker_id=3,
+    num_workers=8, shuffle=True, pool_size=ds.pool_size)
+out["plan_s"] = time.perf_counter() - t; out["len"] = len(ds); out["pickled_kb"] = len(pickle.dumps(ds)) / 1024
+print(json.dumps(out))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    return {"episodes": episodes, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", action="store_true", help="2k and 10k episodes; results/small, no targets")
+    parser.add_argument("--report-only", action="store_true", help="redraw the report from scale.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--context", default="fork", help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--access-log", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        args.url = args.child
+        print(json.dumps(child(args)))
+        return 0
+    from .scale_report import write_report
+
+    folder = results_folder(args.small)
+    if args.report_only:
+        saved = json.loads((folder / "scale.json").read_text())
+        write_report(folder, saved["rows"], saved["padding"], saved["metadata"], small=args.small, targets=TARGETS,
+                     import_s=saved.get("import_s"))
+        return 0
+    from tests.support.servers import NginxServer
+
+    sizes = [2_000, 10_000] if args.small else [10_000, 100_000]
+    meta_size = 100_000 if args.small else 1_000_000
+    rows: list[dict[str, Any]] = []
+    scratch = Path(tempfile.mkdtemp(prefix="scale-bench-"))
+    try:
+        with NginxServer(DATA, max_lifetime=3600) as nginx:
+            log = nginx.prefix / "access.log"
+            for episodes in sizes:
+                root = dataset(episodes)
+                for sidecar in (True, False):
+                    folder = root if sidecar else without_sidecar(root)
+                    for where in ("local", "nginx"):
+                        url = str(folder) if where == "local" else f"{nginx.url}/{folder.relative_to(DATA)}"
+                        cache = scratch / f"cache-{episodes}-{sidecar}-{where}"
+                        for context in ("fork", "spawn"):
+                            got = run_child(url, context, cache, log if where == "nginx" else None)
+                            row = {"episodes": episodes, "sidecar": sidecar, "where": where, "context": context,
+                                   "cache": "cold" if context == "fork" else "warm", **got}
+                            print(f"[scale] {json.dumps(row)}", flush=True)
+                            rows.append(row)
+            padding = padding_at_512x8(dataset(sizes[-1]))
+            print(f"[scale] padding at 512x8: {padding}", flush=True)
+            meta_root = dataset(meta_size, metadata_only=True)
+            meta_rows = [metadata_only(meta_size, f"{nginx.url}/{meta_root.relative_to(DATA)}", scratch / "meta")]
+            print(f"[scale] metadata only: {meta_rows}", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, lerobot_stream_loader.dataset"], check=True)
+    import_s = time.perf_counter() - start
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = {"rows": rows, "padding": padding, "metadata": meta_rows, "import_s": import_s}
+    (folder / "scale.json").write_text(json.dumps(saved))
+    write_report(folder, rows, padding, meta_rows, small=args.small, targets=TARGETS, import_s=import_s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
