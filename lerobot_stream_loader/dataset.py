@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from .credentials import hide_secrets
 from .decode import DecoderLRU
 from .elastic import ElasticState, remaining_plan
 from .episode_cache import DEFAULT_BUDGET_BYTES
@@ -248,7 +249,8 @@ class StreamingLeRobot(IterableDataset):
             resident = pool_size if shuffle else 1
             decoders = min(MAX_AUTO_DECODERS, max(1, resident * len(self.meta.video_keys)))
         self.decoders = decoders
-        self.settings = dict(backend=backend, storage_options=storage_options, reader_options=reader_options or {},
+        self.settings = dict(backend=backend, storage_options=hide_secrets(storage_options),
+                             reader_options=hide_secrets(reader_options or {}),
                              cache_bytes=cache_bytes, prefetch_episodes=prefetch_episodes,
                              fetch_threads=fetch_threads, cache_dir=cache_dir, disk_cache_bytes=disk_cache_bytes)
         self._plan_episodes = plan_input(self.meta, self.episodes)

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .credentials import hide_secrets, reveal_secrets
 from .episode_table import EpisodeMeta, EpisodeTable, VideoSpan, streaming_columns
 from .errors import DatasetFormatError
 from .hub_revision import default_hub_root
@@ -61,13 +62,13 @@ class DatasetMeta:
         reader_settings: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
-        self.storage_options = dict(storage_options or {})
+        self.storage_options = hide_secrets(dict(storage_options or {}))  # credentials never readable
         self.info = info
         self.episode_table = episode_table
         self.tasks = tasks
         self._episodes_table = episodes_table
         self._stats = stats
-        self._reader_settings = dict(reader_settings or {})
+        self._reader_settings = hide_secrets(dict(reader_settings or {}))
         self.fps: int = int(info["fps"])
         self.features: dict[str, dict[str, Any]] = info["features"]
         self.video_keys: list[str] = [k for k, f in self.features.items() if f.get("dtype") == "video"]
@@ -76,7 +77,7 @@ class DatasetMeta:
 
     @cached_property
     def _fsspec(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        return fsspec.core.url_to_fs(self.root, **self.storage_options)
+        return fsspec.core.url_to_fs(self.root, **reveal_secrets(self.storage_options))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

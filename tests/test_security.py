@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import re
 import shutil
 import traceback
@@ -108,6 +109,16 @@ _UNSAFE = {
 }
 
 
+def _call_arguments(text: str, start: int) -> str:
+    """The text of a call's arguments, from just after its '(' to the matching ')' (lines included)."""
+    depth = 1
+    for i in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i]
+    return text[start:]
+
+
 def test_no_pickle_or_eval_on_dataset_bytes() -> None:
     sources = sorted(PACKAGE.rglob("*.py"))
     assert len(sources) > 20
@@ -117,8 +128,8 @@ def test_no_pickle_or_eval_on_dataset_bytes() -> None:
         for pattern, what in _UNSAFE.items():
             found += [f"{path.relative_to(PACKAGE)}:{text[:m.start()].count(chr(10)) + 1}: {what}"
                       for m in re.finditer(pattern, text)]
-        for m in re.finditer(r"\bnp\.load\s*\((.*)", text):  # every np.load must refuse pickles
-            if "allow_pickle=False" not in m.group(1):
+        for m in re.finditer(r"\bnp\.load\s*\(", text):  # every np.load must refuse pickles
+            if "allow_pickle=False" not in _call_arguments(text, m.end()):
                 found.append(f"{path.relative_to(PACKAGE)}: np.load without allow_pickle=False")
     assert not found, found
 
@@ -168,3 +179,61 @@ def test_tools_write_only_their_output_folder(sample: Path, tmp_path: Path, monk
     assert not outside, f"tools changed files outside their output folder: {outside}"
     assert _tree(source) == _tree(sample), "the source was modified"
     assert any(p.startswith("out/prepared/") for p in changed) and any(p.startswith("out/realigned/") for p in changed)
+
+
+# ------------------------------------------------------------------------------------- credentials at rest
+S3_SECRET = "s3-secret-Zq8xK2mVb7"
+S3_KEY = "AKIASECURITYTESTKEY1"
+
+
+def _outputs(dataset, caplog, errors) -> dict[str, bytes]:
+    """Everything the loader shows or sends: reprs, state, logs, messages, the pickled worker payload."""
+    ours = [r for r in caplog.records if r.name.startswith("lerobot_stream_loader")]
+    shown = {"repr": repr(dataset) + str(dataset) + repr(dataset.meta) + repr(dataset.settings),
+             "state": json.dumps(dataset.state_dict()), "our logs": "\n".join(r.getMessage() for r in ours),
+             "errors": "".join(_everything_said(e) for e in errors)}
+    out = {name: text.encode() for name, text in shown.items()}
+    out["pickle"] = pickle.dumps(dataset)
+    return out
+
+
+def test_storage_credentials_never_readable(sample, moto_s3, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = moto_s3.upload_folder(sample, "secrets")
+    options = {**moto_s3.storage_options, "key": S3_KEY, "secret": S3_SECRET}  # moto takes any credentials
+    dataset = StreamingLeRobot(url, storage_options=options, return_uint8=True)
+    errors: list[BaseException] = []
+    with pytest.raises(StreamLoaderError) as err:
+        StreamingLeRobot(url + "-missing", storage_options=options)
+    errors.append(err.value)
+    worker_copy = pickle.loads(pickle.dumps(dataset))  # what a spawned DataLoader worker receives
+    assert len(list(worker_copy)) == dataset.meta.total_frames, "the worker copy still reaches the storage"
+    for name, output in _outputs(dataset, caplog, errors).items():
+        for secret in (S3_SECRET, S3_KEY):
+            assert secret.encode() not in output, f"{secret} readable in the {name}"
+    # botocore's own DEBUG records show the access key id (in the signed Authorization header), never the secret
+    assert S3_SECRET not in caplog.text
+
+
+def test_hub_token_never_readable_in_a_worker_payload(hub, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    dataset = StreamingLeRobot("hf://datasets/sec/sample", backend="http", return_uint8=True,
+                               reader_options={"endpoint": hub.url, "token": TOKEN})
+    worker_copy = pickle.loads(pickle.dumps(dataset))
+    assert len(list(worker_copy)) == dataset.meta.total_frames
+    assert all(a == f"Bearer {TOKEN}" for a in hub.authorizations), "the worker copy sent the real token"
+    for name, output in _outputs(dataset, caplog, []).items():
+        assert TOKEN.encode() not in output, f"the token is readable in the {name}"
+    assert TOKEN not in caplog.text, "no logger at all (ours, httpx, httpcore) shows the token"
+
+
+def test_secret_wrapper() -> None:
+    from lerobot_stream_loader.credentials import Secret, hide_secrets, reveal_secrets
+
+    options = {"token": TOKEN, "client_kwargs": {"aws_secret_access_key": S3_SECRET, "region_name": "x"}, "anon": False}
+    hidden = hide_secrets(options)
+    assert TOKEN not in repr(hidden) and S3_SECRET not in repr(hidden) and "'x'" in repr(hidden)
+    assert isinstance(hidden["token"], Secret) and reveal_secrets(hidden) == options
+    one, two = pickle.dumps(hidden), pickle.dumps(hidden)
+    assert TOKEN.encode() not in one and one != two, "each pickle masks with a fresh pad"
+    assert reveal_secrets(pickle.loads(one)) == options

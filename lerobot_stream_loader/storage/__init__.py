@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..credentials import reveal_secrets
 from .coalesce import ReadRequest
 from .fsspec_reader import FsspecRangeReader
 from .http_reader import HttpRangeReader
@@ -49,6 +50,7 @@ def open_reader(root: str | os.PathLike[str], backend: str = "auto", **options: 
     for hf roots. The defaults are tabled in docs/reliability.md.
     """
     root = os.fspath(root)
+    options = reveal_secrets(options)  # credentials held as Secret are unwrapped only here
     if "threads" in options:
         options.setdefault("max_workers", options.pop("threads"))
     policy = {name: options.pop(name) for name in _RETRY_OPTIONS if name in options}

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..credentials import hide_secrets, reveal_secrets
 from ..errors import DatasetFormatError, range_not_supported
 from ..meta import DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4Index, Span, index_mp4
@@ -32,7 +33,7 @@ class SourceFiles:
 
     def __init__(self, root: str, storage_options: dict[str, Any] | None = None) -> None:
         self.root = normalize_root(root)
-        self.storage_options = dict(storage_options or {})
+        self.storage_options = hide_secrets(dict(storage_options or {}))  # pickled to workers unreadable
         self._fs: tuple[fsspec.AbstractFileSystem, str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -40,7 +41,7 @@ class SourceFiles:
 
     def _resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
         if self._fs is None:
-            self._fs = fsspec.core.url_to_fs(self.root, **self.storage_options)
+            self._fs = fsspec.core.url_to_fs(self.root, **reveal_secrets(self.storage_options))
         return self._fs
 
     @property
