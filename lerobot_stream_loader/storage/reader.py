@@ -46,7 +46,8 @@ class ReaderStats:
 
     ``requests``/``bytes`` count what callers asked for and got; ``fetches``/``fetched_bytes`` the
     range requests actually sent after coalescing (``coalesced`` requests merged into a neighbour)
-    and splitting (``split_parts`` extra parts). Seconds are summed over all fetches.
+    and splitting (``split_parts`` extra parts). ``retries`` counts every repeated attempt, ``throttled``
+    those a server asked for (with ``Retry-After``). Seconds are summed over all fetches.
     """
 
     requests: int = 0
@@ -56,6 +57,7 @@ class ReaderStats:
     coalesced: int = 0
     split_parts: int = 0
     retries: int = 0
+    throttled: int = 0
     failures: int = 0
     head_requests: int = 0
     resolves: int = 0
@@ -92,7 +94,9 @@ class RetryPolicy:
 
     ``retries`` extra attempts at most, sleeping ``backoff * 2**n`` (capped at ``backoff_max``, with
     jitter) between them, or the server's ``Retry-After`` when it asks for longer; never past
-    ``total_timeout`` seconds for one range.
+    ``total_timeout`` seconds for one range. A server asking to wait (an answer with ``Retry-After``,
+    as 429 and 503 carry when a server is busy) is obeyed without counting against ``retries``: only
+    ``total_timeout`` bounds how long a busy server can hold a range back.
     """
 
     retries: int = 5
@@ -101,10 +105,13 @@ class RetryPolicy:
     total_timeout: float = 120.0
 
     def delay(self, failures: int, retry_after: float | None = None) -> float:
-        """Seconds to sleep after the ``failures``-th failed attempt."""
-        base = min(self.backoff_max, self.backoff * 2 ** (failures - 1))
+        """Seconds to sleep after the ``failures``-th failed attempt; at least the server's
+        ``retry_after``, spread up to half again so that readers told the same do not return together."""
+        base = min(self.backoff_max, self.backoff * 2 ** (max(failures, 1) - 1))
         jittered = base * (0.5 + random.random() / 2)
-        return max(jittered, retry_after) if retry_after is not None else jittered
+        if retry_after is None:
+            return jittered
+        return max(jittered, retry_after * (1 + random.random() / 2))
 
 
 @runtime_checkable
@@ -248,22 +255,24 @@ class BaseRangeReader:
         """Call ``attempt(deadline)`` until it does not raise Retryable, within the retry policy."""
         start = time.monotonic()
         deadline = start + self.retry.total_timeout
-        failures = 0
+        failures = attempts = 0
         while True:
             if self._closing.is_set():
                 raise FetchError(f"{what}: the reader was closed")
             try:
                 return attempt(deadline)
             except Retryable as exc:
-                failures += 1
+                attempts += 1
+                throttled = exc.retry_after is not None  # the server said when to come back
+                failures += not throttled
                 elapsed = time.monotonic() - start
                 delay = self.retry.delay(failures, exc.retry_after)
                 if failures > self.retry.retries or elapsed + delay > self.retry.total_timeout:
                     raise FetchError(
-                        f"{what}: failed after {failures} attempt(s) in {elapsed:.1f}s; last error: {exc}"
+                        f"{what}: failed after {attempts} attempt(s) in {elapsed:.1f}s; last error: {exc}"
                     ) from exc
-                log.debug("%s: attempt %d failed (%s); retrying in %.2fs", what, failures, exc, delay)
-                self.stats.add(retries=1, retry_wait_seconds=delay)
+                log.debug("%s: attempt %d failed (%s); retrying in %.2fs", what, attempts, exc, delay)
+                self.stats.add(retries=1, throttled=int(throttled), retry_wait_seconds=delay)
                 self._closing.wait(delay)
 
     def _fetch_checked(self, req: ReadRequest) -> bytes:

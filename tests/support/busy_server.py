@@ -1,0 +1,117 @@
+"""A busy file server on 127.0.0.1: Range support, 429 + Retry-After beyond a concurrency limit, and a
+fraction of connections dropped (seeded), with counters of what it did.
+
+``BusyServer(folder, max_concurrent=32, retry_after=1, drop_rate=0.02)``: a GET or HEAD that arrives
+while ``max_concurrent`` requests are being served gets ``429`` with ``Retry-After``; otherwise, with
+probability ``drop_rate``, the connection is closed without an answer; otherwise the file (or the
+requested byte range, 206) is served. ``counts`` holds ``served``, ``throttled``, ``dropped`` and
+``peak`` (most requests served at once).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.owner.handle(self)
+
+    do_HEAD = do_GET
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    owner: BusyServer
+
+
+class BusyServer:
+    """See the module docstring; ``start()`` / ``stop()``, ``url``."""
+
+    def __init__(self, folder: Path, *, max_concurrent: int = 32, retry_after: float = 1.0,
+                 drop_rate: float = 0.02, seed: int = 0) -> None:
+        self.folder = Path(folder).resolve()
+        self.max_concurrent = max_concurrent
+        self.retry_after = retry_after
+        self.drop_rate = drop_rate
+        self.counts: Counter[str] = Counter()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._active = 0
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.owner = self
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="busy-http")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> BusyServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+        self._server.server_close()
+
+    def handle(self, h: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            busy = self._active >= self.max_concurrent
+            drop = not busy and self._rng.random() < self.drop_rate
+            if not busy and not drop:
+                self._active += 1
+                self.counts["peak"] = max(self.counts["peak"], self._active)
+            self.counts["throttled" if busy else "dropped" if drop else "served"] += 1
+        if busy:
+            return self._answer(h, 429, b"busy\n", {"Retry-After": f"{self.retry_after:g}"})
+        if drop:
+            h.close_connection = True
+            return None
+        try:
+            self._serve(h)
+        finally:
+            with self._lock:
+                self._active -= 1
+        return None
+
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        path = (self.folder / unquote(urlsplit(h.path).path).lstrip("/")).resolve()
+        if self.folder not in path.parents or not path.is_file():
+            return self._answer(h, 404, b"not found\n")
+        data = path.read_bytes()
+        m = _RANGE.fullmatch(h.headers.get("Range", ""))
+        if m is None:
+            return self._answer(h, 200, data, {"Accept-Ranges": "bytes"})
+        start = int(m.group(1))
+        end = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
+        if start > end:
+            return self._answer(h, 416, b"", {"Content-Range": f"bytes */{len(data)}"})
+        return self._answer(h, 206, data[start:end + 1],
+                            {"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"})
+
+    @staticmethod
+    def _answer(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(body)
