@@ -240,7 +240,7 @@ class BaseRangeReader:
             return self._pool
 
     def _run(self, fetches: Sequence[ReadRequest]) -> list[bytes]:
-        if len(fetches) <= 1:
+        if len(fetches) <= 1 or self.max_workers == 1:  # one at a time: on the caller's thread, no pool
             return [self._fetch_checked(f) for f in fetches]
         futures = [self._executor().submit(self._fetch_checked, f) for f in fetches]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
