@@ -6,6 +6,7 @@ it belongs to, over several seeds and episode-length mixes, while other processe
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import os
@@ -43,16 +44,18 @@ def _spin(stop: multiprocessing.synchronize.Event) -> None:  # type: ignore[name
         x += 1
 
 
-@pytest.fixture
+@contextlib.contextmanager
 def cpu_load():
-    """Keep every core busy with other processes for the duration of the test."""
+    """Keep every core busy with other processes while the block runs."""
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     spinners = [context.Process(target=_spin, args=(stop,), daemon=True) for _ in range(os.cpu_count() or 1)]
     for process in spinners:
         process.start()
-    yield
-    stop.set()
+    try:
+        yield
+    finally:
+        stop.set()
     for process in spinners:
         process.join(10)
         if process.is_alive():
@@ -94,10 +97,11 @@ def assert_every_frame_matches_its_row(root: Path, source: Path, order: list[int
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(("layout", "seeds"), [(REPORTED, (5, 6)), (SHORT_AND_LONG, (1, 2))],
                          ids=["reported-layout", "short-and-long"])
-def test_shuffle_writes_every_frame_right_under_cpu_load(make_sample, tmp_path, cpu_load, layout, seeds):
+def test_shuffle_writes_every_frame_right_under_cpu_load(make_sample, tmp_path, layout, seeds):
     source = make_sample(**layout)
     for seed in seeds:
-        result = shuffle_episodes(source, tmp_path / f"out{seed}", seed=seed, max_workers=2)
+        with cpu_load():
+            result = shuffle_episodes(source, tmp_path / f"out{seed}", seed=seed, max_workers=2)
         out = Path(result.output)
         assert_every_frame_matches_its_row(out, source, result.order)
         report = validate(out)
