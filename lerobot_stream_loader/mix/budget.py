@@ -79,3 +79,8 @@ def reader_threads(requested: int | None, sources: int) -> int:
     """Range-reader threads of one source's reader in a worker of a mixture of ``sources``."""
     share = max(1, READER_THREADS // max(1, sources))
     return min(requested, share) if requested else share
+
+
+def http_reader(root: str, backend: str) -> bool:
+    """Whether a source's range reader is the native HTTP one (it keeps connections alive)."""
+    return backend == "http" or (backend == "auto" and root.startswith(("http://", "https://", "hf://")))

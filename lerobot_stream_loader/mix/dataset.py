@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset
 
 from ..dataset import MAX_AUTO_DECODERS, StreamingLeRobot, _Epoch
 from ..episode_cache import DEFAULT_BUDGET_BYTES
-from ..meta import DatasetMeta
+from ..meta_view import LeRobotMeta
 from ..plan_state import PlanState
 from ..ranks import resolve_rank, resolve_worker
 from ..stream import WorkerResources
@@ -37,7 +37,7 @@ from .stream import MixtureResources, MixtureStream
 class MixtureMeta:
     """What a mixture is made of: the sources' metadata, the kept features (new names) and their stats."""
 
-    sources: list[DatasetMeta]
+    sources: list[LeRobotMeta]  # each source's own meta
     features: dict[str, dict[str, Any]]
     stats: dict[str, dict[str, np.ndarray]]
     camera_keys: list[str]
@@ -225,6 +225,8 @@ def _open_source(sources: Sequence[StreamingLeRobot], number: int) -> WorkerReso
     options = dict(settings["reader_options"])
     requested = options.pop("threads", None) or options.pop("max_workers", None)
     options["max_workers"] = budget.reader_threads(requested, len(sources))
+    if budget.http_reader(sources[number].meta.root, settings["backend"]) and len(sources) > budget.READER_THREADS:
+        options.setdefault("keepalive", False)  # connections in use only: not one idle per source
     settings["reader_options"] = options
     return WorkerResources.open(sources[number].meta.source, **settings)
 

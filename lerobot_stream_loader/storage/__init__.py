@@ -46,7 +46,8 @@ def open_reader(root: str | os.PathLike[str], backend: str = "auto", **options: 
     ``total_timeout`` (seconds per range), or a ready ``retry=RetryPolicy(...)``; ``timeout`` (sets
     both) / ``connect_timeout`` / ``read_timeout`` (longest stall between bytes), ``pool_timeout``
     (longest wait for a pooled connection); for http: ``token`` (None: huggingface_hub's token,
-    False: none), ``endpoint``, ``full_response_limit``; for fsspec: ``storage_options``; ``revision``
+    False: none), ``endpoint``, ``full_response_limit``, ``keepalive`` (False: close each connection
+    after its response, so idle readers hold none); for fsspec: ``storage_options``; ``revision``
     for hf roots. The defaults are tabled in docs/reliability.md.
     """
     root = os.fspath(root)

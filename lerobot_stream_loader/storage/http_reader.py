@@ -117,6 +117,7 @@ class HttpRangeReader(BaseRangeReader):
         token: str | bool | None = None,
         revision: str | None = None,
         endpoint: str | None = None,
+        keepalive: bool = True,
     ) -> None:
         super().__init__(
             max_workers=max_workers, coalesce_gap=coalesce_gap, split_size=split_size, retry=retry
@@ -136,7 +137,8 @@ class HttpRangeReader(BaseRangeReader):
             raise ValueError(f"the HTTP backend needs an http(s):// or hf:// root, got {root!r}")
         self._client = httpx.Client(
             verify=shared_ssl_context(),
-            limits=httpx.Limits(max_connections=max_workers, max_keepalive_connections=max_workers),
+            limits=httpx.Limits(max_connections=max_workers,
+                                max_keepalive_connections=max_workers if keepalive else 0),
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=pool_timeout),
             follow_redirects=False,
             headers={"Accept-Encoding": "identity", "User-Agent": "lerobot-stream-loader"},
