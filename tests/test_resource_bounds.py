@@ -55,7 +55,7 @@ def worker_stream(dataset: StreamingLeRobot, resources: WorkerResources, epoch: 
 
 def episode_bytes(dataset: StreamingLeRobot, resources: WorkerResources) -> int:
     """The largest episode's bytes as the cache holds them (rows + mini-MP4s)."""
-    with EpisodeCache(dataset.meta, resources.reader, indexes=resources.indexes) as cache:
+    with EpisodeCache(dataset.meta.source, resources.reader, indexes=resources.indexes) as cache:
         return max(cache.get(ep).nbytes for ep in dataset.episodes)
 
 
@@ -63,7 +63,7 @@ def test_long_stream_memory_stays_under_budget_plus_constant(sample: Path) -> No
     pool, prefetch, epochs = 2, 2, 5
     dataset = StreamingLeRobot(sample, shuffle=True, pool_size=pool, prefetch_episodes=prefetch,
                                cache_bytes=1, return_uint8=True)  # the smallest budget: evict at once
-    resources = WorkerResources.open(dataset.meta, **dataset.settings)
+    resources = WorkerResources.open(dataset.meta.source, **dataset.settings)
     try:
         largest = episode_bytes(dataset, resources)
         pinned_bound = dataset.settings["cache_bytes"] + (pool + prefetch) * largest
@@ -118,7 +118,7 @@ def test_concurrent_range_requests_are_bounded(sample: Path, nginx_factory, faul
 
 def test_episodes_in_flight_at_most_the_prefetch_depth(sample: Path) -> None:
     dataset = StreamingLeRobot(sample, shuffle=True, pool_size=2, prefetch_episodes=2, return_uint8=True)
-    resources = WorkerResources.open(dataset.meta, **dataset.settings)
+    resources = WorkerResources.open(dataset.meta.source, **dataset.settings)
     try:
         stream = worker_stream(dataset, resources, epoch=0)
         in_flight = [stream.cache.in_flight for _ in stream]
@@ -131,7 +131,7 @@ def test_episodes_in_flight_at_most_the_prefetch_depth(sample: Path) -> None:
 # -------------------------------------------------------------------------------------------- decoders
 def test_decoders_live_only_while_their_episode_has_frames_to_decode(sample: Path) -> None:
     dataset = StreamingLeRobot(sample, shuffle=True, pool_size=3, prefetch_episodes=1, return_uint8=True)
-    resources = WorkerResources.open(dataset.meta, **dataset.settings)
+    resources = WorkerResources.open(dataset.meta.source, **dataset.settings)
     try:
         stream = worker_stream(dataset, resources, epoch=1)
         count = 0
