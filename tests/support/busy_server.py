@@ -115,3 +115,33 @@ class BusyServer:
         h.end_headers()
         if h.command != "HEAD":
             h.wfile.write(body)
+
+
+def _serve_in_child(connection, folder: Path, options: dict) -> None:
+    server = BusyServer(folder, **options).start()
+    connection.send(server.url)
+    connection.recv()  # "stop"
+    server.stop()
+    connection.send(dict(server.counts))
+
+
+class BusyServerProcess:
+    """A :class:`BusyServer` in a process of its own (its own interpreter lock), so that a test process
+    busy forking readers cannot slow its answers down; ``stop()`` returns its counts."""
+
+    def __init__(self, folder: Path, **options: object) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_serve_in_child, args=(child, Path(folder), options), daemon=True)
+        self._process.start()
+        self.url: str = self._connection.recv()
+
+    def stop(self) -> dict[str, int]:
+        self._connection.send("stop")
+        counts = self._connection.recv() if self._connection.poll(30) else {}
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+        return counts
