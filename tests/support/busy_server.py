@@ -1,10 +1,11 @@
 """A busy file server on 127.0.0.1: Range support, 429 + Retry-After beyond a concurrency limit, and a
 fraction of connections dropped (seeded), with counters of what it did.
 
-``BusyServer(folder, max_concurrent=32, retry_after=1, drop_rate=0.02)``: a GET or HEAD that arrives
-while ``max_concurrent`` requests are being served gets ``429`` with ``Retry-After``; otherwise, with
-probability ``drop_rate``, the connection is closed without an answer; otherwise the file (or the
-requested byte range, 206) is served. ``counts`` holds ``served``, ``throttled``, ``dropped`` and
+``BusyServer(folder, max_concurrent=32, retry_after=1, drop_rate=0.02, latency=0.05)``: a GET or HEAD
+that arrives while ``max_concurrent`` requests are being served gets ``429`` with ``Retry-After``;
+otherwise, with probability ``drop_rate``, the connection is closed without an answer; otherwise the
+file (or the requested byte range, 206) is served after ``latency`` seconds (a storage's time to
+first byte, which is what makes requests overlap). ``counts`` holds ``served``, ``throttled``, ``dropped`` and
 ``peak`` (most requests served at once).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,11 +47,12 @@ class BusyServer:
     """See the module docstring; ``start()`` / ``stop()``, ``url``."""
 
     def __init__(self, folder: Path, *, max_concurrent: int = 32, retry_after: float = 1.0,
-                 drop_rate: float = 0.02, seed: int = 0) -> None:
+                 drop_rate: float = 0.02, latency: float = 0.05, seed: int = 0) -> None:
         self.folder = Path(folder).resolve()
         self.max_concurrent = max_concurrent
         self.retry_after = retry_after
         self.drop_rate = drop_rate
+        self.latency = latency
         self.counts: Counter[str] = Counter()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -85,6 +88,7 @@ class BusyServer:
             h.close_connection = True
             return None
         try:
+            time.sleep(self.latency)
             self._serve(h)
         finally:
             with self._lock:
