@@ -301,6 +301,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rtt-ms", type=float, default=25.0)
     parser.add_argument("--mbit", type=float, default=400.0)
     parser.add_argument("--tracks", nargs="+", default=list(tracks.TRACKS), choices=tracks.TRACKS)
+    parser.add_argument("--note", default="", help="a sentence on the run's conditions, printed under the title")
     parser.add_argument("--h264", action="store_true", help="also run ours-http on the H.264 B-frame variant")
     parser.add_argument("--output", type=Path, help="results folder (default benchmarks/results, with --small "
                         "benchmarks/results/small, which is not committed)")

@@ -160,6 +160,8 @@ def write_report(rows: list[dict], context: dict, folder: Path) -> tuple[Path, P
           f"Shuffled frames of {_dataset_line(context)}, served by nginx on 127.0.0.1 behind a proxy "
           f"shaping it to {args.rtt_ms:g} ms RTT / {args.mbit:g} Mbit/s; batch {args.batch_size}. "
           f"Machine: {context['machine']['title']}.", ""]
+    if getattr(args, "note", ""):
+        md += [f"**Run conditions:** {args.note}", ""]
     if args.small:
         md += [SMALL_NOTE, ""]
     md += ["## Summary", ""] + summary(rows, args.workers)
