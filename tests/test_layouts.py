@@ -310,3 +310,15 @@ def test_a_row_group_of_many_episodes_is_fetched_once(extra: Path) -> None:
             want = ref.table.slice(meta.episode(episode).from_index, meta.episode(episode).length)
             assert rows.equals(want)
     assert fetched.count(data_file) == 1 and len(assembler.shared) == 1
+
+
+def test_tools_read_short_to_timestamps(converter: Path, tmp_path: Path) -> None:
+    from lerobot_stream_loader.tools import realign_parquets_to_videos, validate
+
+    report = validate(converter)
+    assert report.ok, report.problems
+    assert any("to_timestamp short" in note for note in report.notes)
+    out = tmp_path / "realigned"
+    realign_parquets_to_videos(converter, out)
+    assert validate(out).ok
+    _check_items(converter, list(StreamingLeRobot(out, return_uint8=True)))

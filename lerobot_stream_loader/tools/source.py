@@ -12,11 +12,13 @@ from collections import OrderedDict
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..credentials import hide_secrets, reveal_secrets
+from ..episode_assembly import READ_AHEAD_FRAMES
 from ..errors import DatasetFormatError, range_not_supported
 from ..meta import DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4Index, Span, index_mp4
@@ -147,9 +149,18 @@ class VideoSource:
         return found
 
     def span(self, path: str, from_ts: float, to_ts: float, frames: int, what: str) -> tuple[Mp4Index, Span]:
-        """Index and span of the frames presented in [from_ts, to_ts); checks the frame count."""
+        """Index and span of the frames presented in [from_ts, to_ts); checks the frame count.
+
+        A ``to_timestamp`` up to ``READ_AHEAD_FRAMES`` frames short (as some converters write it) is
+        extended by the missing frames' duration when that presents exactly ``frames`` frames.
+        """
         index = self.index(path)
         span = index.span(from_ts, to_ts)
+        missing = frames - span.frames
+        if 0 < missing <= READ_AHEAD_FRAMES and len(index.duration):
+            step = float(np.median(index.duration)) / index.timescale
+            longer = index.span(from_ts, to_ts + missing * step)
+            span = longer if longer.frames == frames else span
         if span.frames != frames:
             raise DatasetFormatError(
                 f"{self.files.root}/{path}: {what} spans {from_ts:.6f}..{to_ts:.6f} s which present "
