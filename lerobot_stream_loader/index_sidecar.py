@@ -21,6 +21,7 @@ import io
 import json
 import os
 import struct
+import threading
 import warnings
 import zipfile
 import zlib
@@ -281,9 +282,11 @@ class SidecarLookup:
         self._reader = reader
         self._cache_dir = cache_dir
         self._opened = False
+        self._lock = threading.Lock()  # fetch threads of one worker look entries up concurrently
         self._sidecar: Sidecar | None = None
         self._old: dict[str, SidecarEntry] = {}
         self._warned: set[str] = set()
+        self._warn_lock = threading.Lock()
 
     def index(self, path: str, size: int, read: ReadRange) -> Mp4Index | None:
         """The sidecar's index of ``path`` (``size`` bytes now; ``read(offset, length)`` reads it) when it
@@ -320,14 +323,19 @@ class SidecarLookup:
         return self._sidecar.where if self._sidecar is not None else f"{self.root}/{OLD_SIDECAR_PATH}"
 
     def _warn(self, kind: str, message: str) -> None:
-        if kind not in self._warned:
+        with self._warn_lock:
+            if kind in self._warned:
+                return
             self._warned.add(kind)
-            warnings.warn(message, stacklevel=4)
+        warnings.warn(message, stacklevel=4)
 
     def _open(self) -> None:
-        if self._opened:
-            return
-        self._opened = True
+        with self._lock:
+            if not self._opened:
+                self._find()
+                self._opened = True
+
+    def _find(self) -> None:
         local = cache_path(self.root, self._cache_dir)
         candidates = [(f"{self.root}/{SIDECAR_PATH}", self._remote(SIDECAR_PATH), 2),
                       (f"{self.root}/{OLD_SIDECAR_PATH}", self._remote(OLD_SIDECAR_PATH), 1),

@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import struct
+import time
 import warnings
 from pathlib import Path
 
@@ -218,3 +219,35 @@ def test_parsed_indexes_are_bounded(root: Path, entries) -> None:
             assert isinstance(indexes.mp4(path), Mp4Index)
             assert indexes.held_index_bytes <= 2 * one
         assert len(meta.video_files) > 2
+
+
+class _SlowSidecar:
+    """A reader whose sidecar reads take a while (a remote store): other threads ask meanwhile."""
+
+    def __init__(self, reader) -> None:
+        self.reader = reader
+
+    def size(self, path: str) -> int:
+        return self.reader.size(path)
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        if path == SIDECAR_PATH:
+            time.sleep(0.2)
+        return self.reader.read(path, offset, length)
+
+
+def test_concurrent_lookups_open_the_sidecar_once(root: Path, entries) -> None:
+    """A worker's fetch threads ask for entries at once: each waits for the sidecar to be opened."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    save_sidecar(load_meta(root), entries)
+    meta = load_meta(root)
+    with open_reader(str(root)) as plain:
+        reader = _SlowSidecar(plain)
+        lookup = SidecarLookup(meta.root, reader)  # type: ignore[arg-type]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with ThreadPoolExecutor(8) as pool:
+                found = list(pool.map(lambda p: lookup.index(p, reader.size(p), lambda o, n: reader.read(p, o, n)),
+                                      meta.video_files))
+        assert all(index is not None for index in found)
