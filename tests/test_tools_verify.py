@@ -274,3 +274,12 @@ def test_shuffle_keeps_a_depth_camera_lossless_and_12_bit(make_sample, tmp_path)
         by_episode = dict(zip(src.episodes_table.column("episode_index").to_pylist(),
                               src.episodes_table.column(column).to_pylist()))
         assert out.episodes_table.column(column).to_pylist() == [by_episode[o] for o in result.order]
+
+
+@pytest.mark.timeout(300)
+def test_shuffle_reads_every_frame_when_a_converter_wrote_to_timestamp_short(make_sample, tmp_path):
+    source = make_sample(episodes=5, cameras=1, size=(64, 48), frames_per_episode=(6, 10),
+                         episodes_per_video_file=2, codec="mpeg4", to_timestamp_short=True, seed=1)
+    result = shuffle_episodes(source, tmp_path / "out", seed=2, max_workers=2)
+    assert_every_frame_matches_its_row(Path(result.output), source, result.order)
+    assert validate(Path(result.output)).ok

@@ -183,8 +183,8 @@ def _feed_episode(videos: VideoSource, key: str, move: EpisodeMove, encoder: Fil
             stream.codec_context.thread_count = 1
         for frame in container.decode(stream):
             t = float(frame.pts * stream.time_base) + span.time_offset
-            if lo - TOLERANCE_S <= t < hi - TOLERANCE_S:
-                encoder.add(frame)
+            if t >= lo - TOLERANCE_S and sent < move.length:  # the episode's frames, from from_timestamp on
+                encoder.add(frame)  # (counted, not cut at to_timestamp: converters may write it short)
                 sent += 1
     if sent != move.length:
         raise RuntimeError(f"{videos.files.root}/{path}: {what} decoded to {sent} frames in "
