@@ -103,10 +103,10 @@ def test_close_leaves_no_threads(sample: Path) -> None:
         cache.prefetch(ep)
     cache.get(0)
     cache.close()
-    reader.close()  # neither waits: idle fetch threads end right after
-    deadline = time.monotonic() + 2.0
+    reader.close()  # neither waits: fetch threads end right after, or when an abandoned fetch returns
+    deadline = time.monotonic() + 20.0
     while _fetch_threads() - before:  # threads of earlier tests may still be ending: only new ones count
-        assert time.monotonic() < deadline, "idle fetch threads outlived close() by 2 s"
+        assert time.monotonic() < deadline, "fetch threads outlived close() by 20 s"
         time.sleep(0.01)
     with pytest.raises(RuntimeError, match="closed"):
         cache.get(1)

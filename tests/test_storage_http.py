@@ -129,10 +129,10 @@ def test_closed_reader_refuses_and_close_is_idempotent(random_files, nginx_facto
     reader.read_many([("a.bin", 0, 10), ("sub/b.bin", 0, 10)])
     assert any(t.name.startswith(reader.thread_name_prefix) for t in threading.enumerate())
     reader.close()
-    reader.close()  # never waits: idle fetch threads end right after it
-    deadline = time.monotonic() + 2.0
+    reader.close()  # never waits: fetch threads end right after it, or when an abandoned fetch returns
+    deadline = time.monotonic() + 20.0  # an abandoned fetch still running ends when it returns
     while any(t.name.startswith(reader.thread_name_prefix) for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "idle fetch threads outlived close() by 2 s"
+        assert time.monotonic() < deadline, "fetch threads outlived close() by 20 s"
         time.sleep(0.01)
     with pytest.raises(RuntimeError, match="closed"):
         reader.read("a.bin", 0, 1)
