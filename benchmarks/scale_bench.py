@@ -133,7 +133,8 @@ from lerobot_stream_loader.plan import plan_shard
 me = psutil.Process(); out = {{}}
 for phase in ("cold", "warm"):
     rss, t = me.memory_info().rss, time.perf_counter()
-    ds = StreamingLeRobot({url!r}, shuffle=True, rank={RANK}, world_size={WORLD}, cache_dir={str(cache)!r})
+    ds = StreamingLeRobot({url!r}, shuffle=True, rank={RANK}, world_size={WORLD}, cache_dir={str(cache)!r},
+                          pool_size=64)
     out[phase + "_s"] = time.perf_counter() - t; out[phase + "_mb"] = (me.memory_info().rss - rss) / 2**20
 t = time.perf_counter(); plan = plan_shard(ds._plan_episodes, rank={RANK}, world_size={WORLD}, worker_id=3,
     num_workers=8, shuffle=True, pool_size=ds.pool_size)
