@@ -41,13 +41,11 @@ class DaemonPool:
             if self._shutdown:
                 raise RuntimeError(f"{self.name}: cannot submit after shutdown")
             self._queue.put((future, fn, args))
-            if self._idle == 0 and len(self._threads) < self.max_workers:
+            if self._queue.qsize() > self._idle and len(self._threads) < self.max_workers:
                 thread = threading.Thread(target=self._run, name=f"{self.name}-{len(self._threads)}",
                                           daemon=True)
                 self._threads.append(thread)
                 thread.start()
-            elif self._idle:
-                self._idle -= 1  # an idle thread takes it
         return future
 
     def shutdown(self) -> None:
@@ -62,14 +60,19 @@ class DaemonPool:
                 work = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if work is not None:
+            if work is not None:  # cancelled, and concurrent.futures.wait() callers told so
                 work[0].cancel()
+                work[0].set_running_or_notify_cancel()
         for _ in range(threads):
             self._queue.put(None)
 
     def _run(self) -> None:
         while True:
+            with self._lock:
+                self._idle += 1
             work = self._queue.get()
+            with self._lock:
+                self._idle -= 1
             if work is None:
                 return
             future, fn, args = work
@@ -84,4 +87,3 @@ class DaemonPool:
             with self._lock:
                 if self._shutdown:
                     return
-                self._idle += 1
