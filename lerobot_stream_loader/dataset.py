@@ -11,7 +11,6 @@ import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from multiprocessing.context import get_spawning_popen
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from .meta_view import LeRobotMeta
 from .paths import is_local
 from .plan import PlanEpisodes, group_episodes, plan_shard, samples_per_rank
 from .plan_state import PlanState, fingerprint
+from .process_local import ProcessLocal
 from .ranks import resolve_rank, resolve_worker
 from .rename import KeyRenamer, stored_names
 from .storage import open_root_reader
@@ -112,14 +112,7 @@ def plan_input(meta: DatasetMeta, episodes: np.ndarray) -> PlanEpisodes:
     return group_episodes(table.index[pos], table.length[pos], files[:, :2], files)
 
 
-class _Epoch:
-    """A process-local epoch counter with the interface of ``multiprocessing.Value``."""
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-
-class StreamingLeRobot(IterableDataset):
+class StreamingLeRobot(ProcessLocal, IterableDataset):
     """Stream a LeRobot v3.0 dataset frame-exactly into training.
 
     Args:
@@ -294,10 +287,6 @@ class StreamingLeRobot(IterableDataset):
         return int(self._plan_episodes.length.sum())
 
     # -- epochs, length and state ------------------------------------------------------------------
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch.value)
-
     def set_epoch(self, epoch: int) -> None:
         """Use the plan of ``epoch`` from the next iteration on (also in persistent workers)."""
         self._epoch.value = int(epoch)
@@ -388,25 +377,6 @@ class StreamingLeRobot(IterableDataset):
                            return_uint8=self.return_uint8, image_transforms=self.image_transforms,
                            decoders=decoders if decoders is not None else DecoderLRU(self.decoders),
                            depth_output_unit=self.depth_output_unit, image_size=self.image_size)
-
-    def close(self) -> None:
-        """Release this process's reader and threads (also done when the dataset is garbage collected)."""
-        if self._resources is not None and self._resources.pid == os.getpid():
-            self._resources.close()
-        self._resources = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: modules may already be gone
-            pass
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_resources"] = None
-        if get_spawning_popen() is None:  # plain pickling (not a worker start): a private epoch counter
-            state["_epoch"] = _Epoch(self.epoch)
-        return state
 
     def __repr__(self) -> str:
         return (f"StreamingLeRobot({self.meta.root!r}, episodes={len(self.episodes)}, shuffle={self.shuffle}, "

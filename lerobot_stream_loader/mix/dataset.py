@@ -14,16 +14,16 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing.context import get_spawning_popen
 from typing import Any
 
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from ..dataset import MAX_AUTO_DECODERS, StreamingLeRobot, _Epoch
+from ..dataset import MAX_AUTO_DECODERS, StreamingLeRobot
 from ..episode_cache import DEFAULT_BUDGET_BYTES
 from ..meta_view import LeRobotMeta
 from ..plan_state import PlanState
+from ..process_local import ProcessLocal
 from ..ranks import resolve_rank, resolve_worker
 from ..stream import WorkerResources
 from . import budget
@@ -45,7 +45,7 @@ class MixtureMeta:
     total_episodes: int
 
 
-class MixedStreamingLeRobot(IterableDataset):
+class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
     """Stream a weighted mixture of :class:`StreamingLeRobot` sources.
 
     Args:
@@ -133,10 +133,6 @@ class MixedStreamingLeRobot(IterableDataset):
                            sum(e.frames for e in self._episodes), sum(len(e.index) for e in self._episodes))
 
     # -- epochs, length and state ------------------------------------------------------------------
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch.value)
-
     def set_epoch(self, epoch: int) -> None:
         """Use the plan of ``epoch`` from the next iteration on (also in persistent workers)."""
         self._epoch.value = int(epoch)
@@ -193,25 +189,6 @@ class MixedStreamingLeRobot(IterableDataset):
             self._resources = MixtureResources(partial(_open_source, self.sources),
                                                [s.tolerance_s for s in self.sources])
         return self._resources
-
-    def close(self) -> None:
-        """Release this process's readers (also done when the mixture is garbage collected)."""
-        if self._resources is not None and self._resources.pid == os.getpid():
-            self._resources.close()
-        self._resources = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: modules may already be gone
-            pass
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_resources"] = None
-        if get_spawning_popen() is None:  # plain pickling (not a worker start): a private epoch counter
-            state["_epoch"] = _Epoch(self.epoch)
-        return state
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{s.meta.root!r}: {int(c)}" for s, c in zip(self.sources, self.counts, strict=True))
