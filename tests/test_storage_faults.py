@@ -34,7 +34,9 @@ def test_transient_fault_is_retried_and_bytes_are_right(kind, proxy, local):
     proxy.schedule(kind, kind)
     with open_reader(proxy.url, retries=3, **FAST) as reader:
         assert reader.read("a.bin", 1000, 5000) == local[1000:6000]
-        assert reader.stats.retries == 2
+        # two faults, two retries; one more when a pooled connection the proxy closed after a fault
+        # is found dead on reuse (the proxy still served exactly the scheduled answers)
+        assert reader.stats.retries in (2, 3)
         assert reader.stats.failures == 0
     assert proxy.counts[kind] == 2 and proxy.counts["pass"] == 1
 

@@ -157,10 +157,22 @@ class NginxServer:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
     def access_log(self) -> list[AccessEntry]:
-        """Requests served so far (nginx writes the log line when the response is done)."""
+        """Requests served so far. nginx writes a request's line just after sending the response, so a
+        client can finish first: the log is read again until it has not grown for 0.1 s (at most 2 s)."""
         path = self.prefix / "access.log"
+
+        def read() -> str:
+            return path.read_text() if path.exists() else ""
+
+        text, deadline = read(), time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            again = read()
+            if again == text:
+                break
+            text = again
         entries = []
-        for line in path.read_text().splitlines() if path.exists() else []:
+        for line in text.splitlines():
             conn, nreq, method, uri, status, nbytes, rng, auth = line.split("\t")
             entries.append(
                 AccessEntry(int(conn), int(nreq), method, uri, int(status), int(nbytes), rng.strip('"'),
