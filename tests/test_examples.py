@@ -84,17 +84,22 @@ def test_ddp_one_node_two_processes(sample: Path, tmp_path: Path) -> None:
 def test_ddp_two_nodes_one_process_each(sample: Path, tmp_path: Path) -> None:
     from lerobot_stream_loader.meta import load_meta
 
-    port = _free_port()
-    common = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-              "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "ddp-test"]
-    procs = [subprocess.Popen([TORCHRUN, *common, "--node-rank", str(node), "examples/ddp_train.py", str(sample),
-                               "--report", str(tmp_path), "--workers", "0"],
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for node in range(2)]
-    try:
-        outputs = [p.communicate(timeout=280)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
+    for attempt in range(2):  # a rendezvous that two torchrun agents miss on 127.0.0.1 is tried once more
+        port = _free_port()
+        common = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                  "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"ddp-test-{attempt}"]
+        procs = [subprocess.Popen([TORCHRUN, *common, "--node-rank", str(node), "examples/ddp_train.py",
+                                   str(sample), "--report", str(tmp_path), "--workers", "0"],
+                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for node in range(2)]
+        try:
+            outputs = [p.communicate(timeout=130)[0] for p in procs]
+            break
+        except subprocess.TimeoutExpired:
+            if attempt:
+                raise
+        finally:
+            for p in procs:
+                p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
     _check_ddp_reports(tmp_path, load_meta(sample).total_frames, 2)
