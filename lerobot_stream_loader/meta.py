@@ -7,7 +7,6 @@ from info.json ``data_files`` when present, else from the episodes table.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import warnings
@@ -18,7 +17,6 @@ from typing import Any
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .credentials import hide_secrets, reveal_secrets
 from .episode_table import EpisodeMeta, EpisodeTable, VideoSpan, streaming_columns
@@ -27,7 +25,7 @@ from .hub_revision import default_hub_root
 from .local_cache import dataset_cache_dir, offline
 from .meta_cache import MetaCache, entry_version
 from .meta_checks import check_episodes_table, check_info
-from .parquet_footer_check import check_parquet_bytes
+from .parquet_bytes import read_parquet_bytes
 from .paths import PathEscapeError, check_relative, is_bare_repo_id, is_local, join, normalize_root
 from .storage import RangeReader, open_root_reader
 
@@ -340,11 +338,7 @@ class _MetaFiles:
     def parquet(self, relative: str, columns: list[str] | None = None) -> pa.Table:
         raw = self.bytes(relative)
         try:
-            check_parquet_bytes(raw)
-            if columns is not None:
-                present = set(pq.read_schema(io.BytesIO(raw)).names)
-                columns = [c for c in columns if c in present]
-            return pq.read_table(io.BytesIO(raw), columns=columns)
+            return read_parquet_bytes(raw, columns)
         except (pa.ArrowInvalid, OSError, ValueError) as exc:  # ValueError: footer check, bad UTF-8 names
             raise DatasetFormatError(f"{self.root}/{relative}: not a readable parquet file ({exc})") from exc
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import av
 import numpy as np
-import pyarrow.parquet as pq
 
 from ..episode_assembly import READ_AHEAD_FRAMES
 from ..errors import DatasetFormatError, RangeNotSupported
 from ..features.depth import GRAY12_FORMATS, DepthQuantization, is_depth_feature
 from ..meta import INFO_PATH, DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4FormatError, synthesize_mp4
+from ..parquet_bytes import read_parquet_bytes
 from ..sample.tables import SAMPLE_PATTERN, SAMPLE_PATTERN_KEY
 from .source import SourceFiles, VideoSource
 
@@ -92,8 +92,7 @@ def _check_rows(meta: DatasetMeta, files: SourceFiles, report: ValidationReport)
                                                          meta.features else [])
     for path in sorted({e.data_path for e in meta.episodes}):
         try:
-            with files.fs.open(files.url(path), "rb") as handle:
-                table = pq.read_table(handle, columns=wanted)
+            table = read_parquet_bytes(files.fs.cat_file(files.url(path)), wanted)
         except Exception as exc:  # any unreadable file is a problem to report
             report.problems.append(f"{path}: unreadable parquet ({exc})")
             continue
