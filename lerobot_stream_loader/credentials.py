@@ -11,13 +11,16 @@ value, as the worker must. The range readers unwrap the values right where they 
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 SECRET_KEYS = frozenset({
     "token", "secret", "key", "password", "passwd", "api_key", "access_key", "secret_key", "session_token",
     "security_token", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "client_secret",
     "account_key", "sas_token", "connection_string", "credential", "credentials", "private_key", "auth",
+    "basic_auth",
 })
 
 
@@ -72,6 +75,17 @@ def hide_secrets(options: Any) -> Any:
     return options
 
 
+def secret_values(options: Any) -> list[str]:
+    """The values of every :class:`Secret` in ``options`` (dicts, lists and tuples, nested)."""
+    if isinstance(options, Secret):
+        return [options.reveal()]
+    if isinstance(options, dict):
+        options = list(options.values())
+    if isinstance(options, list | tuple):
+        return [value for item in options for value in secret_values(item)]
+    return []
+
+
 def reveal_secrets(options: Any) -> Any:
     """A copy of ``options`` with every :class:`Secret` unwrapped (for the code that talks to storage)."""
     if isinstance(options, Secret):
@@ -81,3 +95,35 @@ def reveal_secrets(options: Any) -> Any:
     if isinstance(options, list | tuple):
         return type(options)(reveal_secrets(v) for v in options)
     return options
+
+
+def split_url_credentials(url: str) -> tuple[str, str | None]:
+    """An http(s) URL without its user part, and that part (``"user:password"``, unquoted) or None.
+
+    Credentials written into a root URL (``https://user:password@host/data``) are taken out of it at
+    once, so the root that messages, reprs and pickles show holds none; the readers send them as
+    HTTP basic authentication to the root's own origin only (reader option ``basic_auth``).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), f"{unquote(user)}:{unquote(password)}"
+
+
+def basic_auth_header(userinfo: str) -> dict[str, str]:
+    """The ``Authorization`` header of HTTP basic authentication for ``"user:password"``."""
+    return {"Authorization": "Basic " + base64.b64encode(userinfo.encode()).decode()}
+
+
+def with_url_credentials(root: str, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """``root`` without its user part, and reader ``options`` with that part added as a hidden
+    ``basic_auth`` (the options as given when the root has none)."""
+    clean, userinfo = split_url_credentials(root)
+    out = dict(options or {})
+    if userinfo is not None:
+        if out.get("basic_auth") is not None:
+            raise ValueError(f"{clean}: credentials given both in the URL and as basic_auth")
+        out["basic_auth"] = Secret(userinfo)
+    return clean, out

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from .credentials import hide_secrets
+from .credentials import hide_secrets, with_url_credentials
 from .decode import DecoderLRU
 from .elastic import ElasticState, remaining_plan
 from .episode_cache import DEFAULT_BUDGET_BYTES
@@ -196,6 +196,7 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
         disk_cache_bytes: int = 0,
     ) -> None:
         super().__init__()
+        source, reader_options = with_url_credentials(os.fspath(source), reader_options)
         self.meta = LeRobotMeta(load_meta(source, revision=revision, storage_options=storage_options,
                                           backend=backend, reader_options=reader_options, cache_dir=cache_dir,
                                           check_files=False))

@@ -18,7 +18,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
-from .credentials import hide_secrets, reveal_secrets
+from .credentials import Secret, hide_secrets, reveal_secrets, with_url_credentials
 from .episode_table import EpisodeMeta, EpisodeTable, VideoSpan, streaming_columns
 from .errors import DatasetFormatError
 from .hub_revision import default_hub_root
@@ -98,6 +98,11 @@ class DatasetMeta:
             raise RuntimeError(f"{self.root}: the full episodes table was not loaded; use "
                                "load_meta(..., all_columns=True)")
         return self._episodes_table
+
+    @property
+    def basic_auth(self) -> Secret | None:
+        """Credentials the root URL carried (its user part), held hidden; None without."""
+        return (self._reader_settings.get("reader_options") or {}).get("basic_auth")
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -188,7 +193,7 @@ def load_meta(
     is used without any request. A Hub root without a revision is read at LeRobot's ``v3.0`` tag when
     the dataset has it, else at ``main`` (:mod:`~lerobot_stream_loader.hub_revision`: one more request).
     """
-    root_url = normalize_root(root, revision)
+    root_url, reader_options = with_url_credentials(normalize_root(root, revision), reader_options)
     settings = {"backend": backend, "reader_options": reader_options}
     if is_local(root_url):
         folder = root_url.removeprefix("file://")

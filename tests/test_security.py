@@ -3,6 +3,7 @@ their output folder."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -211,8 +212,47 @@ def test_storage_credentials_never_readable(sample, moto_s3, caplog) -> None:
     for name, output in _outputs(dataset, caplog, errors).items():
         for secret in (S3_SECRET, S3_KEY):
             assert secret.encode() not in output, f"{secret} readable in the {name}"
-    # botocore's own DEBUG records show the access key id (in the signed Authorization header), never the secret
-    assert S3_SECRET not in caplog.text
+    assert any(r.name.startswith("botocore") for r in caplog.records), "botocore's DEBUG records were seen"
+    for secret in (S3_SECRET, S3_KEY):  # botocore logs the signed Authorization header (the key id) at DEBUG
+        assert secret not in caplog.text, f"{secret} readable in a log record of some library"
+
+
+URL_USER, URL_PASSWORD = "robot", "pw-in-the-url-7Hq2"
+
+
+@pytest.mark.parametrize("backend", ["http", "fsspec"])
+def test_credentials_in_a_url_are_sent_as_basic_auth_and_never_shown(sample, nginx_factory, tmp_path, caplog,
+                                                                     backend) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = nginx_factory(shutil.copytree(sample, tmp_path / "served"))  # a server of its own: its log is ours
+    url = server.url.replace("http://", f"http://{URL_USER}:{URL_PASSWORD}@")
+    dataset = StreamingLeRobot(url, backend=backend, return_uint8=True)
+    errors: list[BaseException] = []
+    with pytest.raises(StreamLoaderError) as err:
+        StreamingLeRobot(url + "/missing", backend=backend)
+    errors.append(err.value)
+    worker_copy = pickle.loads(pickle.dumps(dataset))
+    assert len(list(worker_copy)) == dataset.meta.total_frames
+    sent = {entry.authorization for entry in server.access_log()}
+    expected = "Basic " + base64.b64encode(f"{URL_USER}:{URL_PASSWORD}".encode()).decode()
+    assert sent == {expected}, "every request carried the URL's credentials as basic authentication"
+    assert dataset.meta.root == server.url
+    for name, output in _outputs(dataset, caplog, errors).items():
+        assert URL_PASSWORD.encode() not in output, f"the URL's password is readable in the {name}"
+        assert expected.split()[1].encode() not in output, f"the encoded credentials are readable in the {name}"
+    assert URL_PASSWORD not in caplog.text and expected.split()[1] not in caplog.text
+
+
+def test_tools_read_a_source_url_with_credentials(sample, nginx_factory, tmp_path) -> None:
+    from lerobot_stream_loader import tools
+
+    server = nginx_factory(shutil.copytree(sample, tmp_path / "served"))
+    url = server.url.replace("http://", f"http://{URL_USER}:{URL_PASSWORD}@")
+    report = tools.validate(url)
+    assert report.ok, report.problems
+    assert URL_PASSWORD not in json.dumps(report.to_dict())
+    assert {entry.authorization for entry in server.access_log()} == {
+        "Basic " + base64.b64encode(f"{URL_USER}:{URL_PASSWORD}".encode()).decode()}
 
 
 def test_hub_token_never_readable_in_a_worker_payload(hub, caplog) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..credentials import reveal_secrets
+from ..credentials import hide_secrets, reveal_secrets, secret_values, with_url_credentials
+from ..log_scrub import scrub_from_logs
 from .coalesce import ReadRequest
 from .fsspec_reader import FsspecRangeReader
 from .http_reader import HttpRangeReader
@@ -45,12 +46,14 @@ def open_reader(root: str | os.PathLike[str], backend: str = "auto", **options: 
     ``split_size`` (bytes; None disables splitting), ``retries``, ``backoff``, ``backoff_max``,
     ``total_timeout`` (seconds per range), or a ready ``retry=RetryPolicy(...)``; ``timeout`` (sets
     both) / ``connect_timeout`` / ``read_timeout`` (longest stall between bytes), ``pool_timeout``
-    (longest wait for a pooled connection); for http: ``token`` (None: huggingface_hub's token,
+    (longest wait for a pooled connection); ``basic_auth`` (``"user:password"``, sent to the root's
+    own origin only; a user part in an http(s) root is taken out of it into this option); for http: ``token`` (None: huggingface_hub's token,
     False: none), ``endpoint``, ``full_response_limit``, ``keepalive`` (False: close each connection
     after its response, so idle readers hold none); for fsspec: ``storage_options``; ``revision``
     for hf roots. The defaults are tabled in docs/reliability.md.
     """
-    root = os.fspath(root)
+    root, options = with_url_credentials(os.fspath(root), hide_secrets(options))
+    scrub_from_logs(secret_values(options))  # kept out of botocore's, httpx's ... log records
     options = reveal_secrets(options)  # credentials held as Secret are unwrapped only here
     if "threads" in options:
         options.setdefault("max_workers", options.pop("threads"))

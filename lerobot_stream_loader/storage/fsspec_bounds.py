@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ..credentials import basic_auth_header
 from ..deadline import run_with_deadline
 from .reader import Retryable
 
@@ -45,15 +46,21 @@ def single_attempt(fs: Any) -> None:
 
 
 def http_request_options(protocol: str, *, connect_timeout: float, read_timeout: float,
-                         pool_timeout: float) -> dict[str, Any]:
+                         pool_timeout: float, basic_auth: str | None = None) -> dict[str, Any]:
     """Per-request keyword arguments of fsspec's HTTP filesystem: aiohttp timeouts (pool wait plus
-    connect, socket connect, longest stall between reads); the whole call is bounded by the caller."""
+    connect, socket connect, longest stall between reads) and basic authentication (``"user:password"``;
+    aiohttp drops the header on a redirect to another origin); the whole call is bounded by the caller."""
     if protocol not in ("http", "https"):
+        if basic_auth is not None:
+            raise ValueError(f"basic_auth applies to http(s) roots, not {protocol}://")
         return {}
     import aiohttp
 
-    return {"timeout": aiohttp.ClientTimeout(total=None, connect=pool_timeout + connect_timeout,
-                                             sock_connect=connect_timeout, sock_read=read_timeout)}
+    options: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(
+        total=None, connect=pool_timeout + connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout)}
+    if basic_auth is not None:
+        options["headers"] = basic_auth_header(basic_auth)
+    return options
 
 
 def run_on_loop(loop: asyncio.AbstractEventLoop, make: Callable[[], Coroutine[Any, Any, T]],

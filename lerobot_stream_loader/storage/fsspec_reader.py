@@ -71,6 +71,7 @@ class FsspecRangeReader(BaseRangeReader):
         pool_timeout: float = 30.0,
         storage_options: dict[str, Any] | None = None,
         revision: str | None = None,
+        basic_auth: str | None = None,
     ) -> None:
         super().__init__(
             max_workers=max_workers, coalesce_gap=coalesce_gap, split_size=split_size, retry=retry
@@ -92,7 +93,8 @@ class FsspecRangeReader(BaseRangeReader):
         self._on_loop = bool(getattr(self.fs, "async_impl", False))
         self._direct = not self._on_loop and (isinstance(self.fs, LocalFileSystem) or protocol in DIRECT_PROTOCOLS)
         self._request_options = http_request_options(protocol, connect_timeout=connect_timeout,
-                                                     read_timeout=read_timeout, pool_timeout=pool_timeout)
+                                                     read_timeout=read_timeout, pool_timeout=pool_timeout,
+                                                     basic_auth=basic_auth)
         self._local = threading.local()
         self._all_handles: list[Any] = []
 

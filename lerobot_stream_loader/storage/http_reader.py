@@ -23,8 +23,9 @@ from urllib.parse import quote, urljoin
 
 import httpx
 
+from ..credentials import basic_auth_header
 from ..errors import FetchError, range_not_supported
-from .hf import HubLocator, Resolved
+from .hf import HubLocator, Resolved, origin
 from .reader import (
     DEFAULT_COALESCE_GAP,
     DEFAULT_SPLIT_SIZE,
@@ -54,18 +55,21 @@ class Locator(Protocol):
 
 
 class UrlLocator:
-    """A plain http(s) root: a file's URL is the root joined with its path; no credentials."""
+    """A plain http(s) root: a file's URL is the root joined with its path; basic authentication,
+    when given, goes to the root's own origin only (never to where it redirects)."""
 
     can_refresh = False
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, basic_auth: str | None = None) -> None:
         self.root = root.rstrip("/")
+        self._origin = origin(self.root)
+        self._headers = basic_auth_header(basic_auth) if basic_auth is not None else {}
 
     def target(self, path: str, *, refresh: bool = False) -> Resolved:
         return Resolved(f"{self.root}/{quote(path)}", None)
 
     def headers_for(self, url: str) -> dict[str, str]:
-        return {}
+        return dict(self._headers) if origin(url) == self._origin else {}
 
     def describe(self, path: str) -> str:
         return redact_url(f"{self.root}/{quote(path)}")
@@ -118,6 +122,7 @@ class HttpRangeReader(BaseRangeReader):
         revision: str | None = None,
         endpoint: str | None = None,
         keepalive: bool = True,
+        basic_auth: str | None = None,
     ) -> None:
         super().__init__(
             max_workers=max_workers, coalesce_gap=coalesce_gap, split_size=split_size, retry=retry
@@ -126,13 +131,15 @@ class HttpRangeReader(BaseRangeReader):
         self.full_response_limit = full_response_limit
         self._locator: Locator
         if root.startswith("hf://"):
+            if basic_auth is not None:
+                raise ValueError("basic_auth applies to http(s):// roots; a Hub root takes a token")
             self._locator = HubLocator(
                 root, head=self._head, revision=revision, endpoint=endpoint, token=token, stats=self.stats
             )
         elif root.startswith(("http://", "https://")):
             if revision is not None:
                 raise ValueError(f"revision={revision!r} only applies to hf:// roots, not {redact_url(root)}")
-            self._locator = UrlLocator(root)
+            self._locator = UrlLocator(root, basic_auth)
         else:
             raise ValueError(f"the HTTP backend needs an http(s):// or hf:// root, got {root!r}")
         self._client = httpx.Client(

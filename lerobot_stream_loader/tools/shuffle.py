@@ -102,7 +102,7 @@ def shuffle_episodes(
     meta = open_source(os.fspath(source), storage_options)
     check_output(os.fspath(source), output, overwrite=overwrite)
     settings = CodecSettings(vcodec, pix_fmt, g, crf, preset).resolved()
-    files = SourceFiles(meta.root, storage_options)
+    files = SourceFiles.of(meta, storage_options)
     info = dict(meta.info)
     if video_files_size_in_mb is not None:
         info["video_files_size_in_mb"] = video_files_size_in_mb

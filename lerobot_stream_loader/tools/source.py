@@ -17,9 +17,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..credentials import hide_secrets, reveal_secrets
+from ..credentials import (
+    Secret,
+    basic_auth_header,
+    hide_secrets,
+    reveal_secrets,
+    secret_values,
+    with_url_credentials,
+)
 from ..episode_assembly import READ_AHEAD_FRAMES
 from ..errors import DatasetFormatError, range_not_supported
+from ..log_scrub import scrub_from_logs
 from ..meta import DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4Index, Span, index_mp4
 from ..paths import join, normalize_root
@@ -33,17 +41,28 @@ def open_source(source: str, storage_options: dict[str, Any] | None = None) -> D
 class SourceFiles:
     """Files below a dataset root, opened through fsspec on first use (picklable)."""
 
-    def __init__(self, root: str, storage_options: dict[str, Any] | None = None) -> None:
-        self.root = normalize_root(root)
+    def __init__(self, root: str, storage_options: dict[str, Any] | None = None,
+                 basic_auth: Secret | None = None) -> None:
+        self.root, auth = with_url_credentials(normalize_root(root), {})  # a URL's user part: basic auth
         self.storage_options = hide_secrets(dict(storage_options or {}))  # pickled to workers unreadable
+        self._basic_auth: Secret | None = auth.get("basic_auth", basic_auth)
         self._fs: tuple[fsspec.AbstractFileSystem, str] | None = None
 
+    @classmethod
+    def of(cls, meta: DatasetMeta, storage_options: dict[str, Any] | None = None) -> SourceFiles:
+        """The files of ``meta``'s dataset, with the credentials its root URL carried."""
+        return cls(meta.root, storage_options, meta.basic_auth)
+
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root, "storage_options": self.storage_options, "_fs": None}
+        return {**self.__dict__, "_fs": None}
 
     def _resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
         if self._fs is None:
-            self._fs = fsspec.core.url_to_fs(self.root, **reveal_secrets(self.storage_options))
+            scrub_from_logs(secret_values([self.storage_options, self._basic_auth]))
+            options = reveal_secrets(self.storage_options)
+            if self._basic_auth is not None:  # sent with every request; aiohttp drops it on a cross-host redirect
+                options["headers"] = {**(options.get("headers") or {}), **basic_auth_header(self._basic_auth.reveal())}
+            self._fs = fsspec.core.url_to_fs(self.root, **options)
         return self._fs
 
     @property

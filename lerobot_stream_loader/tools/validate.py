@@ -56,7 +56,7 @@ def validate(root: str | os.PathLike[str], *, storage_options: dict[str, Any] | 
         report.problems.append(f"metadata: {exc}")
         return report
     report.root = meta.root
-    files = SourceFiles(meta.root, storage_options)
+    files = SourceFiles.of(meta, storage_options)
     try:  # one probe: without Range support every check below would fail on its own
         files.read(INFO_PATH, 1, 1)
     except RangeNotSupported as exc:
