@@ -23,6 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from lerobot_stream_loader.encoder_open import open_encoder
 from lerobot_stream_loader.meta import load_meta
 from lerobot_stream_loader.sample import write_sample_dataset
 from lerobot_stream_loader.tools import CodecSettings, realign_parquets_to_videos, shuffle_episodes
@@ -69,6 +70,7 @@ def encode_only(frames: dict[str, list[np.ndarray]] | dict[str, list[av.VideoFra
         with av.open(str(out / f"{key}.mp4"), "w") as container:
             stream = container.add_stream(settings.vcodec, rate=fps, options=settings.encoder_options())
             stream.width, stream.height, stream.pix_fmt = width, height, settings.pix_fmt
+            open_encoder(stream)
             for n, item in enumerate(camera):
                 frame = av.VideoFrame.from_ndarray(item, format="rgb24") if isinstance(item, np.ndarray) else item
                 frame.pict_type = av.video.frame.PictureType.NONE

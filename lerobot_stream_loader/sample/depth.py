@@ -17,6 +17,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from ..encoder_open import open_encoder
 from ..errors import StreamLoaderError
 from ..features.depth import DepthQuantization
 from .pattern import INDEX_BITS, MAX_INDEX, band_edges
@@ -65,6 +66,7 @@ def encode_depth_episode(first_index: int, length: int, fps: int, width: int, he
     with av.open(buffer, "w", format="mp4") as container:
         stream = container.add_stream("libx265", rate=fps, options=depth_video_options(gop))
         stream.width, stream.height, stream.pix_fmt = width, height, "gray12le"
+        open_encoder(stream)
         for offset in range(length):
             frame = av.VideoFrame.from_ndarray(depth_codes(first_index + offset, width, height), format="gray12le")
             frame.pts, frame.time_base = offset, time_base

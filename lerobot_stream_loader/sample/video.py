@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from ..deadline import run_with_deadline
+from ..encoder_open import open_encoder
 from ..errors import StalledError, StreamLoaderError
 from .pattern import FrameRenderer, read_index_from_luma
 
@@ -95,6 +96,7 @@ def encode_episode(
     with av.open(buffer, "w", format="mp4") as container:
         stream = container.add_stream(settings.encoder, rate=settings.fps, options=settings.options(attempt))
         stream.width, stream.height, stream.pix_fmt = settings.width, settings.height, "yuv420p"
+        open_encoder(stream)
         for offset in range(length):
             frame = av.VideoFrame.from_ndarray(renderer.render(first_index + offset), format="rgb24")
             frame.pts, frame.time_base = offset, time_base

@@ -20,6 +20,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from ..encoder_open import open_encoder
 from .stats import RunningImageStats, Stats, downsampled_size
 from .verify import THUMBNAIL, Fingerprinter
 
@@ -133,6 +134,7 @@ class FileEncoder:
                                                       options=self.settings.encoder_options())
             self._stream.width, self._stream.height = width, height
             self._stream.pix_fmt = self.settings.pix_fmt
+            open_encoder(self._stream)
         except BaseException:
             self._container.close()
             raise

@@ -20,6 +20,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from lerobot_stream_loader.encoder_open import open_encoder
+
 os.environ.setdefault("SVT_LOG", "1")  # keep the AV1 encoder's banner out of test logs
 ENCODERS = {"av1": "libsvtav1", "h264": "libx264", "hevc": "libx265"}
 
@@ -84,6 +86,7 @@ def encode_episode(
         stream = out.add_stream(ENCODERS[codec], rate=fps, options=_encoder_options(codec, gop, bframes))
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
+        open_encoder(stream)  # SVT-AV1 run as root would leave this thread real-time
         astream = None
         if audio:
             astream = out.add_stream("aac", rate=8000)
