@@ -178,11 +178,13 @@ class FileEncoder:
                             else np.zeros((0, THUMBNAIL[1], THUMBNAIL[0]), np.float32))
 
     def abort(self) -> None:
-        """Close the file without flushing (its content is not usable)."""
-        try:
-            self._container.close()
-        except Exception:  # the file is thrown away; a failure to close it changes nothing
-            pass
+        """Close the file; its content is not usable. The encoder still gets its end of stream (SVT-AV1
+        complains on stderr when torn down without one); the packets it drains are dropped."""
+        for finish in (lambda: self._stream.encode(None), self._container.close):
+            try:
+                finish()
+            except Exception:  # the file is thrown away; a failure to finish it changes nothing
+                pass
 
     def _prepare(self, item: av.VideoFrame | np.ndarray) -> av.VideoFrame:
         """The frame to encode; its downsampled RGB pixels go to the episode's statistics.
