@@ -1,7 +1,7 @@
 """Stream LeRobot v3.0 datasets from the Hub, S3, HTTP or local disk into PyTorch training.
 
 ``from lerobot_stream_loader import StreamingLeRobot`` is the entry point (``MixedStreamingLeRobot``
-mixes several); the offline tools live in
+mixes several; ``StreamingDataLoader`` resumes checkpoints on another worker count); the offline tools live in
 :mod:`lerobot_stream_loader.tools`, the MP4 core in :mod:`lerobot_stream_loader.mp4` and range
 readers in :mod:`lerobot_stream_loader.storage`.
 """
@@ -14,6 +14,7 @@ from .errors import DatasetFormatError, FetchError, FrameMismatchError, RangeNot
 
 if TYPE_CHECKING:
     from .dataset import StreamingLeRobot
+    from .loader import StreamingDataLoader
     from .mix import MixedStreamingLeRobot
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "MixedStreamingLeRobot",
     "RangeNotSupported",
     "StreamLoaderError",
+    "StreamingDataLoader",
     "StreamingLeRobot",
     "__version__",
 ]
@@ -36,6 +38,10 @@ def __getattr__(name: str) -> Any:
         from .dataset import StreamingLeRobot
 
         return StreamingLeRobot
+    if name == "StreamingDataLoader":
+        from .loader import StreamingDataLoader
+
+        return StreamingDataLoader
     if name == "MixedStreamingLeRobot":
         from .mix import MixedStreamingLeRobot
 

@@ -10,7 +10,7 @@ import pytest
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from lerobot_stream_loader import StreamingLeRobot
+from lerobot_stream_loader import StreamingDataLoader, StreamingLeRobot
 from lerobot_stream_loader.elastic import ElasticState, elastic_state, remaining_plan
 from lerobot_stream_loader.plan import group_episodes, plan_shard
 from lerobot_stream_loader.plan_state import fingerprint
@@ -102,3 +102,43 @@ def test_a_plain_state_on_another_shape_says_how_to_resume(small: Path) -> None:
     again.load_state_dict(state)
     with pytest.raises(ValueError, match="elastic_state"):
         next(iter(again))
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("old,new", [((1, 2), (1, 1)), ((2, 0), (1, 2)), ((1, 1), (1, 1))])
+def test_streaming_dataloader_resumes_a_checkpoint_on_any_shape(small: Path, old, new) -> None:
+    """loader.load_state_dict of another worker count or world size resumes the rest of the epoch
+    (torchdata's own loader ends in an AssertionError there); the same shape is torchdata's exact resume."""
+    (world0, workers0), (world1, workers1) = old, new
+    seen: list[int] = []
+    states = []
+    for rank in range(world0):
+        dataset = StreamingLeRobot(small, shuffle=True, seed=3, rank=rank, world_size=world0, return_uint8=True)
+        loader = StreamingDataLoader(dataset, batch_size=4, num_workers=workers0)
+        it = iter(loader)
+        seen += _indices(next(it) for _ in range(2))
+        states.append(loader.state_dict())
+        del it, loader
+    total = StreamingLeRobot(small).meta.total_frames
+    for rank in range(world1):
+        dataset = StreamingLeRobot(small, shuffle=True, seed=3, rank=rank, world_size=world1, return_uint8=True)
+        loader = StreamingDataLoader(dataset, batch_size=4, num_workers=workers1)
+        loader.load_state_dict(states[0])
+        seen += _indices(loader)
+    counts = collections.Counter(seen)
+    assert set(counts) == set(range(total)), "no frame skipped"
+    assert sum(c - 1 for c in counts.values()) < world1, "at most one repeat per new rank"
+
+
+def test_torchdata_refuses_what_streaming_dataloader_resumes(small: Path) -> None:
+    dataset = StreamingLeRobot(small, shuffle=True, seed=3, return_uint8=True)
+    loader = StreamingDataLoader(dataset, batch_size=4, num_workers=2)
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    del it, loader
+    plain = StatefulDataLoader(StreamingLeRobot(small, shuffle=True, seed=3, return_uint8=True), batch_size=4,
+                               num_workers=1)
+    plain.load_state_dict(state)
+    with pytest.raises(AssertionError):  # why StreamingDataLoader exists
+        next(iter(plain))

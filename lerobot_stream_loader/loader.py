@@ -1,0 +1,58 @@
+"""A StatefulDataLoader whose checkpoints also resume on another worker count or world size.
+
+torchdata's ``StatefulDataLoader.load_state_dict`` takes a checkpoint only on the worker count it
+was saved with (another count ends in a bare ``AssertionError`` when iteration starts).
+:class:`StreamingDataLoader` is the same loader; a checkpoint of a :class:`StreamingLeRobot` saved
+on another worker count or world size becomes the dataset's elastic resume
+(:func:`~lerobot_stream_loader.elastic.elastic_state`): the unread rest of the interrupted epoch is
+spread over the new readers, and the loader itself starts fresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from .dataset import StreamingLeRobot
+from .elastic import ElasticState, elastic_state
+
+
+class StreamingDataLoader(StatefulDataLoader):
+    """``torchdata.stateful_dataloader.StatefulDataLoader`` (same arguments) that resumes a
+    :class:`StreamingLeRobot` checkpoint on any worker count and world size.
+
+    ``load_state_dict`` of a checkpoint saved on this worker count and world size is torchdata's own
+    (exact). Otherwise the dataset loads the checkpoint's elastic state; a dataset other than
+    ``StreamingLeRobot`` raises ``ValueError``. Load one rank's ``state_dict()`` on every new rank.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            super().load_state_dict(state_dict)
+            return
+        dataset = self.dataset
+        if not isinstance(dataset, StreamingLeRobot):
+            saved = _saved_workers(state_dict)
+            if saved is not None and saved != self.num_workers:
+                raise ValueError(f"this checkpoint was saved with num_workers={saved}, the loader has "
+                                 f"{self.num_workers}; only a StreamingLeRobot resumes on another worker count")
+            super().load_state_dict(state_dict)
+            return
+        elastic = ElasticState.from_dict(elastic_state(state_dict))
+        _, world = dataset._rank_world()
+        if (elastic.world_size, elastic.num_workers) == (world, max(self.num_workers, 1)) and \
+                _saved_workers(state_dict) == self.num_workers:
+            super().load_state_dict(state_dict)  # the same shape: torchdata's exact resume
+            return
+        dataset.load_state_dict(elastic.to_dict())
+        super().load_state_dict({})
+
+
+def _saved_workers(state: Mapping[str, Any]) -> int | None:
+    """The worker count a StatefulDataLoader state was saved with (None: not such a state)."""
+    snapshot = state.get("_snapshot")
+    if isinstance(snapshot, Mapping):
+        return int(snapshot.get("_main_snapshot", {}).get("_num_workers", 0))
+    return 0 if "_num_yielded" in state else None
