@@ -78,39 +78,69 @@ def remaining_plan(episodes: PlanEpisodes, state: ElasticState, *, seed: int, sh
     old_workers = max(state.num_workers, 1)
     options = dict(seed=seed, epoch=state.epoch, shuffle=shuffle, drop_last=drop_last)
     assignment = assign_shards(episodes, world_size=state.world_size, num_workers=old_workers, **options)
-    parts: list[tuple[np.ndarray, ...]] = []
+    rest = UnreadRest()
     for shard in range(assignment.num_shards):
         if len(assignment.shard(shard)[0]) == 0:
             continue  # a reader that held only padding
         old = plan_shard(episodes, rank=shard // old_workers, world_size=state.world_size,
                          worker_id=shard % old_workers, num_workers=old_workers, pool_size=pool_size,
                          shuffle_buffer=shuffle_buffer, **options)
-        real = len(old) - old.num_padded
-        k = min(state.consumed[shard % old_workers], real)
-        parts.append((old.episode_index[k:real], old.frame_index[k:real],
-                      np.full(real - k, shard, dtype=np.int64), old.segment[k:real], old.decode_rank[k:real]))
-        run = old.run_length
-    episode, frame, shard_of, segment, rank_in = (np.concatenate(c) for c in zip(*parts, strict=True))
+        rest.add(old, state.consumed[shard % old_workers], shard)
+    take, padded = share_of_rest(len(rest), rank=rank, world_size=world_size, worker_id=worker_id,
+                                 num_workers=num_workers, drop_last=drop_last)
+    return rest.plan(take, padded)
+
+
+def share_of_rest(total: int, *, rank: int, world_size: int, worker_id: int, num_workers: int,
+                  drop_last: bool) -> tuple[np.ndarray, int]:
+    """Positions of the rest (``total`` samples in old reader order) that new reader (rank, worker_id)
+    yields, cut like a fresh epoch; the last ``padded`` of them repeat samples to even out the ranks."""
     workers = max(num_workers, 1)
-    start, stop, targets = _shard_ranges(len(episode), world_size, workers, drop_last)
+    start, stop, targets = _shard_ranges(total, world_size, workers, drop_last)
     me = rank * workers + worker_id
     take = np.arange(int(start[me]), int(stop[me]))
     padded = int(targets[me]) - len(take)
-    if padded > 0 and len(episode):  # own last samples again (the rank's first one for a reader with none)
+    if padded > 0 and total:  # own last samples again (the rank's first one for a reader with none)
         base = take if len(take) else np.array([int(start[rank * workers])])
         take = np.concatenate([take, base[np.arange(len(base) - padded, len(base)) % len(base)]])
-    padded = max(padded, 0) if len(episode) else 0
-    if not len(take):
-        return _finish(episode[:0], frame[:0], segment[:0], episode[:0], rank_in[:0], run, 0, 0)
-    key = shard_of[take] * (int(segment.max()) + 1) + segment[take]
-    _, first_seen, inverse = np.unique(key, return_index=True, return_inverse=True)
-    admission = np.empty(len(first_seen), dtype=np.int64)
-    admission[np.argsort(first_seen, kind="stable")] = np.arange(len(first_seen))
-    new_segment = admission[inverse.reshape(-1)]
-    admit = np.empty(len(first_seen), dtype=np.int64)
-    admit[new_segment] = episode[take]
-    order = shard_of[take] * (int(rank_in.max()) + 2) + rank_in[take]
-    decode_rank = np.argsort(np.argsort(order, kind="stable"), kind="stable")
-    if padded:
-        decode_rank[len(take) - padded:] = len(take) - padded + np.arange(padded)
-    return _finish(episode[take], frame[take], new_segment, admit, decode_rank, run, padded, 0)
+    return take, max(padded, 0) if total else 0
+
+
+class UnreadRest:
+    """The samples old readers had not yet yielded, in old (reader, position) order, with what each
+    reader's plan knew of them (episode admission, decode order), to re-plan them for new readers."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self._run = 1
+
+    def add(self, old: ShardPlan, consumed: int, reader: int) -> None:
+        """The unread samples of an old reader's plan that had yielded ``consumed`` of them (padding excluded)."""
+        real = len(old) - old.num_padded
+        k = min(consumed, real)
+        self._parts.append((old.episode_index[k:real], old.frame_index[k:real],
+                            np.full(real - k, reader, dtype=np.int64), old.segment[k:real], old.decode_rank[k:real]))
+        self._run = old.run_length
+
+    def __len__(self) -> int:
+        return sum(len(p[0]) for p in self._parts)
+
+    def plan(self, take: np.ndarray, padded: int) -> ShardPlan:
+        """A new reader's plan of the rest's samples at positions ``take`` (the last ``padded`` repeat
+        others): episodes admitted as the old readers first met them, decoded in the old readers' order."""
+        if not self._parts or not len(take):
+            empty = np.zeros(0, dtype=np.int64)
+            return _finish(empty, empty, empty, empty, empty, self._run, 0, 0)
+        episode, frame, reader_of, segment, rank_in = (np.concatenate(c) for c in zip(*self._parts, strict=True))
+        key = reader_of[take] * (int(segment.max()) + 1) + segment[take]
+        _, first_seen, inverse = np.unique(key, return_index=True, return_inverse=True)
+        admission = np.empty(len(first_seen), dtype=np.int64)
+        admission[np.argsort(first_seen, kind="stable")] = np.arange(len(first_seen))
+        new_segment = admission[inverse.reshape(-1)]
+        admit = np.empty(len(first_seen), dtype=np.int64)
+        admit[new_segment] = episode[take]
+        order = reader_of[take] * (int(rank_in.max()) + 2) + rank_in[take]
+        decode_rank = np.argsort(np.argsort(order, kind="stable"), kind="stable")
+        if padded:
+            decode_rank[len(take) - padded:] = len(take) - padded + np.arange(padded)
+        return _finish(episode[take], frame[take], new_segment, admit, decode_rank, self._run, padded, 0)

@@ -2,8 +2,8 @@
 
 torchdata's ``StatefulDataLoader.load_state_dict`` takes a checkpoint only on the worker count it
 was saved with (another count ends in a bare ``AssertionError`` when iteration starts).
-:class:`StreamingDataLoader` is the same loader; a checkpoint of a :class:`StreamingLeRobot` saved
-on another worker count or world size becomes the dataset's elastic resume
+:class:`StreamingDataLoader` is the same loader; a checkpoint of a :class:`StreamingLeRobot` (or a
+mixture of them) saved on another worker count or world size becomes the dataset's elastic resume
 (:func:`~lerobot_stream_loader.elastic.elastic_state`): the unread rest of the interrupted epoch is
 spread over the new readers, and the loader itself starts fresh.
 """
@@ -17,15 +17,16 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from .dataset import StreamingLeRobot
 from .elastic import ElasticState, elastic_state
+from .mix import MixedStreamingLeRobot
 
 
 class StreamingDataLoader(StatefulDataLoader):
     """``torchdata.stateful_dataloader.StatefulDataLoader`` (same arguments) that resumes a
-    :class:`StreamingLeRobot` checkpoint on any worker count and world size.
+    :class:`StreamingLeRobot` or ``MixedStreamingLeRobot`` checkpoint on any worker count and world size.
 
     ``load_state_dict`` of a checkpoint saved on this worker count and world size is torchdata's own
-    (exact). Otherwise the dataset loads the checkpoint's elastic state; a dataset other than
-    ``StreamingLeRobot`` raises ``ValueError``. Load one rank's ``state_dict()`` on every new rank.
+    (exact). Otherwise the dataset loads the checkpoint's elastic state; another kind of dataset
+    raises ``ValueError``. Load one rank's ``state_dict()`` on every new rank.
     """
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -33,11 +34,11 @@ class StreamingDataLoader(StatefulDataLoader):
             super().load_state_dict(state_dict)
             return
         dataset = self.dataset
-        if not isinstance(dataset, StreamingLeRobot):
+        if not isinstance(dataset, StreamingLeRobot | MixedStreamingLeRobot):
             saved = _saved_workers(state_dict)
             if saved is not None and saved != self.num_workers:
                 raise ValueError(f"this checkpoint was saved with num_workers={saved}, the loader has "
-                                 f"{self.num_workers}; only a StreamingLeRobot resumes on another worker count")
+                                 f"{self.num_workers}; only a StreamingLeRobot or MixedStreamingLeRobot resumes on another worker count")
             super().load_state_dict(state_dict)
             return
         elastic = ElasticState.from_dict(elastic_state(state_dict))

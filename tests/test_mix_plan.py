@@ -8,6 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from lerobot_stream_loader.elastic import ElasticState
+from lerobot_stream_loader.mix.elastic import remaining_reader_plan
 from lerobot_stream_loader.mix.plan import (
     SourceEpisodes,
     interleave_prefix,
@@ -134,3 +136,48 @@ def test_skip_resumes_each_source_where_it_was() -> None:
 
     full = walk(plan)
     assert walk(plan.skip(17)) == full[17:]
+
+
+def _samples(plan) -> list[tuple[int, int, int]]:
+    """(source, episode, frame) of a reader plan, in yield order."""
+    cursor = [0] * len(plan.plans)
+    out = []
+    for i in plan.source_of.tolist():
+        sub = plan.plans[i]
+        out.append((i, int(sub.episode_index[cursor[i]]), int(sub.frame_index[cursor[i]])))
+        cursor[i] += 1
+    return out
+
+
+@pytest.mark.parametrize("old,new", [((2, 2), (3, 1)), ((1, 1), (2, 2)), ((3, 2), (2, 3)), ((2, 1), (1, 1))])
+def test_elastic_rest_of_a_mixture_epoch_is_read_once_by_the_new_readers(old, new) -> None:
+    sources = [SourceEpisodes(np.arange(7), np.array([10, 12, 9, 11, 10, 8, 13])),
+               SourceEpisodes(np.arange(4), np.array([7, 9, 8, 6])),
+               SourceEpisodes(np.arange(3), np.array([5, 6, 4]))]
+    counts = source_counts(np.array([0.5, 0.3, 0.2]), 101)
+    options = dict(pool_sizes=[3, 2, 2], shuffle_buffers=[16, 8, 8], seed=4, shuffle=True, drop_last=False)
+    (world0, workers0), (world1, workers1) = old, new
+    consumed = [5 + 3 * w for w in range(workers0)]  # worker slot w yielded the same count on every rank
+    epoch: Counter = Counter()
+    seen: Counter = Counter()
+    for rank in range(world0):
+        for worker in range(workers0):
+            samples = _samples(plan_reader(sources, counts, epoch=2, rank=rank, world_size=world0,
+                                           worker_id=worker, num_workers=workers0, **options))
+            epoch.update(samples)
+            seen.update(samples[:consumed[worker]])
+    state = ElasticState(epoch=2, world_size=world0, num_workers=workers0, consumed=tuple(consumed),
+                         fingerprint="-")
+    per_rank = []
+    for rank in range(world1):
+        mine = 0
+        for worker in range(workers1):
+            plan = remaining_reader_plan(sources, counts, state, rank=rank, world_size=world1, worker_id=worker,
+                                         num_workers=workers1, **options)
+            samples = _samples(plan)
+            mine += len(samples)
+            seen.update(samples)
+        per_rank.append(mine)
+    assert set(seen) == set(epoch), "no sample of the epoch skipped"
+    assert sum((seen - epoch).values()) < world1, "at most one repeat per new rank"
+    assert max(per_rank) == min(per_rank), "every new rank yields the same count"

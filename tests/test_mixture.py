@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from lerobot_stream_loader import MixedStreamingLeRobot, StreamingLeRobot
+from lerobot_stream_loader import MixedStreamingLeRobot, StreamingDataLoader, StreamingLeRobot
 from lerobot_stream_loader.dataset import MAX_AUTO_DECODERS, auto_shuffle_buffer
 from lerobot_stream_loader.mix import budget
 from lerobot_stream_loader.testing import read_frame_index
@@ -242,3 +242,43 @@ def test_sources_share_one_decoder_lru(roots, monkeypatch) -> None:
     made.clear()
     assert len(list(mix)) == 60
     assert len(made) == 1 and peak[0] == 2, "one LRU for the worker, never more than `decoders` open"
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("old,new", [((2, 2), (1, 1)), ((1, 1), (2, 2)), ((1, 2), (1, 2))])
+def test_resume_on_another_world_size_or_worker_count(roots, old, new) -> None:
+    """StreamingDataLoader.load_state_dict of one rank's checkpoint: the rest of the epoch once over the
+    new readers (the same shape resumes exactly)."""
+    (world0, workers0), (world1, workers1) = old, new
+    seen: list[tuple[int, int, int]] = []
+    states = []
+    for rank in range(world0):
+        mix = MixedStreamingLeRobot(_sources(roots), rank=rank, world_size=world0, seed=7)
+        loader = StreamingDataLoader(mix, batch_size=4, num_workers=workers0, collate_fn=lambda b: b)
+        it = iter(loader)
+        seen += [_key(item) for _ in range(3) for item in next(it)]
+        states.append(loader.state_dict())
+        del it, loader
+    for rank in range(world1):
+        mix = MixedStreamingLeRobot(_sources(roots), rank=rank, world_size=world1, seed=7)
+        loader = StreamingDataLoader(mix, batch_size=4, num_workers=workers1, collate_fn=lambda b: b)
+        loader.load_state_dict(states[0])
+        seen += [_key(item) for batch in loader for item in batch]
+    total = sum(s.meta.total_frames for s in _sources(roots))
+    counts = Counter(seen)
+    assert len(counts) == total, "no frame skipped (weights by size: every frame once per epoch)"
+    repeats = sum(c - 1 for c in counts.values())
+    assert repeats < world1 + world0, "at most one repeat per new rank, plus the old last rank's evening out"
+    if (world0, workers0) == (world1, workers1):
+        assert repeats == 0, "the same shape resumes exactly"
+
+
+def test_a_plain_mixture_state_on_another_shape_says_how_to_resume(roots) -> None:
+    mix = MixedStreamingLeRobot(_sources(roots), seed=7)
+    it = iter(mix)
+    next(it)
+    state = mix.state_dict()
+    again = MixedStreamingLeRobot(_sources(roots), seed=7, rank=0, world_size=2)
+    again.load_state_dict(state)
+    with pytest.raises(ValueError, match="elastic_state"):
+        next(iter(again))

@@ -20,6 +20,7 @@ import numpy as np
 from torch.utils.data import IterableDataset
 
 from ..dataset import MAX_AUTO_DECODERS, StreamingLeRobot
+from ..elastic import ElasticState
 from ..episode_cache import DEFAULT_BUDGET_BYTES
 from ..meta_view import LeRobotMeta
 from ..plan_state import PlanState
@@ -27,6 +28,7 @@ from ..process_local import ProcessLocal
 from ..ranks import resolve_rank, resolve_worker
 from ..stream import WorkerResources
 from . import budget
+from .elastic import remaining_reader_plan
 from .plan import SourceEpisodes, fingerprint, plan_reader, samples_per_rank, source_counts
 from .schema import Schema, source_spec
 from .stats import mixture_stats
@@ -118,7 +120,7 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
         self.meta = self._meta()
         self._epoch = multiprocessing.Value("q", 0, lock=False)
         self._consumed = 0
-        self._loaded: PlanState | None = None
+        self._loaded: PlanState | ElasticState | None = None
         self._resources: MixtureResources | None = None
 
     def _meta(self) -> MixtureMeta:
@@ -137,9 +139,12 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
         """Use the plan of ``epoch`` from the next iteration on (also in persistent workers)."""
         self._epoch.value = int(epoch)
 
+    def _rank_world(self) -> tuple[int, int]:
+        return resolve_rank(self._rank, self._world_size)
+
     def __len__(self) -> int:
         """Samples this rank yields per epoch (the same on every rank, for any worker count)."""
-        _, world = resolve_rank(self._rank, self._world_size)
+        _, world = self._rank_world()
         return samples_per_rank(self.samples_per_epoch, world, self.drop_last)
 
     def _fingerprint(self, world: int, workers: int) -> str:
@@ -149,28 +154,42 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
 
     def state_dict(self) -> dict[str, Any]:
         """Where this reader is in its plan: a few integers (for StatefulDataLoader)."""
-        rank, world = resolve_rank(self._rank, self._world_size)
+        rank, world = self._rank_world()
         worker, workers = resolve_worker()
         return PlanState(epoch=self.epoch, consumed=self._consumed, rank=rank, world_size=world,
                          worker_id=worker, num_workers=workers,
                          fingerprint=self._fingerprint(world, workers)).to_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from :meth:`state_dict`: the next iteration skips the samples already consumed."""
-        self._loaded = PlanState.from_dict(dict(state))
-        self.set_epoch(self._loaded.epoch)
+        """Resume from :meth:`state_dict`: the next iteration skips the samples already consumed.
+
+        On another world size or worker count load :func:`~lerobot_stream_loader.elastic.elastic_state`
+        of one rank's ``StatefulDataLoader`` state instead (or use
+        :class:`~lerobot_stream_loader.StreamingDataLoader`): the rest of the interrupted epoch is
+        spread over the new readers (:mod:`lerobot_stream_loader.mix.elastic`).
+        """
+        loaded = ElasticState.from_dict(state) if isinstance(state.get("consumed"), list | tuple) \
+            else PlanState.from_dict(dict(state))
+        self._loaded = loaded
+        self.set_epoch(loaded.epoch)
 
     # -- iteration -----------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        rank, world = resolve_rank(self._rank, self._world_size)
+        rank, world = self._rank_world()
         worker, workers = resolve_worker()
-        plan = plan_reader(self._episodes, self.counts, pool_sizes=self.pool_sizes,
-                           shuffle_buffers=self.shuffle_buffers, seed=self.seed,
-                           epoch=self.epoch, rank=rank, world_size=world, worker_id=worker,
-                           num_workers=workers, shuffle=self.shuffle, drop_last=self.drop_last)
+        options = dict(pool_sizes=self.pool_sizes, shuffle_buffers=self.shuffle_buffers, seed=self.seed,
+                       rank=rank, world_size=world, worker_id=worker, num_workers=workers, shuffle=self.shuffle,
+                       drop_last=self.drop_last)
+        loaded, self._loaded = self._loaded, None
         skip = 0
-        if self._loaded is not None:
-            loaded, self._loaded = self._loaded, None
+        if isinstance(loaded, ElasticState) and loaded.epoch == self.epoch:  # later epochs: the new plan
+            if loaded.fingerprint != self._fingerprint(loaded.world_size, loaded.num_workers):
+                raise ValueError("the elastic state was saved for a different mixture plan (sources, weights, "
+                                 "samples_per_epoch, seed, shuffle, drop_last or pool sizes differ)")
+            plan = remaining_reader_plan(self._episodes, self.counts, loaded, **options)
+        else:
+            plan = plan_reader(self._episodes, self.counts, epoch=self.epoch, **options)
+        if isinstance(loaded, PlanState):
             loaded.check(rank=rank, worker_id=worker, world_size=world, num_workers=workers,
                          fingerprint=self._fingerprint(world, workers))
             skip = loaded.consumed
