@@ -2,8 +2,8 @@
 
 The bytes go through Arrow's own buffer reader and the plain file reader: no Python file object
 and no dataset scanner. pyarrow's scanner over a Python file object (``read_table(io.BytesIO(...))``)
-leaves work behind on its thread pool that needs the GIL, and has been seen to hang for good in a
-busy process; the plain reader over an Arrow buffer never calls back into Python.
+runs reads on its thread pool that call back into Python for the GIL, and can leave such work behind
+after it returns; the plain reader over an Arrow buffer never calls back into Python.
 """
 
 from __future__ import annotations
