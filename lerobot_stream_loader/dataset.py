@@ -123,9 +123,10 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
             key by either name).
         rename: ``{stored key: new key}``: items (and ``<key>_is_pad``) carry the new names.
         image_transforms: callable applied to every camera tensor of an item, depth maps excepted (as LeRobot).
-        image_size: ``(height, width)``: RGB video frames are decoded straight to that size (torchcodec's
-            decoder-native ``Resize``, bilinear with antialiasing), so full-size frames never exist in
-            memory; equal to a full-file torchcodec decode with the same transform.
+        image_size: ``(height, width)``: RGB video frames are resized to that size as they are decoded,
+            by ``torch.nn.functional.interpolate(frames, size, mode="bilinear", antialias=True)`` on the
+            uint8 frames (what torchvision's ``Resize`` does with uint8 tensors); a few full-size frames
+            exist at a time, collation, shuffle buffer and float conversion handle the small ones.
         return_uint8: RGB video frames as uint8 instead of float32 in [0, 1] (as in LeRobot, depth maps and
             images stored in parquet stay float32).
         depth_output_unit: unit of depth maps and of their stats, ``"mm"`` (LeRobot's default) or ``"m"``.

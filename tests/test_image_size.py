@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from torchcodec.decoders import VideoDecoder
-from torchcodec.transforms import Resize
 
 from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.meta import load_meta
@@ -26,17 +25,23 @@ def h264(make_sample) -> Path:
                        episodes_per_video_file=3, size=(96, 72), seed=17)
 
 
+def torchvision_like_resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return torch.nn.functional.interpolate(frames, size=size, mode="bilinear", antialias=True)
+
+
 def resized_reference(root: Path, size: tuple[int, int]):
-    """camera, global index -> uint8 frame of a whole-file torchcodec decode with Resize(size)."""
+    """camera, global index -> uint8 frame of a whole-file decode, resized by antialiased bilinear
+    interpolation of the uint8 frames (as torchvision's ``Resize`` resizes uint8 tensors)."""
     meta = load_meta(root)
     cache: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
 
     def frame(key: str, episode: int, frame_index: int, timestamp: float) -> torch.Tensor:
         span = meta.episode(episode).videos[key]
         if span.path not in cache:
-            decoder = VideoDecoder(str(root / span.path), seek_mode="exact", transforms=[Resize(size)])
+            decoder = VideoDecoder(str(root / span.path), seek_mode="exact")
             batch = decoder.get_frames_in_range(0, decoder.metadata.num_frames)
-            cache[span.path] = (batch.pts_seconds.numpy().astype(np.float64), batch.data)
+            resized = torchvision_like_resize(batch.data, size)
+            cache[span.path] = (batch.pts_seconds.numpy().astype(np.float64), resized)
         pts, frames = cache[span.path]
         nearest = int(np.argmin(np.abs(pts - (span.from_timestamp + timestamp))))
         return frames[nearest]
