@@ -63,19 +63,26 @@ def _indices(batches) -> list[int]:
     return [i for batch in batches for i in batch["index"].tolist()]
 
 
+def _checkpoints(root: Path, loader_class, world: int, workers: int, *, seed: int,
+                 batches: int) -> tuple[list[int], list[dict]]:
+    """Every rank of ``world`` reads ``batches`` batches of 4, then checkpoints: (indices read, states)."""
+    seen: list[int] = []
+    states = []
+    for rank in range(world):
+        dataset = StreamingLeRobot(root, shuffle=True, seed=seed, rank=rank, world_size=world, return_uint8=True)
+        loader = loader_class(dataset, batch_size=4, num_workers=workers)
+        it = iter(loader)
+        seen += _indices(next(it) for _ in range(batches))
+        states.append(loader.state_dict())
+        del it, loader
+    return seen, states
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("old,new", [((2, 2), (3, 1)), ((1, 1), (2, 2))])
 def test_stateful_dataloader_checkpoint_resumes_on_another_shape(small: Path, old, new) -> None:
     (world0, workers0), (world1, workers1) = old, new
-    seen: list[int] = []
-    states = []
-    for rank in range(world0):
-        dataset = StreamingLeRobot(small, shuffle=True, seed=2, rank=rank, world_size=world0, return_uint8=True)
-        loader = StatefulDataLoader(dataset, batch_size=4, num_workers=workers0)
-        it = iter(loader)
-        seen += _indices(next(it) for _ in range(3))
-        states.append(loader.state_dict())
-        del it, loader
+    seen, states = _checkpoints(small, StatefulDataLoader, world0, workers0, seed=2, batches=3)
     total = StreamingLeRobot(small).meta.total_frames
     rest = total - len(seen)
     padded = []
@@ -110,15 +117,7 @@ def test_streaming_dataloader_resumes_a_checkpoint_on_any_shape(small: Path, old
     """loader.load_state_dict of another worker count or world size resumes the rest of the epoch
     (torchdata's own loader ends in an AssertionError there); the same shape is torchdata's exact resume."""
     (world0, workers0), (world1, workers1) = old, new
-    seen: list[int] = []
-    states = []
-    for rank in range(world0):
-        dataset = StreamingLeRobot(small, shuffle=True, seed=3, rank=rank, world_size=world0, return_uint8=True)
-        loader = StreamingDataLoader(dataset, batch_size=4, num_workers=workers0)
-        it = iter(loader)
-        seen += _indices(next(it) for _ in range(2))
-        states.append(loader.state_dict())
-        del it, loader
+    seen, states = _checkpoints(small, StreamingDataLoader, world0, workers0, seed=3, batches=2)
     total = StreamingLeRobot(small).meta.total_frames
     for rank in range(world1):
         dataset = StreamingLeRobot(small, shuffle=True, seed=3, rank=rank, world_size=world1, return_uint8=True)
