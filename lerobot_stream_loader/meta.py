@@ -175,6 +175,7 @@ def load_meta(
     check_files: bool | None = None,
     all_columns: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
 ) -> DatasetMeta:
     """Read and validate a dataset's metadata from a local path or URL.
 
@@ -187,10 +188,12 @@ def load_meta(
     ``FileNotFoundError`` for a missing local folder; for a bare ``user/name`` that is no local folder
     and no readable Hub dataset, the error says both.
 
-    The streaming metadata of a remote dataset is kept in the machine's cache (``cache_dir``, default
+    The streaming metadata of a dataset is kept in the machine's cache (``cache_dir``, default
     :func:`~lerobot_stream_loader.local_cache.default_cache_dir`), keyed by the root and the size and
-    ETag of meta/info.json: a warm start costs one request. With ``HF_HUB_OFFLINE=1`` the cached copy
-    is used without any request. A Hub root without a revision is read at LeRobot's ``v3.0`` tag when
+    ETag (local files: mtime) of meta/info.json: a warm start costs one request, and DataLoader
+    workers map the cached columns. With ``HF_HUB_OFFLINE=1`` the cached copy of a remote dataset is
+    used without any request. ``use_cache=False`` reads the files and leaves the cache alone (the
+    offline tools, which write nothing outside their output). A Hub root without a revision is read at LeRobot's ``v3.0`` tag when
     the dataset has it, else at ``main`` (:mod:`~lerobot_stream_loader.hub_revision`: one more request).
     """
     root_url, reader_options = with_url_credentials(normalize_root(root, revision), reader_options)
@@ -205,7 +208,7 @@ def load_meta(
         if revision is None:
             root_url = default_hub_root(root_url, storage_options=storage_options, settings=settings,
                                         cache_dir=cache_dir)
-        return _load_meta(root_url, storage_options, settings, check_files, all_columns, cache_dir)
+        return _load_meta(root_url, storage_options, settings, check_files, all_columns, cache_dir, use_cache)
     except (OSError, DatasetFormatError) as exc:
         if not is_bare_repo_id(root):
             raise
@@ -215,15 +218,16 @@ def load_meta(
 
 def _load_meta(root_url: str, storage_options: dict[str, Any] | None, settings: dict[str, Any],
                check_files: bool | None, all_columns: bool,
-               cache_dir: str | os.PathLike[str] | None) -> DatasetMeta:
-    # local roots are read directly: their file-system ETags (mtimes) are too coarse to key a cache
-    cache = None if all_columns or is_local(root_url) else MetaCache(dataset_cache_dir(root_url, cache_dir))
+               cache_dir: str | os.PathLike[str] | None, use_cache: bool) -> DatasetMeta:
+    # local roots too (versioned by size and mtime): their DataLoader workers then map the cached
+    # episode columns, shared by every process, instead of each unpickling its own copy
+    cache = MetaCache(dataset_cache_dir(root_url, cache_dir)) if use_cache and not all_columns else None
 
     def made(info: dict[str, Any], table: EpisodeTable, tasks: dict[int, str], **full: Any) -> DatasetMeta:
         return DatasetMeta(root_url, info, table, tasks, storage_options=storage_options,
                            reader_settings=settings, **full)
 
-    if cache is not None and offline():
+    if cache is not None and offline() and not is_local(root_url):
         version = cache.latest()
         cached = cache.load(version) if version else None
         if cached is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -73,7 +74,9 @@ class MetaCache:
 
     def save(self, version: str, info: dict[str, Any], tasks: dict[int, str], table: EpisodeTable,
              sources: list[FileVersion]) -> None:
-        """Write an entry (atomically; a concurrent writer of the same version may win)."""
+        """Write an entry (atomically; a concurrent writer of the same version may win). An entry of
+        the same version already there is stale (a file other than info.json changed): it is moved
+        aside first; processes that mapped its columns keep them."""
         self.folder.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(dir=self.folder, prefix=".staging-"))
         (staged / "sources.json").write_bytes(json.dumps(sources).encode())
@@ -81,4 +84,14 @@ class MetaCache:
         (staged / "tasks.json").write_bytes(json.dumps({str(k): v for k, v in tasks.items()}).encode())
         table.save_folder(staged)
         os.chmod(staged, 0o755)
-        publish_folder(staged, self.folder / version)
+        final = self.folder / version
+        stale = None
+        if final.is_dir():
+            stale = Path(tempfile.mkdtemp(dir=self.folder, prefix=".stale-"))
+            try:
+                os.rename(final, stale / "entry")
+            except OSError:  # another process moved or replaced it meanwhile
+                pass
+        publish_folder(staged, final)
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)

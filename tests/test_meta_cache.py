@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -70,12 +71,30 @@ def test_a_changed_episodes_file_is_read_again(served, tmp_path: Path) -> None:
     load_meta(server.url, cache_dir=cache)
     episodes = root / "meta/episodes/chunk-000/file-000.parquet"
     table = pq.read_table(episodes)
+    for column in ("videos/observation.images.cam0/from_timestamp", "videos/observation.images.cam0/to_timestamp"):
+        shifted = pa.array([v + 100.0 for v in table.column(column).to_pylist()], table.schema.field(column).type)
+        table = table.set_column(table.column_names.index(column), column, shifted)
     pq.write_table(table, episodes, compression="none")
     before = len(server.access_log())
     again = load_meta(server.url, cache_dir=cache)
     gets = [e for e in server.access_log()[before:] if e.method == "GET" and "meta/episodes/" in e.uri]
     assert gets, "the changed episodes file is read again"
     assert again.total_episodes == 6
+    warm = load_meta(server.url, cache_dir=cache)  # the stale entry was replaced, not kept
+    for meta in (again, warm):
+        assert meta.episode(0).videos["observation.images.cam0"].from_timestamp >= 100.0
+
+
+@pytest.mark.timeout(120)
+def test_local_roots_are_cached_too_and_workers_map_their_columns(served, tmp_path: Path) -> None:
+    root, _ = served
+    meta = load_meta(root, cache_dir=tmp_path / "cache")
+    assert meta.episode_table.folder is not None, "the columns come from the machine's cache"
+    blob = pickle.dumps(meta)
+    assert b"dataset_from_index" not in blob
+    _same(meta, pickle.loads(blob))
+    (root / "meta/tasks.parquet").touch()  # a newer file: the entry is checked, read again and replaced
+    _same(meta, load_meta(root, cache_dir=tmp_path / "cache"))
 
 
 _COLD_START = textwrap.dedent(

@@ -19,7 +19,7 @@ def update_info_with_data_files(root: str | os.PathLike[str], *,
     if os.fspath(root).startswith(("http://", "https://", "hf://")):
         raise ValueError(f"{root}: data-files rewrites meta/info.json in place, and http(s):// and hf:// roots "
                          "are read-only; run it on a local copy or a writable store (s3://, gs://, ...)")
-    meta = load_meta(root, storage_options=storage_options)
+    meta = load_meta(root, storage_options=storage_options, use_cache=False)
     files = sorted({episode.data_path for episode in meta.episodes})
     info = dict(meta.info)
     info["data_files"] = files

@@ -51,7 +51,7 @@ def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], 
     state: dict[str, Any] = {}
 
     def finish(folder: Path) -> None:
-        meta = load_meta(folder)
+        meta = load_meta(folder, use_cache=False)
         reader = open_reader(str(folder))
         try:
             entries = build_entries(meta, reader, progress=progress)
