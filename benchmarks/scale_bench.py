@@ -181,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             for episodes in sizes:
                 root = dataset(episodes)
                 for sidecar in (True, False):
-                    folder = root if sidecar else without_sidecar(root)
+                    data = root if sidecar else without_sidecar(root)
                     for where in ("local", "nginx"):
-                        url = str(folder) if where == "local" else f"{nginx.url}/{folder.relative_to(DATA)}"
+                        url = str(data) if where == "local" else f"{nginx.url}/{data.relative_to(DATA)}"
                         cache = scratch / f"cache-{episodes}-{sidecar}-{where}"
                         for context in ("fork", "spawn"):
                             got = run_child(url, context, cache, log if where == "nginx" else None)
