@@ -70,7 +70,7 @@ def hide_secrets(options: Any) -> Any:
     if isinstance(options, dict):
         return {k: Secret(v) if _is_secret_key(k) and isinstance(v, str) else hide_secrets(v)
                 for k, v in options.items()}
-    if isinstance(options, list | tuple):
+    if type(options) in (list, tuple):  # not namedtuples (aiohttp.BasicAuth ...): kept as they are
         return type(options)(hide_secrets(v) for v in options)
     return options
 
@@ -81,7 +81,7 @@ def secret_values(options: Any) -> list[str]:
         return [options.reveal()]
     if isinstance(options, dict):
         options = list(options.values())
-    if isinstance(options, list | tuple):
+    if type(options) in (list, tuple):  # not namedtuples (aiohttp.BasicAuth ...): kept as they are
         return [value for item in options for value in secret_values(item)]
     return []
 
@@ -92,7 +92,7 @@ def reveal_secrets(options: Any) -> Any:
         return options.reveal()
     if isinstance(options, dict):
         return {k: reveal_secrets(v) for k, v in options.items()}
-    if isinstance(options, list | tuple):
+    if type(options) in (list, tuple):  # not namedtuples (aiohttp.BasicAuth ...): kept as they are
         return type(options)(reveal_secrets(v) for v in options)
     return options
 

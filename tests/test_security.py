@@ -277,3 +277,15 @@ def test_secret_wrapper() -> None:
     one, two = pickle.dumps(hidden), pickle.dumps(hidden)
     assert TOKEN.encode() not in one and one != two, "each pickle masks with a fresh pad"
     assert reveal_secrets(pickle.loads(one)) == options
+
+
+def test_options_holding_namedtuples_pass_through_unchanged() -> None:
+    """An aiohttp ``BasicAuth`` (a namedtuple) in client_kwargs is kept as the object it is."""
+    import collections
+
+    from lerobot_stream_loader.credentials import hide_secrets, reveal_secrets
+
+    Auth = collections.namedtuple("Auth", "login password")
+    options = {"client_kwargs": {"auth": Auth("robot", "pw")}, "headers": ("a", "b")}
+    assert reveal_secrets(hide_secrets(options)) == options
+    assert type(hide_secrets(options)["client_kwargs"]["auth"]) is Auth
