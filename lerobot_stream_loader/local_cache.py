@@ -56,8 +56,14 @@ def publish_folder(staged: Path, final: Path) -> bool:
 def file_lock(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[bool]:
     """Hold an exclusive lock on ``path`` (created if needed); yields False when it could not be had in
     ``timeout_s`` (the caller then proceeds without it: the lock saves work, it never guards correctness)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+b")  # noqa: SIM115 -- held for the with-block
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")  # noqa: SIM115 -- held for the with-block
+    except OSError:  # an unwritable cache folder: proceed unlocked (the caller's writes fail and say so)
+        handle = None
+    if handle is None:
+        yield False
+        return
     try:
         deadline = time.monotonic() + timeout_s
         delay = 0.01

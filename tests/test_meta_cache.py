@@ -141,3 +141,12 @@ def test_workers_get_the_cached_columns_by_reference(served, tmp_path: Path) -> 
     again = pickle.loads(blob)
     _same(meta, again)
     assert isinstance(again.episode_table.length, np.memmap)
+
+
+def test_an_unusable_cache_folder_costs_a_warning_not_the_dataset(served, tmp_path: Path) -> None:
+    root, _ = served
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match="cannot cache the metadata"):
+        meta = load_meta(root, cache_dir=blocker / "cache")
+    _same(meta, load_meta(root, use_cache=False))
