@@ -10,6 +10,7 @@ spread over the new readers, and the loader itself starts fresh.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,11 @@ class StreamingDataLoader(StatefulDataLoader):
     (exact). Otherwise the dataset loads the checkpoint's elastic state; another kind of dataset
     raises ``ValueError``. Load one rank's ``state_dict()`` on every new rank.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with warnings.catch_warnings():  # torchdata calls torch.set_vital, which torch deprecates
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+            super().__init__(*args, **kwargs)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:

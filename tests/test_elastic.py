@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,10 @@ def test_torchdata_refuses_what_streaming_dataloader_resumes(small: Path) -> Non
     plain.load_state_dict(state)
     with pytest.raises(AssertionError):  # why StreamingDataLoader exists
         next(iter(plain))
+
+
+def test_streaming_dataloader_is_built_without_warnings(small: Path) -> None:
+    dataset = StreamingLeRobot(small, return_uint8=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torchdata's own constructor warns that torch.set_vital is deprecated
+        StreamingDataLoader(dataset, batch_size=4, num_workers=0)
