@@ -52,35 +52,44 @@ def specs(small: bool) -> dict[str, DatasetSpec]:
 class WorkerMonitor(threading.Thread):
     """Peak RSS/USS, threads and TCP connections of each DataLoader worker (children of this process)."""
 
-    def __init__(self, exclude: set[int], period: float = 0.1) -> None:
+    def __init__(self, exclude: set[int], period: float = 0.1, heavy_period: float = 1.0) -> None:
         super().__init__(daemon=True)
         self.exclude, self.period = exclude, period
+        self.heavy_every = max(1, round(heavy_period / period))  # USS (smaps) and sockets: ~7 ms per process
+        self._count = 0
         self.peaks: dict[int, dict[str, int]] = {}
         self.cpu: dict[int, float] = {}  # CPU seconds of each worker (last sample)
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
-            for proc in psutil.Process().children(recursive=True):
-                if proc.pid in self.exclude:
-                    continue
-                try:
-                    with proc.oneshot():
-                        memory = proc.memory_full_info()
-                        times = proc.cpu_times()
-                        now = {"rss": memory.rss, "uss": memory.uss, "threads": proc.num_threads(),
-                               "tcp": len(proc.net_connections(kind="tcp"))}
-                except psutil.Error:
-                    continue
-                peak = self.peaks.setdefault(proc.pid, dict.fromkeys(now, 0))
-                for key, value in now.items():
-                    peak[key] = max(peak[key], value)
-                self.cpu[proc.pid] = times.user + times.system
+            self.sample(self._count % self.heavy_every == 0)
+            self._count += 1
             self._halt.wait(self.period)
+
+    def sample(self, heavy: bool) -> None:
+        for proc in psutil.Process().children(recursive=True):
+            if proc.pid in self.exclude:
+                continue
+            try:
+                with proc.oneshot():
+                    full = heavy or proc.pid not in self.peaks
+                    memory = proc.memory_full_info() if full else proc.memory_info()
+                    times = proc.cpu_times()
+                    now = {"rss": memory.rss, "threads": proc.num_threads()}
+                    if full:
+                        now.update(uss=memory.uss, tcp=len(proc.net_connections(kind="tcp")))
+            except psutil.Error:
+                continue
+            peak = self.peaks.setdefault(proc.pid, dict.fromkeys(now, 0))
+            for key, value in now.items():
+                peak[key] = max(peak.get(key, 0), value)
+            self.cpu[proc.pid] = times.user + times.system
 
     def stop(self) -> dict[str, float]:
         self._halt.set()
         self.join()
+        self.sample(True)
         peaks: dict[str, float] = {key: max((p[key] for p in self.peaks.values()), default=0)
                                    for key in ("rss", "uss", "threads", "tcp")}
         peaks["cpu"] = sum(self.cpu.values())
