@@ -15,36 +15,55 @@ from __future__ import annotations
 import numpy as np
 
 from ..elastic import ElasticState, UnreadRest, share_of_rest
-from .plan import ReaderPlan, SourceEpisodes, plan_reader
+from .plan import ReaderPlan, SourceEpisodes, plan_reader, reader_ranges
 
 
 def remaining_reader_plan(sources: list[SourceEpisodes], counts: np.ndarray, state: ElasticState, *,
                           pool_sizes: list[int], shuffle_buffers: list[int], seed: int, shuffle: bool,
                           drop_last: bool, rank: int, world_size: int, worker_id: int,
                           num_workers: int) -> ReaderPlan:
-    """This new reader's share of what the old readers of ``state`` had not yet yielded in its epoch."""
+    """This new reader's share of what the old readers of ``state`` had not yet yielded in its epoch.
+
+    Only the old readers whose unread samples this reader takes are re-planned (their counts come
+    from the interleave's arithmetic), so the cost is this reader's share, not the whole epoch.
+    """
     old_workers = max(state.num_workers, 1)
+    readers = state.world_size * old_workers
+    total = int(counts.sum())
+    unread_counts = np.zeros(readers, dtype=np.int64)
+    for reader in range(readers):
+        runs = reader_ranges(total, world_size=state.world_size, rank=reader // old_workers,
+                             num_workers=old_workers, worker_id=reader % old_workers, drop_last=drop_last)
+        length = sum(hi - lo for lo, hi in runs)
+        unread_counts[reader] = length - min(state.consumed[reader % old_workers], length)
+    ends = np.cumsum(unread_counts)
+    take, padded = share_of_rest(int(ends[-1]) if readers else 0, rank=rank, world_size=world_size,
+                                 worker_id=worker_id, num_workers=num_workers, drop_last=drop_last)
+    if not len(take):
+        return ReaderPlan(np.zeros(0, dtype=np.int64), [None] * len(sources))
+    first = int(np.searchsorted(ends, int(take.min()), side="right"))
+    last = int(np.searchsorted(ends, int(take.max()), side="right"))
+    offset = int(ends[first - 1]) if first else 0
     rests = [UnreadRest() for _ in sources]
     unread: list[np.ndarray] = []
-    for reader in range(state.world_size * old_workers):
+    for reader in range(first, last + 1):
         old = plan_reader(sources, counts, pool_sizes=pool_sizes, shuffle_buffers=shuffle_buffers, seed=seed,
                           epoch=state.epoch, rank=reader // old_workers, world_size=state.world_size,
                           worker_id=reader % old_workers, num_workers=old_workers, shuffle=shuffle,
                           drop_last=drop_last)
-        k = min(state.consumed[reader % old_workers], len(old))
+        k = len(old) - int(unread_counts[reader])
         taken = np.bincount(old.source_of[:k], minlength=len(sources))
         unread.append(old.source_of[k:])
         for number, plan in enumerate(old.plans):
             if plan is not None:
                 rests[number].add(plan, int(taken[number]), reader)
-    source_of = np.concatenate(unread) if unread else np.zeros(0, dtype=np.int64)
+    source_of = np.concatenate(unread)
     within = np.zeros(len(source_of), dtype=np.int64)  # position of each sample in its source's rest
     for number in range(len(sources)):
         mine = source_of == number
         within[mine] = np.arange(int(mine.sum()))
-    take, padded = share_of_rest(len(source_of), rank=rank, world_size=world_size, worker_id=worker_id,
-                                 num_workers=num_workers, drop_last=drop_last)
-    new_source_of = source_of[take]
+    local = take - offset
+    new_source_of = source_of[local]
     plans = []
     for number, rest in enumerate(rests):
         mine = new_source_of == number
@@ -52,5 +71,5 @@ def remaining_reader_plan(sources: list[SourceEpisodes], counts: np.ndarray, sta
             plans.append(None)
             continue
         repeats = int(mine[len(take) - padded:].sum()) if padded else 0
-        plans.append(rest.plan(within[take][mine], repeats))
+        plans.append(rest.plan(within[local][mine], repeats))
     return ReaderPlan(new_source_of, plans)
