@@ -74,21 +74,36 @@ def elastic_state(state: Mapping[str, Any]) -> dict[str, Any]:
 def remaining_plan(episodes: PlanEpisodes, state: ElasticState, *, seed: int, shuffle: bool, drop_last: bool,
                    pool_size: int, shuffle_buffer: int, rank: int, world_size: int, worker_id: int,
                    num_workers: int) -> ShardPlan:
-    """This new reader's share of what the old readers of ``state`` had not yet yielded in its epoch."""
+    """This new reader's share of what the old readers of ``state`` had not yet yielded in its epoch.
+
+    Only the old readers whose unread samples this reader takes are re-planned (their counts come
+    from the cut of the epoch), so the cost is this reader's share, not the whole epoch.
+    """
     old_workers = max(state.num_workers, 1)
     options = dict(seed=seed, epoch=state.epoch, shuffle=shuffle, drop_last=drop_last)
     assignment = assign_shards(episodes, world_size=state.world_size, num_workers=old_workers, **options)
+    real = np.minimum(assignment.frames_per_shard(), assignment.targets)  # samples that are not padding
+    consumed = np.array([state.consumed[s % old_workers] for s in range(assignment.num_shards)], dtype=np.int64)
+    unread = real - np.minimum(consumed, real)
+    ends = np.cumsum(unread)
+    take, padded = share_of_rest(int(ends[-1]) if len(ends) else 0, rank=rank, world_size=world_size,
+                                 worker_id=worker_id, num_workers=num_workers, drop_last=drop_last)
     rest = UnreadRest()
-    for shard in range(assignment.num_shards):
-        if len(assignment.shard(shard)[0]) == 0:
-            continue  # a reader that held only padding
+    if not len(take):
+        return rest.plan(take, 0)
+    first = int(np.searchsorted(ends, int(take.min()), side="right"))
+    last = int(np.searchsorted(ends, int(take.max()), side="right"))
+    for shard in range(first, last + 1):
+        if unread[shard] == 0:
+            continue  # nothing left there (or a reader that held only padding)
         old = plan_shard(episodes, rank=shard // old_workers, world_size=state.world_size,
                          worker_id=shard % old_workers, num_workers=old_workers, pool_size=pool_size,
                          shuffle_buffer=shuffle_buffer, **options)
-        rest.add(old, state.consumed[shard % old_workers], shard)
-    take, padded = share_of_rest(len(rest), rank=rank, world_size=world_size, worker_id=worker_id,
-                                 num_workers=num_workers, drop_last=drop_last)
-    return rest.plan(take, padded)
+        if len(old) - old.num_padded != real[shard]:
+            raise RuntimeError(f"old reader {shard}'s plan holds {len(old) - old.num_padded} samples, its cut "
+                               f"{int(real[shard])}")
+        rest.add(old, int(consumed[shard]), shard)
+    return rest.plan(take - (int(ends[first - 1]) if first else 0), padded)
 
 
 def share_of_rest(total: int, *, rank: int, world_size: int, worker_id: int, num_workers: int,
