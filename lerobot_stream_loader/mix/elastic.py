@@ -31,10 +31,11 @@ def remaining_reader_plan(sources: list[SourceEpisodes], counts: np.ndarray, sta
     readers = state.world_size * old_workers
     total = int(counts.sum())
     unread_counts = np.zeros(readers, dtype=np.int64)
+    lengths = np.zeros(readers, dtype=np.int64)
     for reader in range(readers):
         runs = reader_ranges(total, world_size=state.world_size, rank=reader // old_workers,
                              num_workers=old_workers, worker_id=reader % old_workers, drop_last=drop_last)
-        length = sum(hi - lo for lo, hi in runs)
+        lengths[reader] = length = sum(hi - lo for lo, hi in runs)
         unread_counts[reader] = length - min(state.consumed[reader % old_workers], length)
     ends = np.cumsum(unread_counts)
     take, padded = share_of_rest(int(ends[-1]) if readers else 0, rank=rank, world_size=world_size,
@@ -51,6 +52,8 @@ def remaining_reader_plan(sources: list[SourceEpisodes], counts: np.ndarray, sta
                           epoch=state.epoch, rank=reader // old_workers, world_size=state.world_size,
                           worker_id=reader % old_workers, num_workers=old_workers, shuffle=shuffle,
                           drop_last=drop_last)
+        if len(old) != lengths[reader]:
+            raise RuntimeError(f"old reader {reader}'s plan holds {len(old)} samples, its runs {int(lengths[reader])}")
         k = len(old) - int(unread_counts[reader])
         taken = np.bincount(old.source_of[:k], minlength=len(sources))
         unread.append(old.source_of[k:])
