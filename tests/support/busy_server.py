@@ -16,31 +16,13 @@ import re
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from tests.support.servers import LoopbackHTTPServer, answer
+
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 30
-    server: _Server
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.server.owner.handle(self)
-
-    do_HEAD = do_GET
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-    owner: BusyServer
 
 
 class BusyServer:
@@ -57,22 +39,18 @@ class BusyServer:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._active = 0
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="busy-http")
+        self._server = LoopbackHTTPServer(self.handle)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     def start(self) -> BusyServer:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=5)
-        self._server.server_close()
+        self._server.stop()
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         with self._lock:
@@ -83,7 +61,7 @@ class BusyServer:
                 self.counts["peak"] = max(self.counts["peak"], self._active)
             self.counts["throttled" if busy else "dropped" if drop else "served"] += 1
         if busy:
-            return self._answer(h, 429, b"busy\n", {"Retry-After": f"{self.retry_after:g}"})
+            return answer(h, 429, b"busy\n", {"Retry-After": f"{self.retry_after:g}"})
         if drop:
             h.close_connection = True
             return None
@@ -98,27 +76,17 @@ class BusyServer:
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         path = (self.folder / unquote(urlsplit(h.path).path).lstrip("/")).resolve()
         if self.folder not in path.parents or not path.is_file():
-            return self._answer(h, 404, b"not found\n")
+            return answer(h, 404, b"not found\n")
         data = path.read_bytes()
         m = _RANGE.fullmatch(h.headers.get("Range", ""))
         if m is None:
-            return self._answer(h, 200, data, {"Accept-Ranges": "bytes"})
+            return answer(h, 200, data, {"Accept-Ranges": "bytes"})
         start = int(m.group(1))
         end = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
         if start > end:
-            return self._answer(h, 416, b"", {"Content-Range": f"bytes */{len(data)}"})
-        return self._answer(h, 206, data[start:end + 1],
+            return answer(h, 416, b"", {"Content-Range": f"bytes */{len(data)}"})
+        return answer(h, 206, data[start:end + 1],
                             {"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"})
-
-    @staticmethod
-    def _answer(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        h.send_response(status)
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(body)
 
 
 def _serve_in_child(connection, folder: Path, options: dict) -> None:

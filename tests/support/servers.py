@@ -277,6 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _ThreadedServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # a node's worth of readers connecting at once
     owner: LoopbackHTTPServer
 
     def handle_error(self, request: object, client_address: object) -> None:
