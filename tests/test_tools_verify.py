@@ -230,6 +230,26 @@ def test_shuffle_from_a_script_read_on_standard_input(make_sample, tmp_path):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("guarded", [False, True])
+def test_shuffle_from_a_script_file_runs_its_top_level_once(make_sample, tmp_path, guarded):
+    source = make_sample(episodes=3, cameras=1, size=(64, 48), frames_per_episode=(5, 8),
+                         episodes_per_video_file=1, codec="h264", seed=6)
+    out, runs = tmp_path / "out", tmp_path / "runs.txt"
+    call = f"print(shuffle_episodes({str(source)!r}, {str(out)!r}, seed=2, max_workers=2).tasks)\n"
+    script = tmp_path / "job.py"
+    script.write_text("from lerobot_stream_loader.tools import shuffle_episodes\n"
+                      f"with open({str(runs)!r}, 'a') as f:\n    f.write('top level ran\\n')\n"
+                      + ("if __name__ == '__main__':\n    " + call if guarded else call))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Unguarded, spawned workers would run the script again: threads are used, with a warning.
+    assert ("threads of this process" in done.stderr) is not guarded
+    ran = runs.read_text().count("top level ran")
+    assert ran == 1 if not guarded else ran > 1  # guarded: worker processes import the script
+    assert validate(out).ok
+
+
+@pytest.mark.timeout(300)
 def test_shuffle_keeps_a_depth_camera_lossless_and_12_bit(make_sample, tmp_path):
     from lerobot_stream_loader.features.depth import depth_keys
     from lerobot_stream_loader.sample.depth import depth_codes

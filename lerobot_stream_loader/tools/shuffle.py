@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -27,6 +26,7 @@ from ..meta import DatasetMeta
 from ..sample.depth import DEPTH_CRF
 from .encoder import CodecSettings
 from .layout import FileGroup, copy_meta_files, finish_info, make_groups, write_info
+from .main_script import spawn_unsafe_reason
 from .output import ToolError, check_output, open_output, staged_output
 from .shuffle_meta import write_shuffled_meta
 from .shuffle_tasks import DataTask, EpisodeMove, VideoTask, run_data_task, run_video_task
@@ -228,15 +228,15 @@ def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None,
 
 def local_executor(workers: int) -> Executor:
     """Where the tasks run without an executor: here for one worker, else a pool of ``workers``
-    spawned processes. A script read from standard input (``python - < script.py``) cannot be
-    re-run by a spawned process, so there the pool is of threads (the codecs release the GIL while
-    they work), with a warning."""
+    spawned processes. Where spawned processes cannot start from the main script (a script read
+    from standard input, or a call from a script's top level outside ``if __name__ ==
+    "__main__":``, which every worker would run again), the pool is of threads instead (the codecs
+    release the GIL while they work), with a warning saying why."""
     if workers <= 1:
         return InlineExecutor()
-    main = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main is not None and not os.path.exists(main):
-        _log.warning("shuffle: the main script (%s) is not a file that worker processes can import; "
-                     "running the tasks in %d threads of this process instead", main, workers)
+    reason = spawn_unsafe_reason()
+    if reason is not None:
+        _log.warning("shuffle: %s; running the tasks in %d threads of this process instead", reason, workers)
         return ThreadPoolExecutor(workers, thread_name_prefix="shuffle")
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
