@@ -56,7 +56,7 @@ class Bench:
         dataset = make()
         dataset.probe_folder = folder
         loader = DataLoader(dataset, batch_size=self.batch, num_workers=workers, sampler=sampler,
-                            collate_fn=tracks.timed_collate, multiprocessing_context="fork" if workers else None)
+                            collate_fn=tracks.TimedCollate(dataset), multiprocessing_context="fork" if workers else None)
         count, first, waited, distinct, episodes = 0, 0.0, 0.0, [], set()
         arrivals: list[tuple[float, int]] = []  # (time, samples so far) at each batch
         iterator = iter(loader)

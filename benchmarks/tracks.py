@@ -134,15 +134,21 @@ class Probe:
         os.replace(tmp, Path(self.folder) / f"{self.pid}.json")
 
 
-def timed_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """``default_collate``, timed into this process's probe (which then dumps)."""
-    start = time.perf_counter()
-    out = default_collate(batch)
-    probe = Probe.current()
-    if probe is not None:
-        probe.seconds["collate"] += time.perf_counter() - start
-        probe.dump()
-    return out
+class TimedCollate:
+    """A collate function (the dataset's own ``collate_fn`` where it has one, as
+    ``StreamingDataLoader`` uses it; else ``default_collate``), timed into this process's probe."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.inner = getattr(dataset, "collate_fn", default_collate)
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        start = time.perf_counter()
+        out = self.inner(batch)
+        probe = Probe.current()
+        if probe is not None:
+            probe.seconds["collate"] += time.perf_counter() - start
+            probe.dump()
+        return out
 
 
 def read_probes(folder: str | Path) -> list[dict[str, Any]]:

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lerobot_stream_loader import StreamingLeRobot
+from lerobot_stream_loader import StreamingDataLoader, StreamingLeRobot
 from lerobot_stream_loader.device_frames import frames_to_device
 
 
@@ -72,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     cameras = dataset.meta.video_keys
     state_dim = dataset.meta.features["observation.state"]["shape"][0]
     action_dim = dataset.meta.features["action"]["shape"][0]
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
-                        persistent_workers=args.workers > 0, pin_memory=args.device.startswith("cuda"))
+    loader = StreamingDataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
+                                 persistent_workers=args.workers > 0, pin_memory=args.device.startswith("cuda"))
     policy = TinyPolicy(len(cameras), state_dim, action_dim).to(args.device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
 

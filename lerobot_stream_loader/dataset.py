@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from .collate import StreamingCollate
 from .credentials import hide_secrets, with_url_credentials
 from .decode import DecoderLRU
 from .elastic import ElasticState, remaining_plan
@@ -254,6 +255,7 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
         self._fingerprints: dict[tuple[int, int], str] = {}
         self._loaded: PlanState | ElasticState | None = None
         self._resources: WorkerResources | None = None
+        self._collate_converts: set[str] = set()  # stored keys whose frames a StreamingCollate converts
 
     def _select(self, episodes: Sequence[int] | None) -> np.ndarray:
         known = self.meta.episode_table.index
@@ -287,6 +289,22 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
     def num_frames(self) -> int:
         """Frames of the selected episodes (LeRobot's ``num_frames``; ``len()`` is the per-rank count)."""
         return int(self._plan_episodes.length.sum())
+
+    @property
+    def collate_fn(self) -> StreamingCollate:
+        """``default_collate``'s batches with fewer copies (see :mod:`~lerobot_stream_loader.collate`):
+        ``DataLoader(dataset, batch_size=..., collate_fn=dataset.collate_fn)``."""
+        return StreamingCollate(self.rename.name(key) for key in self._float_frame_keys())
+
+    def _float_frame_keys(self) -> list[str]:
+        """Stored keys of the RGB video cameras returned float32 without image_transforms."""
+        if self.return_uint8 or self.image_transforms is not None:
+            return []
+        return [key for key, camera in self._builder().cameras.items() if getattr(camera, "deferred", False)]
+
+    def _defer_float_frames(self, keys: frozenset[str]) -> None:
+        """In a worker whose collate converts these (new-name) RGB video keys: leave them uint8."""
+        self._collate_converts.update(set(self._float_frame_keys()) & {self.rename.stored(k) for k in keys})
 
     # -- epochs, length and state ------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -378,7 +396,8 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
         return ItemBuilder(self.meta.source, windows=self.windows, tolerance_s=self.tolerance_s,
                            return_uint8=self.return_uint8, image_transforms=self.image_transforms,
                            decoders=decoders if decoders is not None else DecoderLRU(self.decoders),
-                           depth_output_unit=self.depth_output_unit, image_size=self.image_size)
+                           depth_output_unit=self.depth_output_unit, image_size=self.image_size,
+                           collate_converts=self._collate_converts)
 
     def __repr__(self) -> str:
         return (f"StreamingLeRobot({self.meta.root!r}, episodes={len(self.episodes)}, shuffle={self.shuffle}, "

@@ -120,6 +120,7 @@ class ItemBuilder:
         decoder_threads: int = 1,
         depth_output_unit: str = DEFAULT_DEPTH_UNIT,
         image_size: tuple[int, int] | None = None,
+        collate_converts: set[str] | None = None,
     ) -> None:
         self.meta = meta
         self.windows = windows
@@ -128,6 +129,9 @@ class ItemBuilder:
         self.image_transforms = image_transforms
         self.decoders = decoders
         self.decoder_threads = decoder_threads
+        # RGB video keys left uint8 because the batch's collate converts them (a live set: a worker's
+        # collate fills it in on its first batch)
+        self.collate_converts = collate_converts if collate_converts is not None else set()
         self.cameras = camera_features(meta, tolerance_s=tolerance_s, return_uint8=return_uint8,
                                        decoders=decoders, threads=decoder_threads,
                                        depth_output_unit=depth_output_unit, image_size=image_size)
@@ -184,9 +188,10 @@ class ItemBuilder:
     def finish(self, item: dict[str, Any]) -> dict[str, Any]:
         """An item from :meth:`items` as returned: deferred RGB frames converted (uint8 as decoded,
         or float32 in [0, 1]: one new tensor, divided in place), then ``image_transforms``. Items
-        wait in uint8 (a quarter of the float32 bytes)."""
+        wait in uint8 (a quarter of the float32 bytes); keys in ``collate_converts`` stay uint8 for
+        the collate to convert into the batch."""
         for key, camera in self.cameras.items():
-            if getattr(camera, "deferred", False):
+            if getattr(camera, "deferred", False) and key not in self.collate_converts:
                 item[key] = camera.convert(item[key])
             if self.image_transforms is not None and camera.transformable:
                 item[key] = self.image_transforms(item[key])

@@ -10,6 +10,7 @@ spread over the new readers, and the loader itself starts fresh.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -25,12 +26,23 @@ class StreamingDataLoader(StatefulDataLoader):
     """``torchdata.stateful_dataloader.StatefulDataLoader`` (same arguments) that resumes a
     :class:`StreamingLeRobot` or ``MixedStreamingLeRobot`` checkpoint on any worker count and world size.
 
+    Without a ``collate_fn`` it collates such a dataset's items with ``dataset.collate_fn``: the
+    batches ``default_collate`` makes, built with fewer copies (:mod:`lerobot_stream_loader.collate`).
+
     ``load_state_dict`` of a checkpoint saved on this worker count and world size is torchdata's own
     (exact). Otherwise the dataset loads the checkpoint's elastic state; another kind of dataset
     raises ``ValueError``. Load one rank's ``state_dict()`` on every new rank.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        bound = _SIGNATURE.bind(None, *args, **kwargs).arguments
+        dataset = bound.get("dataset")
+        if isinstance(dataset, StreamingLeRobot | MixedStreamingLeRobot) and bound.get("collate_fn") is None \
+                and bound.get("batch_size", 1) is not None and bound.get("batch_sampler") is None:
+            # default_collate's batches, built with fewer copies (lerobot_stream_loader.collate)
+            collate = dataset.collate_fn
+            collate.in_flight = (bound.get("prefetch_factor") or 2) + 2
+            kwargs["collate_fn"] = collate
         with warnings.catch_warnings():  # torchdata calls torch.set_vital, which torch deprecates
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
             super().__init__(*args, **kwargs)
@@ -55,6 +67,9 @@ class StreamingDataLoader(StatefulDataLoader):
             return
         dataset.load_state_dict(elastic.to_dict())
         super().load_state_dict({})
+
+
+_SIGNATURE = inspect.signature(StatefulDataLoader.__init__)
 
 
 def _saved_workers(state: Mapping[str, Any]) -> int | None:

@@ -17,8 +17,10 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import IterableDataset
 
+from ..collate import StreamingCollate
 from ..dataset import MAX_AUTO_DECODERS, StreamingLeRobot
 from ..elastic import ElasticState
 from ..episode_cache import DEFAULT_BUDGET_BYTES
@@ -133,6 +135,24 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
         cameras = [k for k, f in kept.items() if f.get("dtype") in ("video", "image")]
         return MixtureMeta([s.meta for s in self.sources], kept, stats, cameras,
                            sum(e.frames for e in self._episodes), sum(len(e.index) for e in self._episodes))
+
+    @property
+    def collate_fn(self) -> StreamingCollate:
+        """``default_collate``'s batches with fewer copies (see :mod:`~lerobot_stream_loader.collate`)."""
+        return StreamingCollate(self._float_frame_keys())
+
+    def _float_frame_keys(self) -> set[str]:
+        """Float32 RGB video keys (new names) that every source holding them can leave uint8."""
+        per_source = [{s.rename.name(k) for k in s._float_frame_keys()} for s in self.sources]
+        return {key for key, spec in self.schema.keys.items() if spec.dtype == torch.float32 and
+                all(key in keys for keys, has in zip(per_source, self.schema.has, strict=True) if key in has)}
+
+    def _defer_float_frames(self, keys: frozenset[str]) -> None:
+        """In a worker whose collate converts these RGB video keys: the sources leave them uint8."""
+        keys = frozenset(keys) & self._float_frame_keys()
+        self.schema.collate_converts.update(keys)
+        for source in self.sources:
+            source._defer_float_frames(keys)
 
     # -- epochs, length and state ------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:

@@ -51,10 +51,13 @@ class KeySpec:
             return torch.ones(self.shape, dtype=torch.bool)
         return torch.zeros(self.shape, dtype=self.dtype)
 
-    def matches(self, value: Any) -> bool:
+    def matches(self, value: Any, *, uint8_frames: bool = False) -> bool:
+        """Whether ``value`` has this layout (``uint8_frames``: float32 frames may still be uint8,
+        left for the batch's collate to convert)."""
         if self.dtype is None:
             return isinstance(value, str) if not self.shape else isinstance(value, list) and len(value) == self.shape[0]
-        return isinstance(value, torch.Tensor) and tuple(value.shape) == self.shape and value.dtype == self.dtype
+        dtypes = (self.dtype, torch.uint8) if uint8_frames else (self.dtype,)
+        return isinstance(value, torch.Tensor) and tuple(value.shape) == self.shape and value.dtype in dtypes
 
 
 def _camera_shape(feature: dict[str, Any], image_size: Sequence[int] | None) -> tuple[int, int, int]:
@@ -157,6 +160,7 @@ class Schema:
         self.has = [frozenset(s) for s in specs]
         self.names = list(names)
         self.dropped = sorted(set(ordered) - set(kept))
+        self.collate_converts: set[str] = set()  # float32 frame keys a worker's collate converts from uint8
 
     def adapt(self, item: dict[str, Any], number: int) -> dict[str, Any]:
         """Source ``number``'s (renamed) item with the mixture's keys, checked, plus ``dataset_index``."""
@@ -168,7 +172,7 @@ class Schema:
                 if value is _ABSENT:
                     raise ValueError(f"source {number} ({self.names[number]}): its items lack {key!r}, a feature "
                                      "of its metadata (a column missing from its data files?)")
-                if not spec.matches(value):
+                if not spec.matches(value, uint8_frames=key in self.collate_converts):
                     got = f"{list(value.shape)} {str(value.dtype).replace('torch.', '')}" \
                         if isinstance(value, torch.Tensor) else type(value).__name__
                     raise ValueError(f"source {number} ({self.names[number]}): item key {key!r} is {got}, the "
