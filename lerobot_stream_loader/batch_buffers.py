@@ -46,11 +46,12 @@ class BatchBuffers:
         if self.enabled:
             _install_reducer()
 
-    def storage(self, nbytes: int, keep: int) -> torch.UntypedStorage:
+    def storage(self, nbytes: int, keep: int, *, pooled_below: bool = False) -> torch.UntypedStorage:
         """Shared memory of ``nbytes``: a pooled storage the consumer has released, a new pooled one
-        while fewer than ``keep`` of this size exist, else a fresh one that is not reused."""
+        while fewer than ``keep`` of this size exist, else a fresh one that is not reused. Sizes
+        under ``MIN_POOLED_BYTES`` are pooled only with ``pooled_below``."""
         slots = self._by_size.setdefault(nbytes, [])
-        if self.enabled and nbytes >= MIN_POOLED_BYTES:
+        if self.enabled and (pooled_below or nbytes >= MIN_POOLED_BYTES):
             for slot in slots:
                 if self.flags[slot] == 0:
                     self.flags[slot] = 1

@@ -15,6 +15,8 @@ items (keys, dtypes, shapes, values), and in a DataLoader worker:
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +27,7 @@ from .batch_buffers import MIN_POOLED_BYTES, BatchBuffers
 
 DEFAULT_IN_FLIGHT = 4  # batches a worker's buffers may have out at once: prefetch_factor 2 + 2 in use
 
+_ALIGN = 64  # byte alignment of each small tensor in the shared buffer they share
 _buffers: BatchBuffers | None = None  # one per worker process, made on first use
 
 
@@ -49,23 +52,15 @@ class StreamingCollate:
                 defer(self.float_keys)  # from now on this worker's items leave these frames uint8
         keys = list(samples[0])
         layouts = {key: self._layout(key, [s[key] for s in samples]) for key in keys}
-        per_size: dict[int, int] = {}  # tensors of each byte size in one batch: buffers to keep per batch
-        for layout in layouts.values():
-            if layout is not None:
-                per_size[layout[2]] = per_size.get(layout[2], 0) + 1
-        stacked: dict[str, torch.Tensor] = {}
-        for key, layout in layouts.items():
-            if layout is not None:
-                shape, dtype, nbytes = layout
-                out = _empty(shape, dtype, nbytes, self.in_flight * per_size[nbytes], worker is not None)
-                stacked[key] = _fill(out, [s[key] for s in samples])
+        outs = _outputs({k: v for k, v in layouts.items() if v is not None}, self.in_flight, worker is not None)
+        stacked = {key: _fill(out, [s[key] for s in samples]) for key, out in outs.items()}
         rest = [k for k in keys if k not in stacked]
         collated = default_collate([{k: s[k] for k in rest} for s in samples]) if rest else {}
         return {k: stacked[k] if k in stacked else collated[k] for k in keys}
 
-    def _layout(self, key: str, values: list[Any]) -> tuple[tuple[int, ...], torch.dtype, int] | None:
-        """(shape, dtype, bytes) of the batch of ``values``, or None where ``default_collate`` should
-        handle them (not tensors of one shape and dtype, or small ones outside ``float_keys``)."""
+    def _layout(self, key: str, values: list[Any]) -> tuple[tuple[int, ...], torch.dtype] | None:
+        """(shape, dtype) of the batch of ``values``, or None where ``default_collate`` should handle
+        them (not CPU tensors of one shape and dtype)."""
         first = values[0]
         if not isinstance(first, torch.Tensor) or first.device.type != "cpu" or first.layout != torch.strided:
             return None
@@ -74,11 +69,40 @@ class StreamingCollate:
         if any(not isinstance(v, torch.Tensor) or v.shape != first.shape or v.dtype not in allowed
                for v in values):
             return None
-        dtype = torch.float32 if to_float else first.dtype
-        nbytes = first.numel() * len(values) * dtype.itemsize
-        if not to_float and nbytes < MIN_POOLED_BYTES:
-            return None
-        return (len(values), *first.shape), dtype, nbytes
+        return (len(values), *first.shape), torch.float32 if to_float else first.dtype
+
+
+def _outputs(layouts: dict[str, tuple[tuple[int, ...], torch.dtype]], in_flight: int,
+             in_worker: bool) -> dict[str, torch.Tensor]:
+    """Uninitialized batch tensors. Outside a worker: plain memory. In a worker: reusable shared
+    memory, a buffer of its own for each large tensor (keeping one key, e.g. ``batch["action"]``,
+    never holds the camera frames) and one buffer for all the small ones (one file descriptor sent
+    to the training process instead of one per key)."""
+    global _buffers
+    if not in_worker:
+        return {key: torch.empty(shape, dtype=dtype) for key, (shape, dtype) in layouts.items()}
+    if _buffers is None:
+        _buffers = BatchBuffers()
+    sizes = {key: math.prod(shape) * dtype.itemsize for key, (shape, dtype) in layouts.items()}
+    large = {key for key, n in sizes.items() if n >= MIN_POOLED_BYTES}
+    per_size = Counter(sizes[key] for key in large)  # buffers of each size one batch takes
+    outs = {}
+    for key in large:
+        storage = _buffers.storage(sizes[key], keep=in_flight * per_size[sizes[key]])
+        outs[key] = _view(storage, 0, *layouts[key])
+    offsets, end = {}, 0
+    for key in layouts:
+        if key not in large:
+            offsets[key] = end
+            end += -(-sizes[key] // _ALIGN) * _ALIGN
+    if offsets:
+        arena = _buffers.storage(end, keep=in_flight, pooled_below=True)
+        outs.update({key: _view(arena, offset, *layouts[key]) for key, offset in offsets.items()})
+    return outs
+
+
+def _view(storage: torch.UntypedStorage, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(0, dtype=dtype).set_(storage, offset // dtype.itemsize, shape)
 
 
 def _fill(out: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
@@ -91,15 +115,3 @@ def _fill(out: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
         else:
             out[i].copy_(value)
     return out
-
-
-def _empty(shape: tuple[int, ...], dtype: torch.dtype, nbytes: int, keep: int, in_worker: bool) -> torch.Tensor:
-    """An uninitialized tensor for a batch: reusable shared memory in a worker (at most ``keep``
-    buffers of this size kept), plain memory elsewhere."""
-    global _buffers
-    if not in_worker:
-        return torch.empty(shape, dtype=dtype)
-    if _buffers is None:
-        _buffers = BatchBuffers()
-    storage = _buffers.storage(nbytes, keep=keep)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)

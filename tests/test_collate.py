@@ -68,6 +68,16 @@ def test_dropped_batches_memory_is_reused_and_kept_ones_stay_intact(root):
     assert len(set(reused)) < len(reused), "no shared memory was reused"
 
 
+def test_small_tensors_share_one_buffer_and_cameras_have_their_own(root):
+    loader = StreamingDataLoader(StreamingLeRobot(root), batch_size=8, num_workers=1)
+    batch = next(iter(loader))
+    storage = {key: value.untyped_storage().data_ptr() for key, value in batch.items() if isinstance(value, torch.Tensor)}
+    small = {key for key in storage if key not in (CAM0, CAM1)}
+    assert len({storage[key] for key in small}) == 1  # one file descriptor for all of them
+    assert len({storage[CAM0], storage[CAM1], storage["action"]}) == 3  # keeping the actions keeps no frames
+    assert batch_buffers.reused_slot(batch["action"]) is not None
+
+
 def test_buffers_kept_per_size_are_bounded():
     buffers = batch_buffers.BatchBuffers()
     size = batch_buffers.MIN_POOLED_BYTES
