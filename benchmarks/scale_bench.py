@@ -30,6 +30,7 @@ from .scale_data import write_scale_dataset
 
 DATA = Path(__file__).parent / ".data" / "scale"
 RANK, WORLD, WORKERS = 311, 512, 2
+EQUAL_POOL = 8  # pool_size of the rows that compare worker memory across dataset sizes
 TARGETS = {"constructor_s": 3.0, "constructor_mb": 200.0, "first_batch_s": 5.0, "other_requests_per_worker": 20}
 
 
@@ -74,10 +75,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         return len(log.read_text().splitlines()) if log and log.exists() else 0
 
     rss0, t0 = me.memory_info().rss, time.perf_counter()
-    ds = StreamingLeRobot(args.url, shuffle=True, seed=0, rank=RANK, world_size=WORLD, cache_dir=args.cache_dir)
+    ds = StreamingLeRobot(args.url, shuffle=True, seed=0, rank=RANK, world_size=WORLD, cache_dir=args.cache_dir,
+                          pool_size=args.pool_size)
     out: dict[str, Any] = {"constructor_s": time.perf_counter() - t0,
                            "constructor_mb": (me.memory_info().rss - rss0) / 2**20,
-                           "len": len(ds), "pickled_kb": len(pickle.dumps(ds)) / 1024}
+                           "len": len(ds), "pickled_kb": len(pickle.dumps(ds)) / 1024,
+                           # episodes a worker keeps open: its pool, unless its shard holds fewer episodes
+                           "open_episodes": min(ds.pool_size, -(-len(ds.episodes) // (WORLD * WORKERS)))}
     start_line = logged()
     loader = DataLoader(ds, batch_size=32, num_workers=WORKERS, multiprocessing_context=args.context, timeout=600)
     t1 = time.perf_counter()
@@ -97,9 +101,11 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def run_child(url: str, context: str, cache_dir: Path, access_log: Path | None) -> dict[str, Any]:
+def run_child(url: str, context: str, cache_dir: Path, access_log: Path | None,
+              pool_size: int | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.scale_bench", "--child", url, "--context", context,
-           "--cache-dir", str(cache_dir)] + (["--access-log", str(access_log)] if access_log else [])
+           "--cache-dir", str(cache_dir)] + (["--access-log", str(access_log)] if access_log else []) + \
+        (["--pool-size", str(pool_size)] if pool_size else [])
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if done.returncode:
@@ -156,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", default="fork", help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--access-log", help=argparse.SUPPRESS)
+    parser.add_argument("--pool-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         args.url = args.child
@@ -191,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                                    "cache": "cold" if context == "fork" else "warm", **got}
                             print(f"[scale] {json.dumps(row)}", flush=True)
                             rows.append(row)
+                    # the same open pool at every size: what a worker holds apart from its pool
+                    got = run_child(str(data), "fork", scratch / "cache-pool", None, pool_size=EQUAL_POOL)
+                    row = {"episodes": episodes, "sidecar": sidecar, "where": "local", "context": "fork",
+                           "cache": "-", "pool": EQUAL_POOL, **got}
+                    print(f"[scale] {json.dumps(row)}", flush=True)
+                    rows.append(row)
             padding = padding_at_512x8(dataset(sizes[-1]))
             print(f"[scale] padding at 512x8: {padding}", flush=True)
             meta_root = dataset(meta_size, metadata_only=True)

@@ -173,9 +173,14 @@ class Sidecar:
             if directory.get("format") != FORMAT or directory.get("version") != VERSION:
                 raise SidecarError(f"{where}: format {directory.get('format')!r} version "
                                    f"{directory.get('version')!r}, expected {FORMAT!r} version {VERSION}")
-            self.files = {item["path"]: item for item in directory["files"]}
-            for item in self.files.values():
+            # Compact: a tuple and the array list's JSON text per file (parsed for the files read), not
+            # the parsed directory's nested lists, which cost every worker about 4 KB per MP4.
+            self.files: dict[str, tuple[int, int, int, int, str, str]] = {}
+            for item in directory["files"]:
                 _check_placement(item, size - self._base)
+                self.files[str(item["path"])] = (int(item["offset"]), int(item["length"]), int(item["raw"]),
+                                                 int(item["size"]), str(item.get("tail") or ""),
+                                                 json.dumps(item["arrays"], separators=(",", ":")))
         except SidecarError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -191,16 +196,18 @@ class Sidecar:
 
     def entry(self, path: str) -> SidecarEntry | None:
         """The entry of ``path`` (None when it has none); :class:`SidecarError` when it is unusable."""
-        item = self.files.get(path)
-        if item is None:
+        placed = self.files.get(path)
+        if placed is None:
             return None
-        blob = self._read(self._base + int(item["offset"]), int(item["length"]))
+        offset, length, raw, size, tail, arrays_json = placed
+        blob = self._read(self._base + offset, length)
+        item = {"raw": raw, "arrays": json.loads(arrays_json)}
         arrays = _decode_arrays(blob, item, f"{self.where}: entry {path}")
         try:
             index = Mp4Index.from_arrays(arrays, name=path)
         except (Mp4FormatError, ValueError, KeyError, TypeError) as exc:
             raise SidecarError(f"{self.where}: entry {path}: {exc}") from exc
-        return SidecarEntry(index, int(item["size"]), str(item.get("tail") or ""))
+        return SidecarEntry(index, size, tail)
 
 
 def _check_placement(item: dict, size: int) -> None:

@@ -221,6 +221,25 @@ def test_parsed_indexes_are_bounded(root: Path, entries) -> None:
         assert len(meta.video_files) > 2
 
 
+def test_the_directory_a_worker_holds_is_small_per_mp4(entries) -> None:
+    """Every worker holds the directory: about 4 KB per MP4 as parsed JSON, now a few hundred bytes."""
+    import tracemalloc
+
+    one = next(iter(entries.values()))
+    many = {f"videos/cam/chunk-{i // 1000:03d}/file-{i % 1000:03d}.mp4": one for i in range(3000)}
+    blob = encode_sidecar(many)
+    tracemalloc.start()
+    try:
+        sidecar = Sidecar.from_bytes(blob)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(sidecar.files) == 3000
+    assert held / 3000 < 1200, f"{held / 3000:.0f} bytes per MP4"
+    path = "videos/cam/chunk-002/file-999.mp4"
+    assert np.array_equal(sidecar.entry(path).index.offset, one.index.offset)
+
+
 class _SlowSidecar:
     """A reader whose sidecar reads take a while (a remote store): other threads ask meanwhile."""
 
