@@ -294,17 +294,12 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
     def collate_fn(self) -> StreamingCollate:
         """``default_collate``'s batches with fewer copies (see :mod:`~lerobot_stream_loader.collate`):
         ``DataLoader(dataset, batch_size=..., collate_fn=dataset.collate_fn)``."""
-        return StreamingCollate(self.rename.name(key) for key in self._float_frame_keys())
-
-    def _float_frame_keys(self) -> list[str]:
-        """Stored keys of the RGB video cameras returned float32 without image_transforms."""
-        if self.return_uint8 or self.image_transforms is not None:
-            return []
-        return [key for key, camera in self._builder().cameras.items() if getattr(camera, "deferred", False)]
+        return StreamingCollate(self.rename.name(key) for key in self._builder().float_frame_keys())
 
     def _defer_float_frames(self, keys: frozenset[str]) -> None:
         """In a worker whose collate converts these (new-name) RGB video keys: leave them uint8."""
-        self._collate_converts.update(set(self._float_frame_keys()) & {self.rename.stored(k) for k in keys})
+        stored = {self.rename.stored(k) for k in keys}
+        self._collate_converts.update(set(self._builder().float_frame_keys()) & stored)
 
     # -- epochs, length and state ------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:

@@ -136,6 +136,13 @@ class ItemBuilder:
                                        decoders=decoders, threads=decoder_threads,
                                        depth_output_unit=depth_output_unit, image_size=image_size)
 
+    def float_frame_keys(self) -> list[str]:
+        """Keys of the RGB video cameras whose frames become float32 here (no ``image_transforms``):
+        the ones a batch's collate may convert instead."""
+        if self.return_uint8 or self.image_transforms is not None:
+            return []
+        return [key for key, camera in self.cameras.items() if getattr(camera, "deferred", False)]
+
     def item(self, episode: EpisodeItems, frame: int) -> dict[str, Any]:
         """The item of ``frame`` (0-based within the episode)."""
         return self.finish(self.items(episode, np.array([frame]))[0])

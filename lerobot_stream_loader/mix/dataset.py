@@ -143,7 +143,7 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
 
     def _float_frame_keys(self) -> set[str]:
         """Float32 RGB video keys (new names) that every source holding them can leave uint8."""
-        per_source = [{s.rename.name(k) for k in s._float_frame_keys()} for s in self.sources]
+        per_source = [{s.rename.name(k) for k in s._builder().float_frame_keys()} for s in self.sources]
         return {key for key, spec in self.schema.keys.items() if spec.dtype == torch.float32 and
                 all(key in keys for keys, has in zip(per_source, self.schema.has, strict=True) if key in has)}
 
