@@ -101,6 +101,31 @@ def test_a_batch_pickled_on_to_another_process_is_never_reused(root):
     assert len(set(slots)) < len(slots), "no memory was reused"
 
 
+class _SeenDtypes(StreamingCollate):
+    """Records in each batch the dtype its camera frames arrived in."""
+
+    def __call__(self, samples):
+        arrived = str(samples[-1][CAM0].dtype)
+        batch = super().__call__(samples)
+        batch["arrived"] = arrived
+        return batch
+
+
+@pytest.mark.parametrize("mixture", [False, True])
+def test_workers_leave_float_frames_uint8_for_the_collate(root, mixture):
+    def dataset():
+        single = StreamingLeRobot(root, shuffle=True, seed=6)
+        return MixedStreamingLeRobot([single], samples_per_epoch=96) if mixture else single
+
+    collate = _SeenDtypes(dataset().collate_fn.float_keys)
+    batches = list(StreamingDataLoader(dataset(), batch_size=8, num_workers=1, collate_fn=collate))
+    assert batches[0]["arrived"] == "torch.float32"  # the first batch's items were finished before
+    assert {b["arrived"] for b in batches[1:]} == {"torch.uint8"}
+    assert all(b[CAM0].dtype == torch.float32 for b in batches)
+    want = _batches(DataLoader(dataset(), batch_size=8, num_workers=1))
+    _assert_same([{k: v for k, v in b.items() if k != "arrived"} for b in batches], want)
+
+
 def test_mixture_batches_equal_default_collates(root, make_sample):
     other = make_sample(episodes=4, cameras=2, size=(160, 120), frames_per_episode=(15, 25), codec="h264", seed=62)
 
