@@ -54,22 +54,33 @@ class _Lru:
             self.total -= dropped
 
 
+class IndexCaches:
+    """The bounded LRUs of parsed MP4 indexes (by bytes) and parquet footers (by count). A worker
+    has one per dataset; a mixture's sources share one, so many sources do not multiply the bound."""
+
+    def __init__(self, max_index_bytes: int = DEFAULT_INDEX_BYTES, max_footers: int = DEFAULT_FOOTERS) -> None:
+        self.mp4 = _Lru(max_index_bytes, lambda index: index_bytes(index))  # type: ignore[arg-type]
+        self.footers = _Lru(max_footers, lambda _: 1)
+        self.guard = threading.Lock()
+
+
 class FileIndexes:
-    """MP4 indexes and parquet footers of one dataset, read through ``reader`` on first use."""
+    """MP4 indexes and parquet footers of one dataset, read through ``reader`` on first use and kept
+    in ``caches`` (its own by default)."""
 
     def __init__(self, reader: RangeReader, *, root: str, sidecar: SidecarLookup | None = None,
-                 max_index_bytes: int = DEFAULT_INDEX_BYTES, max_footers: int = DEFAULT_FOOTERS) -> None:
+                 max_index_bytes: int = DEFAULT_INDEX_BYTES, max_footers: int = DEFAULT_FOOTERS,
+                 caches: IndexCaches | None = None) -> None:
         self._reader = reader
         self._root = root
         self._sidecar = sidecar
-        self._mp4 = _Lru(max_index_bytes, lambda index: index_bytes(index))  # type: ignore[arg-type]
-        self._footers = _Lru(max_footers, lambda _: 1)
+        caches = caches or IndexCaches(max_index_bytes, max_footers)
+        self._mp4, self._footers, self._guard = caches.mp4, caches.footers, caches.guard
         self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
 
     @property
     def held_index_bytes(self) -> int:
-        """Bytes of the MP4 indexes held now."""
+        """Bytes of the MP4 indexes held now (of every dataset sharing the caches)."""
         with self._guard:
             return self._mp4.total
 
@@ -100,7 +111,8 @@ class FileIndexes:
         except FetchError as exc:
             raise FetchError(f"{self._root}/{path}: reading the MP4 sample table failed: {exc}") from exc
 
-    def _once(self, table: _Lru, key: str, build: Callable[[], T]) -> T:
+    def _once(self, table: _Lru, path: str, build: Callable[[], T]) -> T:
+        key = f"{self._root}/{path}"  # caches shared by several datasets: keyed by the full name
         with self._guard:
             value = table.get(key)
             if value is not None:

@@ -25,7 +25,7 @@ from torch.utils.data import get_worker_info
 
 from .episode_cache import EpisodeCache, EpisodeData
 from .episode_disk_cache import DiskCachedReader, EpisodeDiskCache
-from .file_indexes import FileIndexes
+from .file_indexes import FileIndexes, IndexCaches
 from .index_sidecar import SidecarLookup
 from .items import EpisodeItems, ItemBuilder
 from .local_cache import dataset_cache_dir
@@ -74,16 +74,18 @@ class WorkerResources:
     def open(cls, meta: DatasetMeta, *, backend: str, storage_options: dict[str, Any] | None,
              reader_options: dict[str, Any], cache_bytes: int, prefetch_episodes: int,
              fetch_threads: int, cache_dir: str | os.PathLike[str] | None = None,
-             disk_cache_bytes: int = 0) -> WorkerResources:
+             disk_cache_bytes: int = 0, index_caches: IndexCaches | None = None) -> WorkerResources:
         """Open the reader of ``meta.root`` for this process (``cache_dir``: the machine's cache folder;
         with ``disk_cache_bytes`` episode fetches go through its disk cache of episode bytes); in a
-        DataLoader worker, also start the watch that ends it promptly when the DataLoader shuts down."""
+        DataLoader worker, also start the watch that ends it promptly when the DataLoader shuts down;
+        ``index_caches``: MP4 indexes and footers kept with other datasets' (a mixture's sources)."""
         watch_for_worker_exit()
         if not is_local(meta.root) and get_worker_info() is not None:
             time.sleep(random.uniform(0.0, START_JITTER_S))  # thousands of readers starting together spread out
         reader = open_root_reader(meta.root, backend=backend, storage_options=storage_options,
                                   reader_options=reader_options)
-        indexes = FileIndexes(reader, root=meta.root, sidecar=SidecarLookup(meta.root, reader, cache_dir))
+        indexes = FileIndexes(reader, root=meta.root, sidecar=SidecarLookup(meta.root, reader, cache_dir),
+                              caches=index_caches)
         if disk_cache_bytes:
             folder = dataset_cache_dir(meta.root, cache_dir) / "episodes"
             reader = DiskCachedReader(reader, EpisodeDiskCache(folder, disk_cache_bytes))

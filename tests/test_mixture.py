@@ -282,3 +282,17 @@ def test_a_plain_mixture_state_on_another_shape_says_how_to_resume(roots) -> Non
     again.load_state_dict(state)
     with pytest.raises(ValueError, match="elastic_state"):
         next(iter(again))
+
+
+def test_sources_share_one_bounded_cache_of_parsed_indexes(roots):
+    """Many sources must not multiply the index bound: one cache of MP4 indexes and footers per worker."""
+    sources = [StreamingLeRobot(roots[name], return_uint8=True) for name in "abcab"]
+    mix = MixedStreamingLeRobot(sources, samples_per_epoch=60, seed=4)
+    assert len(list(mix)) == 60
+    caches = mix._resources.index_caches
+    opened = {number: res.indexes for number, (res, _) in mix._resources.sources.items()}
+    assert sorted(opened) == [0, 1, 2, 3, 4]
+    assert all(ix.held_index_bytes == caches.mp4.total > 0 for ix in opened.values())  # one cache behind all
+    assert caches.mp4.total <= caches.mp4.limit
+    path = sources[0].meta.video_files[0]
+    assert opened[0].mp4(path) is opened[3].mp4(path)  # a dataset given twice shares its entries

@@ -24,6 +24,7 @@ from ..collate import StreamingCollate
 from ..dataset import MAX_AUTO_DECODERS, StreamingLeRobot
 from ..elastic import ElasticState
 from ..episode_cache import DEFAULT_BUDGET_BYTES
+from ..file_indexes import IndexCaches
 from ..meta_view import LeRobotMeta
 from ..plan_state import PlanState
 from ..process_local import ProcessLocal
@@ -235,8 +236,9 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
                 f"shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})")
 
 
-def _open_source(sources: Sequence[StreamingLeRobot], number: int) -> WorkerResources:
-    """Source ``number``'s reader and indexes in this process, with its share of the reader threads."""
+def _open_source(sources: Sequence[StreamingLeRobot], number: int, index_caches: IndexCaches) -> WorkerResources:
+    """Source ``number``'s reader and indexes in this process, with its share of the reader threads
+    (its parsed indexes in the caches all sources share)."""
     settings = dict(sources[number].settings)
     options = dict(settings["reader_options"])
     requested = options.pop("threads", None) or options.pop("max_workers", None)
@@ -244,7 +246,7 @@ def _open_source(sources: Sequence[StreamingLeRobot], number: int) -> WorkerReso
     if budget.http_reader(sources[number].meta.root, settings["backend"]) and len(sources) > budget.READER_THREADS:
         options.setdefault("keepalive", False)  # connections in use only: not one idle per source
     settings["reader_options"] = options
-    return WorkerResources.open(sources[number].meta.source, **settings)
+    return WorkerResources.open(sources[number].meta.source, **settings, index_caches=index_caches)
 
 
 def _check_sources(sources: Sequence[StreamingLeRobot]) -> list[StreamingLeRobot]:

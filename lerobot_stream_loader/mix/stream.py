@@ -17,6 +17,7 @@ import numpy as np
 from ..decode import DecoderLRU, EpisodeVideoDecoder
 from ..episode_assembly import EpisodeAssembler, EpisodeData
 from ..episode_cache import FetchCache
+from ..file_indexes import IndexCaches
 from ..stream import WorkerResources, WorkerStream
 from .plan import ReaderPlan
 
@@ -61,11 +62,13 @@ class SourceDecoderView:
 
 class MixtureResources:
     """What one process keeps across epochs: each source's reader, file indexes and episode assembler,
-    opened on first use (from the fetch threads: sources open in parallel, each once)."""
+    opened on first use (from the fetch threads: sources open in parallel, each once); the parsed
+    MP4 indexes and parquet footers of all sources share one bounded cache."""
 
-    def __init__(self, open_source: Callable[[int], WorkerResources], tolerances: list[float]) -> None:
+    def __init__(self, open_source: Callable[[int, IndexCaches], WorkerResources], tolerances: list[float]) -> None:
         self.pid = os.getpid()
         self.open_source = open_source
+        self.index_caches = IndexCaches()
         self.tolerances = tolerances
         self.sources: dict[int, tuple[WorkerResources, EpisodeAssembler]] = {}
         self._locks: dict[int, threading.Lock] = {}
@@ -80,7 +83,7 @@ class MixtureResources:
             with lock:
                 opened = self.sources.get(number)
                 if opened is None:
-                    res = self.open_source(number)
+                    res = self.open_source(number, self.index_caches)
                     opened = self.sources[number] = (res, EpisodeAssembler(
                         res.meta, res.reader, indexes=res.indexes, tolerance_s=self.tolerances[number]))
         return opened[1]
