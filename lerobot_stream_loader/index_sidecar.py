@@ -3,9 +3,10 @@
 Layout (version 2, ``meta/mp4_index.bin``): an 8-byte magic, the directory length (uint32 LE), a JSON
 directory ``{"format", "version", "files": [{"path", "size", "tail", "offset", "length", "raw",
 "arrays": [[name, dtype, shape], ...]}]}``, then one zlib-compressed blob per file (its index arrays
-back to back). A worker reads the head of the sidecar once (one or two range reads) and then, per MP4
-it opens, that file's blob (one range read); parsed indexes live in the worker's bounded LRU
-(:class:`~lerobot_stream_loader.file_indexes.FileIndexes`).
+back to back). A worker reads the head of the sidecar once (one or two range reads) and keeps the
+directory as its bytes (:mod:`~lerobot_stream_loader.sidecar_directory`: one file's item is parsed
+when asked); per MP4 it opens, it reads that file's blob (one range read); parsed indexes live in the
+worker's bounded LRU (:class:`~lerobot_stream_loader.file_indexes.FileIndexes`).
 
 An entry is used only while its MP4 has the same size and the same last ``TAIL_BYTES`` bytes (a
 CRC-32 that copying, re-downloading or touching the file preserves). A corrupt, oversized or
@@ -39,12 +40,11 @@ from .local_files import write_file_atomically
 from .meta import DatasetMeta
 from .mp4 import Mp4FormatError, Mp4Index, index_mp4
 from .paths import is_local
+from .sidecar_directory import FORMAT, VERSION, SidecarDirectory, SidecarError
 from .storage import RangeReader
 
 SIDECAR_PATH = "meta/mp4_index.bin"
 OLD_SIDECAR_PATH = "meta/mp4_index.npz"
-FORMAT = "lerobot-stream-loader/mp4-index"
-VERSION = 2
 MAGIC = b"LRSMP4IX"
 TAIL_BYTES = 4096
 HEAD_READ = 64 << 10
@@ -54,10 +54,6 @@ _DTYPES = {"<i8", "<i4", "<u8", "<u4", "<u2", "|u1", "|b1"}
 _V1_ARRAYS = ("version", "scalars", "codec", "stsd", "duration", "cts", "size", "offset", "sync", "sdi")
 
 ReadRange = Callable[[int, int], bytes]
-
-
-class SidecarError(Mp4FormatError):
-    """A sidecar (or one of its entries) that cannot be trusted."""
 
 
 @dataclass
@@ -168,23 +164,8 @@ class Sidecar:
         if len(raw) < length:
             raw += read(start + len(raw), length - len(raw))
         self._base = start + length
-        try:
-            directory = json.loads(raw)
-            if directory.get("format") != FORMAT or directory.get("version") != VERSION:
-                raise SidecarError(f"{where}: format {directory.get('format')!r} version "
-                                   f"{directory.get('version')!r}, expected {FORMAT!r} version {VERSION}")
-            # Compact: a tuple and the array list's JSON text per file (parsed for the files read), not
-            # the parsed directory's nested lists, which cost every worker about 4 KB per MP4.
-            self.files: dict[str, tuple[int, int, int, int, str, str]] = {}
-            for item in directory["files"]:
-                _check_placement(item, size - self._base)
-                self.files[str(item["path"])] = (int(item["offset"]), int(item["length"]), int(item["raw"]),
-                                                 int(item["size"]), str(item.get("tail") or ""),
-                                                 json.dumps(item["arrays"], separators=(",", ":")))
-        except SidecarError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SidecarError(f"{where}: unreadable directory ({type(exc).__name__}: {exc})") from exc
+        self._size = size
+        self.directory = SidecarDirectory(raw, where)
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = "sidecar") -> Sidecar:
@@ -192,22 +173,24 @@ class Sidecar:
 
     def entries(self) -> dict[str, SidecarEntry]:
         """Every entry (reads the whole sidecar: for tools and tests)."""
-        return {path: self.entry(path) for path in self.files}  # type: ignore[misc]
+        return {path: self.entry(path) for path in self.directory.paths()}  # type: ignore[misc]
 
     def entry(self, path: str) -> SidecarEntry | None:
         """The entry of ``path`` (None when it has none); :class:`SidecarError` when it is unusable."""
-        placed = self.files.get(path)
-        if placed is None:
+        item = self.directory.item(path)
+        if item is None:
             return None
-        offset, length, raw, size, tail, arrays_json = placed
-        blob = self._read(self._base + offset, length)
-        item = {"raw": raw, "arrays": json.loads(arrays_json)}
+        try:
+            _check_placement(item, self._size - self._base)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SidecarError(f"{self.where}: entry {path}: unreadable placement ({exc})") from exc
+        blob = self._read(self._base + int(item["offset"]), int(item["length"]))
         arrays = _decode_arrays(blob, item, f"{self.where}: entry {path}")
         try:
             index = Mp4Index.from_arrays(arrays, name=path)
         except (Mp4FormatError, ValueError, KeyError, TypeError) as exc:
             raise SidecarError(f"{self.where}: entry {path}: {exc}") from exc
-        return SidecarEntry(index, size, tail)
+        return SidecarEntry(index, int(item["size"]), str(item.get("tail") or ""))
 
 
 def _check_placement(item: dict, size: int) -> None:
