@@ -38,25 +38,10 @@ from .plan_state import PlanState, fingerprint
 from .process_local import ProcessLocal
 from .ranks import resolve_rank, resolve_worker
 from .rename import KeyRenamer, stored_names
+from .sizing import MAX_AUTO_DECODERS, auto_pool_size, auto_shuffle_buffer
 from .storage import open_root_reader
 from .stream import WorkerResources, WorkerStream
 from .windows import DEFAULT_TOLERANCE_S, DeltaWindows
-
-MAX_AUTO_POOL = 64
-MAX_AUTO_DECODERS = 128
-MIN_AUTO_POOL = 4
-DECODED_BYTES = 256 << 20
-MIN_AUTO_BUFFER, MAX_AUTO_BUFFER = 32, 4096
-
-
-def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], int], *,
-                   sampled_files: int = 8, episodes: Sequence[int] | None = None) -> int:
-    """Resident episodes that fit in 3/4 of the byte budget, from the bytes per frame of a few MP4s
-    (of ``episodes`` when given: a local copy may hold only their files)."""
-    episode_bytes = mean_episode_bytes(meta, size, sampled_files=sampled_files, episodes=episodes)
-    if not episode_bytes:
-        return MAX_AUTO_POOL
-    return int(min(MAX_AUTO_POOL, max(MIN_AUTO_POOL, 0.75 * cache_bytes // max(1.0, episode_bytes))))
 
 
 def check_image_size(image_size: Sequence[int] | None, meta: DatasetMeta) -> tuple[int, int] | None:
@@ -73,36 +58,6 @@ def check_image_size(image_size: Sequence[int] | None, meta: DatasetMeta) -> tup
         raise ValueError(f"{meta.root}: image_size resizes RGB video cameras only; {others} are depth maps or "
                          "images stored in parquet, which are not resized (select other data or leave image_size)")
     return size[0], size[1]
-
-
-def auto_shuffle_buffer(meta: DatasetMeta, image_size: tuple[int, int] | None = None) -> int:
-    """Decoded samples that fit in ``DECODED_BYTES`` of uint8 frames (every video camera), 32..4096."""
-    sample = 0
-    for key in meta.video_keys:
-        feature = meta.features[key]
-        shape = list(feature.get("shape") or [0, 0, 3])
-        names = list(feature.get("names") or [])
-        height, width = image_size or ((shape[1], shape[2]) if names[:1] == ["channels"] else (shape[0], shape[1]))
-        sample += int(height) * int(width) * 3
-    return int(min(MAX_AUTO_BUFFER, max(MIN_AUTO_BUFFER, DECODED_BYTES // max(1, sample))))
-
-
-def mean_episode_bytes(meta: DatasetMeta, size: Callable[[str], int], *, sampled_files: int = 8,
-                       episodes: Sequence[int] | None = None) -> float:
-    """Video bytes of an average episode (all cameras), from the bytes per frame of a few MP4s (of
-    ``episodes`` when given: a local copy may hold only their files); 0 without video."""
-    table = meta.episode_table if episodes is None else meta.episode_table.take(list(episodes))
-    if not meta.video_keys:
-        return 0.0
-    key = meta.video_keys[0]
-    pairs = np.stack([table.columns[f"videos/{key}/chunk_index"], table.columns[f"videos/{key}/file_index"]], 1)
-    files, owner = np.unique(pairs, axis=0, return_inverse=True)
-    chosen = np.arange(0, len(files), max(1, len(files) // sampled_files))[:sampled_files]
-    frames = np.bincount(owner.reshape(-1), weights=table.length, minlength=len(files))[chosen].sum()
-    sizes = sum(size(table.video_file(key, *files[i].tolist())) for i in chosen)
-    bytes_per_frame = sizes / max(1.0, float(frames))
-    cameras = max(1, len(meta.video_keys))
-    return bytes_per_frame * cameras * meta.total_frames / max(1, meta.total_episodes)
 
 
 def plan_input(meta: DatasetMeta, episodes: np.ndarray) -> PlanEpisodes:
@@ -256,6 +211,24 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
         self._loaded: PlanState | ElasticState | None = None
         self._resources: WorkerResources | None = None
         self._collate_converts: set[str] = set()  # stored keys whose frames a StreamingCollate converts
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker receives: arrays it can derive from the metadata are left out, so a spawned
+        worker's pickle stays small. (Python writes it to the worker's pipe before the worker has
+        imported anything; a pickle over the pipe's 64 KiB holds up the start of the next worker until
+        this one has imported torch: with 4 MB at 100k episodes, two spawned workers started one
+        after the other, 5.5 s to the first batch instead of 3.)"""
+        state = super().__getstate__()
+        state["_plan_episodes"] = None  # plan_input(): 35 ms at 100k episodes
+        if self.episodes is self.meta.episode_table.index:
+            state["episodes"] = None  # every episode: the table's own index
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.episodes is None:
+            self.episodes = self.meta.episode_table.index
+        self._plan_episodes = plan_input(self.meta, self.episodes)
 
     def _select(self, episodes: Sequence[int] | None) -> np.ndarray:
         known = self.meta.episode_table.index

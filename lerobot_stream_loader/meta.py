@@ -80,6 +80,8 @@ class DatasetMeta:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_fsspec", None)  # a file system handle (write-capable) is never sent to another process
+        state.pop("video_files", None)  # lists of every file: derived again where needed (O(files) to pickle)
+        state.pop("data_files", None)
         return state
 
     @property

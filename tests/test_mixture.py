@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lerobot_stream_loader import MixedStreamingLeRobot, StreamingDataLoader, StreamingLeRobot
-from lerobot_stream_loader.dataset import MAX_AUTO_DECODERS, auto_shuffle_buffer
 from lerobot_stream_loader.mix import budget
+from lerobot_stream_loader.sizing import MAX_AUTO_DECODERS, auto_shuffle_buffer
 from lerobot_stream_loader.testing import read_frame_index
 
 CAM0, CAM1, SIDE = "observation.images.cam0", "observation.images.cam1", "observation.images.side"

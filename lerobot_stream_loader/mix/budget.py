@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..dataset import MAX_AUTO_POOL, auto_shuffle_buffer, mean_episode_bytes
+from ..sizing import MAX_AUTO_POOL, auto_shuffle_buffer, mean_episode_bytes
 from ..storage import open_root_reader
 
 READER_THREADS = 8  # range-reader threads per worker, all sources together (at least one each)

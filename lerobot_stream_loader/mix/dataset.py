@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from ..collate import StreamingCollate
-from ..dataset import MAX_AUTO_DECODERS, StreamingLeRobot
+from ..dataset import StreamingLeRobot
 from ..elastic import ElasticState
 from ..episode_cache import DEFAULT_BUDGET_BYTES
 from ..file_indexes import IndexCaches
@@ -29,6 +29,7 @@ from ..meta_view import LeRobotMeta
 from ..plan_state import PlanState
 from ..process_local import ProcessLocal
 from ..ranks import resolve_rank, resolve_worker
+from ..sizing import MAX_AUTO_DECODERS
 from ..stream import WorkerResources
 from . import budget
 from .elastic import remaining_reader_plan
