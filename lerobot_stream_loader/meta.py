@@ -394,7 +394,7 @@ def _read_tasks(reader: _MetaFiles) -> dict[int, str]:
     if "task_index" not in table.column_names:
         raise DatasetFormatError(f"{where}: missing column 'task_index'")
     text_columns = [name for name in table.column_names
-                    if name != "task_index" and _is_text(table.schema.field(name).type)]
+                    if name != "task_index" and str(table.schema.field(name).type) in ("string", "large_string")]
     preferred = [n for n in text_columns if n in ("task", "__index_level_0__")] or text_columns
     if not preferred:
         raise DatasetFormatError(f"{where}: no task string column (expected the task text as index)")
@@ -404,6 +404,3 @@ def _read_tasks(reader: _MetaFiles) -> dict[int, str]:
         raise DatasetFormatError(f"{where}: 'task_index' must be integers")
     return dict(zip(indices, texts, strict=True))
 
-
-def _is_text(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
