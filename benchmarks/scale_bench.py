@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--access-log", help=argparse.SUPPRESS)
     parser.add_argument("--pool-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--million", action="store_true",
+                        help="also measure workers at 1M episodes (equal-pool rows; writes a 12 GB dataset once)")
     args = parser.parse_args(argv)
     if args.child:
         args.url = args.child
@@ -204,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
                            "cache": "-", "pool": EQUAL_POOL, **got}
                     print(f"[scale] {json.dumps(row)}", flush=True)
                     rows.append(row)
+            for sidecar in (True, False) if args.million else ():
+                root = dataset(1_000_000)
+                data = root if sidecar else without_sidecar(root)
+                got = run_child(str(data), "fork", scratch / "cache-million", None, pool_size=EQUAL_POOL)
+                row = {"episodes": 1_000_000, "sidecar": sidecar, "where": "local", "context": "fork",
+                       "cache": "-", "pool": EQUAL_POOL, **got}
+                print(f"[scale] {json.dumps(row)}", flush=True)
+                rows.append(row)
             padding = padding_at_512x8(dataset(sizes[-1]))
             print(f"[scale] padding at 512x8: {padding}", flush=True)
             meta_root = dataset(meta_size, metadata_only=True)
