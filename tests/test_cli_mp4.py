@@ -79,7 +79,7 @@ def test_index_of_read_only_http_dataset_goes_to_local_cache(sample: Path, nginx
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert Path(summary["sidecar"]) == cache_path(server.url)
-    assert len(Sidecar.from_bytes(Path(summary["sidecar"]).read_bytes()).files) == len(load_meta(sample).video_files)
+    assert len(Sidecar.from_bytes(Path(summary["sidecar"]).read_bytes()).directory.paths()) == len(load_meta(sample).video_files)
 
 
 @pytest.mark.timeout(150)
