@@ -96,9 +96,11 @@ def test_a_batch_pickled_on_to_another_process_is_never_reused(root):
         if i == 1:
             ForkingPickler.dumps(batch[CAM0])  # as a torch.multiprocessing queue does: another process may map it
             assert batch_buffers.reused_slot(batch[CAM0]) is None  # no longer released when dropped here
-    assert None not in slots, "batches did not come from reusable memory"
-    assert len(set(slots[:2])) == 2 and slots[1] not in slots[2:], "the pickled batch's memory was reused"
-    assert len(set(slots)) < len(slots), "no memory was reused"
+    # None: every kept buffer of that size was busy (batches in flight, the pinned one), fresh memory
+    assert slots[1] is not None, "the pickled batch did not come from reusable memory"
+    assert slots[1] not in slots[2:], "the pickled batch's memory was reused"
+    reused = [slot for slot in slots if slot is not None]
+    assert len(set(reused)) < len(reused), "no memory was reused"
 
 
 class _SeenDtypes(StreamingCollate):
