@@ -14,9 +14,15 @@ from lerobot_stream_loader.daemon_pool import DaemonPool
 @pytest.mark.timeout(30)
 def test_shutdown_wakes_a_wait_on_queued_work():
     pool = DaemonPool(1, "test-pool")
-    release = threading.Event()
-    running = pool.submit(release.wait, 10)
+    release, started = threading.Event(), threading.Event()
+
+    def run() -> bool:
+        started.set()
+        return release.wait(10)
+
+    running = pool.submit(run)
     queued = pool.submit(time.sleep, 0)
+    assert started.wait(10)  # the first task runs before shutdown (a busy machine may start it late)
     woke = threading.Event()
 
     def waiter() -> None:
