@@ -53,6 +53,24 @@ def test_batches_equal_default_collates(root, options, workers):
     _assert_same(got, want)
 
 
+def assert_loaders_agree(root, workers: int = 2, **options) -> None:
+    """Every StreamingDataLoader batch equals default_collate's over the same items."""
+    def dataset():
+        return StreamingLeRobot(root, shuffle=True, seed=3, **options)
+
+    want = _batches(DataLoader(dataset(), batch_size=4, num_workers=workers))
+    _assert_same(_batches(StreamingDataLoader(dataset(), batch_size=4, num_workers=workers)), want)
+
+
+@pytest.mark.parametrize("unit", ["mm", "m"])
+def test_depth_video_and_parquet_images_collate_as_default_collate_does(make_sample, unit):
+    root = make_sample(episodes=3, cameras=1, size=(160, 120), frames_per_episode=(6, 9), episodes_per_video_file=2,
+                       gop=3, depth_camera=True, image_features=("rgb", "depth"), seed=63)
+    assert_loaders_agree(root, depth_output_unit=unit,
+                         delta_timestamps={CAM0: [-1 / 30, 0.0], "observation.images.depth": [0.0, 1 / 30],
+                                           "observation.images.still": [-1 / 30, 0.0]})
+
+
 def test_dropped_batches_memory_is_reused_and_kept_ones_stay_intact(root):
     want = _batches(DataLoader(StreamingLeRobot(root, shuffle=True, seed=4), batch_size=8, num_workers=1))
     kept: dict[int, dict] = {}

@@ -127,7 +127,7 @@ def test_changed_files_are_one_warning_and_read_from_their_headers(root: Path, e
     assert len(stale) == 1 and "shown once" in stale[0], stale
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bit flip", "bad magic", "entry outside the file"])
+@pytest.mark.parametrize("damage", ["truncated", "bit flip", "bad magic", "entry outside the file", "wrong type"])
 def test_a_damaged_sidecar_is_ignored_with_one_warning(root: Path, entries, damage: str) -> None:
     save_sidecar(load_meta(root), entries)
     path = root / SIDECAR_PATH
@@ -139,12 +139,16 @@ def test_a_damaged_sidecar_is_ignored_with_one_warning(root: Path, entries, dama
         path.write_bytes(bytes(data))
     elif damage == "bad magic":
         path.write_bytes(b"PK" + bytes(data[2:]))
+    elif damage == "wrong type":
+        _rewrite(root, lambda d: d["files"][0].update(offset="far"))
     else:
         _rewrite(root, lambda d: d["files"][0].update(offset=10 ** 12))
     with pytest.warns(UserWarning) as caught:
         _stream(root)
     messages = [str(w.message) for w in caught if "sidecar" in str(w.message) or "entry" in str(w.message)]
     assert len(messages) == 1, messages
+    if damage == "wrong type":
+        assert "unreadable placement" in messages[0] and "reading the MP4 headers instead" in messages[0]
 
 
 @pytest.mark.parametrize("claim", ["raw", "shape"])

@@ -39,6 +39,10 @@ def test_dataset_written_by_lerobot_matches_item_for_item(tmp_path):
     report = _check("--make-lerobot", str(tmp_path / "lerobot"), "--episodes", "2", "--frames-per-episode", "5:8",
                     "--depth-output-unit", "m", "--shuffle", "3", "--checks", "plain,windows,single")
     assert "check stats" in report
+    # the same dataset through StreamingDataLoader's collate: default_collate's batches exactly
+    from tests.test_collate import assert_loaders_agree
+
+    assert_loaders_agree(tmp_path / "lerobot", depth_output_unit="m")
 
 
 def test_sample_with_depth_and_images_matches_lerobot(tmp_path):
