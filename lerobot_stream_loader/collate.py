@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import default_collate, get_worker_info
 
 from .batch_buffers import MIN_POOLED_BYTES, BatchBuffers
+from .features.video import float_frames
 
 DEFAULT_IN_FLIGHT = 4  # batches a worker's buffers may have out at once: prefetch_factor 2 + 2 in use
 
@@ -111,7 +112,7 @@ def _fill(out: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(values, out=out)
     for i, value in enumerate(values):
         if value.dtype == torch.uint8:
-            torch.div(value, 255.0, out=out[i])  # the dataset's own conversion (features.video)
+            float_frames(value, out[i])  # the dataset's own conversion
         else:
             out[i].copy_(value)
     return out
