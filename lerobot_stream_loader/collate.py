@@ -25,6 +25,7 @@ from torch.utils.data import default_collate, get_worker_info
 
 from .batch_buffers import MIN_POOLED_BYTES, BatchBuffers
 from .features.video import float_frames
+from .planar import copy_planar, fast_deinterleave
 
 DEFAULT_IN_FLIGHT = 4  # batches a worker's buffers may have out at once: prefetch_factor 2 + 2 in use
 
@@ -108,6 +109,10 @@ def _view(storage: torch.UntypedStorage, offset: int, shape: tuple[int, ...], dt
 
 def _fill(out: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
     """``values`` stacked into ``out``; uint8 frames into a float32 ``out`` divided by 255 on the way."""
+    if out.dtype == torch.uint8 and fast_deinterleave():
+        for i, value in enumerate(values):
+            copy_planar(value, out[i])  # camera frames: OpenCV's deinterleave instead of a byte-wise copy
+        return out
     if all(v.dtype == out.dtype for v in values):
         return torch.stack(values, out=out)
     for i, value in enumerate(values):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..decode import DecoderLRU, EpisodeVideoDecoder, match_frames
+from ..planar import copy_planar, fast_deinterleave, is_interleaved
 from .depth import DepthQuantization
 from .depth_video import DepthVideoDecoder
 
@@ -64,9 +65,13 @@ class VideoCamera:
 
 
 def float_frames(pixels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """uint8 frames as float32 in [0, 1], written into ``out``: one fused pass (uint8 read, float32
-    divided), bit for bit LeRobot's ``frames.float() / 255`` and about 4x faster than converting, then
-    dividing in place. The batch collate writes straight into the batch with it."""
+    """uint8 frames as float32 in [0, 1], written into ``out``: bit for bit LeRobot's
+    ``frames.float() / 255``, one fused pass (about 4x faster than converting, then dividing in
+    place). Interleaved frames are first deinterleaved (:mod:`~lerobot_stream_loader.planar`) when
+    OpenCV is there: the division then runs on contiguous planes (1.4x faster for 640x480 RGB).
+    The batch collate writes straight into the batch with it."""
+    if fast_deinterleave() and is_interleaved(pixels):
+        pixels = copy_planar(pixels, torch.empty(pixels.shape, dtype=torch.uint8))
     return torch.div(pixels, 255.0, out=out)
 
 
