@@ -77,6 +77,7 @@ class Bench:
             if first_only:
                 break
         end = time.perf_counter()
+        monitor.sample()  # the final CPU times and memory, before the workers exit
         del iterator, loader
         if hasattr(dataset, "close"):
             dataset.close()

@@ -42,21 +42,27 @@ TRACKS = ("limit", "ours-local", "ours-local-f32", "ours-local-224", "ours-http"
 
 
 class Monitor(threading.Thread):
-    """Samples RSS and CPU time of this process and of its new child processes (the workers) every
-    ``period``, and their unique memory (USS) every ``uss_period``: reading USS parses the process's
-    smaps (about 7 ms per process here), which at every 50 ms took a third of a core from the loader."""
+    """Peak memory and CPU time of this process and of its new child processes (the workers).
 
-    def __init__(self, servers: set[int], period: float = 0.05, uss_period: float = 1.0) -> None:
+    On 2 cores what the monitor costs is taken from the loader it measures. Reading a worker's unique
+    memory (USS) parses its smaps: 43 ms for a worker of 1 GB, during which the worker's memory map
+    is locked; listing the child processes takes 7 ms. Sampling everything every 50 ms (USS every
+    second) cost a fifth of a core. So: peak RSS is the kernel's high-water mark (``VmHWM``,
+    exact, reset for this process at the start), CPU times are cumulative (the last sample counts:
+    call :meth:`sample` once more before the workers exit), and every ``period`` the process list is
+    refreshed and the workers' USS read (the main process's only when there are no workers)."""
+
+    def __init__(self, servers: set[int], period: float = 3.0) -> None:
         super().__init__(daemon=True)
         self.servers, self.period = servers, period
-        self.uss_every = max(1, round(uss_period / period))
-        self._count = 0
         self.me = psutil.Process()
+        _reset_peak_rss(self.me.pid)
         self.server0 = self._server_seconds()
         self.peak: dict[int, int] = {}
         self.peak_uss: dict[int, int] = {}  # unique pages: a forked worker's RSS also counts its parent's
         self.cpu: dict[int, float] = {}
         self._halt = threading.Event()
+        self._lock = threading.Lock()
         self.main_cpu0 = sum(self.me.cpu_times()[:2])
 
     def run(self) -> None:
@@ -64,30 +70,32 @@ class Monitor(threading.Thread):
             self.sample()
             self._halt.wait(self.period)
 
-    def sample(self, uss: bool | None = None) -> None:
-        if uss is None:
-            uss, self._count = self._count % self.uss_every == 0, self._count + 1
-        procs = [self.me] + [p for p in self.me.children(recursive=True) if p.pid not in self.servers]
-        for proc in procs:
-            try:
-                with proc.oneshot():
-                    memory = proc.memory_full_info() if uss or proc.pid not in self.peak_uss else proc.memory_info()
-                    times = proc.cpu_times()
-            except psutil.Error:
-                continue
-            self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), memory.rss)
-            if hasattr(memory, "uss"):
-                self.peak_uss[proc.pid] = max(self.peak_uss.get(proc.pid, 0), memory.uss)
-            self.cpu[proc.pid] = times.user + times.system
+    def sample(self) -> None:
+        """Read every process once (the thread does every ``period``)."""
+        with self._lock:
+            workers = [p for p in self.me.children(recursive=True) if p.pid not in self.servers]
+            for proc in [self.me, *workers]:
+                try:
+                    with proc.oneshot():
+                        times = proc.cpu_times()
+                        uss = proc.memory_full_info().uss if proc is not self.me or not workers else None
+                    peak = _peak_rss(proc.pid)
+                except (psutil.Error, OSError):
+                    continue
+                self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), peak)
+                if uss is not None:
+                    self.peak_uss[proc.pid] = max(self.peak_uss.get(proc.pid, 0), uss)
+                self.cpu[proc.pid] = times.user + times.system
 
     def stop(self) -> dict[str, float]:
-        self.sample(uss=True)
         self._halt.set()
         self.join()
         workers = [pid for pid in self.peak if pid != self.me.pid]
+        if not workers:
+            self.sample()
         cpu = sum(self.cpu[p] for p in workers) + self.cpu[self.me.pid] - self.main_cpu0
         rss = max((self.peak[p] for p in workers), default=self.peak[self.me.pid])
-        uss = max((self.peak_uss[p] for p in workers), default=self.peak_uss[self.me.pid])
+        uss = max((self.peak_uss.get(p, 0) for p in workers), default=self.peak_uss.get(self.me.pid, 0))
         return {"cpu_seconds": cpu, "peak_rss": rss, "peak_uss": uss, "main_rss": self.peak[self.me.pid],
                 "server_seconds": self._server_seconds() - self.server0}
 
@@ -195,6 +203,24 @@ class BenchStreaming(StreamingLeRobot):
 
     def _builder(self, *args: Any, **kwargs: Any) -> ItemBuilder:
         return _timed_builder(super()._builder(*args, **kwargs), self.probe_folder)
+
+
+def _peak_rss(pid: int) -> int:
+    """Peak resident bytes of a process (``VmHWM``)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak_rss(pid: int) -> None:
+    """Restart a process's ``VmHWM`` from its current RSS (so each pass reports its own peak)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass  # older kernels: the peak then covers the whole run
 
 
 def uniform_distinct(lengths: np.ndarray, batch: int) -> float:

@@ -17,14 +17,21 @@ from torchcodec.decoders import VideoDecoder
 from .errors import FrameMismatchError
 
 
-def match_frames(presented: np.ndarray, requested: np.ndarray, tolerance_s: float, what: str) -> np.ndarray:
-    """Positions of the frames nearest to ``requested`` times (source timeline) among the sorted
-    ``presented`` times; raise :class:`FrameMismatchError` when one is further than the tolerance."""
+def nearest_frames(presented: np.ndarray, requested: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the frames nearest to ``requested`` times among the sorted ``presented`` times,
+    their distance in seconds)."""
     requested = np.asarray(requested, dtype=np.float64)
     right = np.clip(np.searchsorted(presented, requested), 0, len(presented) - 1)
     left = np.clip(right - 1, 0, len(presented) - 1)
     pick = np.where(np.abs(presented[left] - requested) <= np.abs(presented[right] - requested), left, right)
-    error = np.abs(presented[pick] - requested)
+    return pick, np.abs(presented[pick] - requested)
+
+
+def match_frames(presented: np.ndarray, requested: np.ndarray, tolerance_s: float, what: str) -> np.ndarray:
+    """Positions of the frames nearest to ``requested`` times (source timeline) among the sorted
+    ``presented`` times; raise :class:`FrameMismatchError` when one is further than the tolerance."""
+    requested = np.asarray(requested, dtype=np.float64)
+    pick, error = nearest_frames(presented, requested)
     worst = int(np.argmax(error)) if len(error) else 0
     if len(error) and error[worst] > tolerance_s:
         raise FrameMismatchError(
@@ -56,13 +63,15 @@ class EpisodeVideoDecoder:
 
     def frames(self, positions: np.ndarray) -> torch.Tensor:
         """Frames at the given positions (any order, repeats allowed)."""
-        positions = np.asarray(positions, dtype=np.int64)
-        if len(positions) and (positions.min() < 0 or positions.max() >= self.num_frames):
-            raise FrameMismatchError(f"{self.name}: frame position {positions.max()} outside the "
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        ordered = len(positions) < 2 or bool((positions[1:] > positions[:-1]).all())
+        unique, inverse = (positions, None) if ordered else np.unique(positions, return_inverse=True)
+        if len(unique) and (unique[0] < 0 or unique[-1] >= self.num_frames):
+            bad = int(unique[0] if unique[0] < 0 else unique[-1])
+            raise FrameMismatchError(f"{self.name}: frame position {bad} outside the "
                                      f"{self.num_frames} frames of the episode's video")
-        unique, inverse = np.unique(positions, return_inverse=True)
         batch = self._decoder.get_frames_at(indices=unique.tolist())
-        got = batch.pts_seconds.numpy().astype(np.float64)
+        got = batch.pts_seconds.numpy()
         want = self.expected_pts[unique]
         wrong = np.flatnonzero(np.abs(got - want) > _PTS_SLACK_S)
         if len(wrong):
@@ -70,9 +79,7 @@ class EpisodeVideoDecoder:
             raise FrameMismatchError(f"{self.name}: the decoder returned the frame at {got[k]:.6f}s for frame "
                                      f"{int(unique[k])} at {want[k]:.6f}s (episode-local times)")
         data = batch.data if self._size is None else resize_frames(batch.data, self._size)
-        if len(unique) == len(positions) and (unique == positions).all():
-            return data  # already in the asked order: no copy
-        return data[torch.from_numpy(inverse.reshape(-1))]
+        return data if inverse is None else data[torch.from_numpy(inverse.reshape(-1))]
 
 
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -103,6 +103,8 @@ class EpisodeItems:
                         if not is_image_column(data.rows.schema.field(name).type)}  # images: features/
         self.timestamps = np.asarray(data.rows.column("timestamp").to_numpy(zero_copy_only=False),
                                      dtype=np.float32).astype(np.float64)
+        # camera key -> (position in its video of every row's frame, whether within tolerance_s)
+        self.matched: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
 class ItemBuilder:
@@ -152,15 +154,20 @@ class ItemBuilder:
         (RGB video frames stay uint8 until then); each camera decodes the frames of all of them in
         one forward pass (sorted, each frame once)."""
         length = episode.data.episode.length
-        windows = [self.windows.query(int(f), length) if self.windows is not None else {} for f in frames]
+        if self.windows is None:
+            windows: list[dict[str, Any]] = [{}] * len(frames)
+            wanted, bounds = frames, list(range(len(frames) + 1))
+        else:
+            windows = [self.windows.query(int(f), length) for f in frames]
         pixels: dict[str, list[torch.Tensor]] = {}
         for key, camera in self.cameras.items():
-            wanted = [w[key].indices if key in w else np.array([f]) for f, w in zip(frames, windows, strict=True)]
+            if self.windows is not None:
+                parts = [w[key].indices if key in w else np.array([f]) for f, w in zip(frames, windows, strict=True)]
+                wanted, bounds = np.concatenate(parts), np.cumsum([0] + [len(x) for x in parts]).tolist()
             if getattr(camera, "deferred", False):
-                decoded = camera.frames(episode, np.concatenate(wanted), convert=False)
+                decoded = camera.frames(episode, wanted, convert=False)
             else:
-                decoded = camera.frames(episode, np.concatenate(wanted))
-            bounds = np.cumsum([0] + [len(x) for x in wanted]).tolist()
+                decoded = camera.frames(episode, wanted)
             # each item owns its frames: a view would keep the whole run's pixels alive while it waits
             pixels[key] = [decoded[lo:hi].clone() if len(frames) > 1 else decoded[lo:hi]
                            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -218,6 +218,30 @@ def test_row_timestamps_beyond_the_episode_span(copy: Path) -> None:
     assert f"episode 1, camera {CAM} ({episode.videos[CAM].path})" in message and "tolerance_s" in message
 
 
+def test_one_row_between_frames_fails_when_it_is_reached(copy: Path) -> None:
+    """Rows are matched to frames once per episode; the row with no frame within tolerance_s raises
+    (naming its time) when the run of frames holding it is decoded, never returning a frame."""
+    meta = load_meta(copy)
+    episode = meta.episode(1)
+    last = episode.to_index - 1
+
+    def shift_last_row(table: pa.Table) -> pa.Table:
+        mine = pc.equal(table.column("index"), last)
+        column = table.column("timestamp")
+        shifted = pc.if_else(mine, pc.add(column, pa.scalar(0.5 / meta.fps, column.type)), column)
+        return set_column(table, "timestamp", shifted.combine_chunks())
+
+    _edit_data_rows(copy, episode.data_path, shift_last_row)
+    seen = []
+    with pytest.raises(FrameMismatchError, match="no frame within tolerance_s") as err:
+        for item in StreamingLeRobot(copy, episodes=[1], return_uint8=True):
+            seen.append(int(item["index"]))
+    assert last not in seen
+    bad_time = episode.videos[CAM].from_timestamp + (last - episode.from_index) / meta.fps + 0.5 / meta.fps
+    assert f"episode 1, camera {CAM} ({episode.videos[CAM].path})" in str(err.value)
+    assert f"t={bad_time:.6f}s" in str(err.value)
+
+
 def _edit_data_rows(root: Path, data_path: str, change: Callable[[pa.Table], pa.Table]) -> None:
     path = root / data_path
     groups = pq.ParquetFile(path).metadata.num_row_groups

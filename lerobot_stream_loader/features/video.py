@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..decode import DecoderLRU, EpisodeVideoDecoder, match_frames
+from ..decode import DecoderLRU, EpisodeVideoDecoder, match_frames, nearest_frames
 from ..planar import copy_planar, fast_deinterleave, is_interleaved
 from .depth import DepthQuantization
 from .depth_video import DepthVideoDecoder
@@ -43,14 +43,30 @@ class VideoCamera:
         """The camera's frames for rows ``frames`` (0-based within the episode) of ``episode``
         (as decoded, before :meth:`convert`, with ``convert=False``)."""
         video = episode.data.videos[self.key]
-        span = episode.data.episode.videos[self.key]
-        requested = span.from_timestamp + episode.timestamps[frames]
         ep_index = episode.data.episode.index
-        what = f"{self.root}: episode {ep_index}, camera {self.key} ({video.path})"
-        positions = match_frames(video.presented, requested, self.tolerance_s, what)
-        decoder = self.decoders.get((ep_index, self.key), lambda: self.open(video, what))
+        positions = self._positions(episode, frames)
+        decoder = self.decoders.get((ep_index, self.key), lambda: self.open(video, self._what(episode)))
         pixels = decoder.frames(positions)
         return self.convert(pixels) if convert else pixels
+
+    def _positions(self, episode: EpisodeItems, frames: np.ndarray) -> np.ndarray:
+        """Positions in the episode's video of the frames rows ``frames`` play: every row is matched
+        once per episode, a row whose frame is beyond ``tolerance_s`` raises when it is asked for."""
+        matched = episode.matched.get(self.key)
+        video = episode.data.videos[self.key]
+        if matched is None:
+            requested = episode.data.episode.videos[self.key].from_timestamp + episode.timestamps
+            pick, error = nearest_frames(video.presented, requested)
+            matched = episode.matched[self.key] = (pick, error <= self.tolerance_s)
+        pick, within = matched
+        if not within[frames].all():
+            requested = episode.data.episode.videos[self.key].from_timestamp + episode.timestamps[frames]
+            match_frames(video.presented, requested, self.tolerance_s, self._what(episode))  # raises
+        return pick[frames]
+
+    def _what(self, episode: EpisodeItems) -> str:
+        video = episode.data.videos[self.key]
+        return f"{self.root}: episode {episode.data.episode.index}, camera {self.key} ({video.path})"
 
     def open(self, video: EpisodeVideo, what: str) -> Any:
         """A decoder of the episode's mini-MP4 answering ``frames(positions)``."""
