@@ -20,6 +20,14 @@ def versions() -> list[str]:
             out.append(f"{name} {md.version(name)}")
         except md.PackageNotFoundError:
             pass
+    from lerobot_stream_loader.planar import fast_deinterleave
+
+    if fast_deinterleave():
+        import cv2
+
+        out.append(f"OpenCV {cv2.__version__} (deinterleaves frames into batches: the fast extra)")
+    else:
+        out.append("no OpenCV: frames deinterleaved by torch's copy (pip install lerobot-stream-loader[fast])")
     for cmd in (["/usr/sbin/nginx", "-v"], ["ffmpeg", "-version"]):
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)

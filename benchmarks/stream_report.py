@@ -186,7 +186,8 @@ def write_report(rows: list[dict], context: dict, folder: Path) -> tuple[Path, P
            "per worker, built at the same time) to the last batch. wire: nginx body bytes (remote tracks) or the reader's "
            "fetched bytes (local). wire/needed: wire bytes over bytes of the requested spans (reader stats). "
            "requests: HTTP requests served (local: range "
-           "reads). RSS/USS: peak resident / unique memory of the busiest worker (the main process with 0 workers). "
+           "reads). RSS/USS: peak resident (the kernel's high-water mark) / unique memory (read every 3 s and at the end "
+           "of the pass) of the busiest worker (the main process with 0 workers). "
            "wait/decode/collate: seconds per process waiting on fetched episodes, building items "
            "(decode), collating. CPU %: all cores of the loader's processes over the pass; srv CPU %: nginx + proxy."]
     md += context["machine"]["section"]

@@ -14,7 +14,7 @@ Tracks (``python -m benchmarks stream``; all shuffled, ``num_workers`` workers, 
   shuffling sampler) and ``StreamingLeRobotDataset`` (:mod:`benchmarks.lerobot_track`), run with
   the LeRobot reference environment when there is one.
 
-:class:`Monitor` samples RSS and CPU of the loader's processes. A :class:`Probe` in each process
+:class:`Monitor` takes peak memory and CPU time of the loader's processes. A :class:`Probe` in each process
 sums seconds spent waiting for the next item (fetch wait), building items (decode), and collating,
 and dumps them with the reader's counters to ``<dir>/<pid>.json``.
 """
