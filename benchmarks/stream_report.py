@@ -173,7 +173,7 @@ def write_report(rows: list[dict], context: dict, folder: Path) -> tuple[Path, P
         md += ["## Targets", "", "Not judged on a smoke run (see above)."]
     else:
         md += ["## Targets", ""] + targets(rows, context, max(args.workers))
-    md += ["", "![samples/s and time to first batch per track](stream.png)", "", "## Details", "",
+    md += ["", "![samples/s, episodes per batch and time to first batch per track](stream.png)", "", "## Details", "",
            f"Command: `{' '.join(['python -m benchmarks stream', *(context['argv'] or [])])}` "
            f"({context['elapsed']:.0f} s). Network measured at {cal['rtt_ms']:.1f} ms per small range request, "
            f"{cal['mbit']:.0f} Mbit/s on 16 MB. {args.samples} samples per pass, "
@@ -213,7 +213,7 @@ def plot(rows: list[dict], path: Path, title: str, *, small: bool = False) -> Pa
     ok = [r for r in rows if "error" not in r]
     names = list(dict.fromkeys(label(r) for r in ok))
     workers = sorted({r["workers"] for r in ok})
-    fig, axes = plt.subplots(1, 3, figsize=(20, 5.6))
+    fig, axes = plt.subplots(1, 3, figsize=(22, 6))
     width = 0.8 / max(1, len(workers))
     charts = (("rate", "{:.0f}", "samples per second (steady state, median of runs)", "Throughput (higher is better)"),
               ("distinct", "{:.1f}", "distinct episodes per batch, from 5 % into the epoch",
@@ -226,7 +226,7 @@ def plot(rows: list[dict], path: Path, title: str, *, small: bool = False) -> Pa
             bars = ax.bar([i + j * width for i in range(len(names))], values, width, label=f"num_workers={w}")
             ax.bar_label(bars, [fmt.format(v) if v else "" for v in values], fontsize=7, padding=2)
         ax.set_xticks([i + width * (len(workers) - 1) / 2 for i in range(len(names))],
-                      [textwrap.fill(n, 16) for n in names], fontsize=7)
+                      [textwrap.fill(n, 13, break_long_words=False) for n in names], fontsize=7)
         ax.set_xlabel("track")
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 1.25 * max([r[key] for r in ok if r[key] == r[key]] or [1.0]))
