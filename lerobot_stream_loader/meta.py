@@ -7,10 +7,9 @@ from info.json ``data_files`` when present, else from the episodes table.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -19,24 +18,20 @@ import numpy as np
 import pyarrow as pa
 
 from .credentials import Secret, hide_secrets, reveal_secrets, with_url_credentials
-from .episode_table import EpisodeMeta, EpisodeTable, VideoSpan, streaming_columns
+from .episode_table import EpisodeMeta, EpisodeTable, VideoSpan
 from .errors import DatasetFormatError
 from .hub_revision import default_hub_root
 from .local_cache import dataset_cache_dir, offline
-from .meta_cache import MetaCache, entry_version
+from .meta_cache import MetaCache
 from .meta_checks import check_episodes_table, check_info
-from .parquet_bytes import read_parquet_bytes
+from .meta_files import MetaFiles, read_episodes, read_tasks
 from .paths import PathEscapeError, check_relative, is_bare_repo_id, is_local, join, normalize_root
-from .storage import RangeReader, open_root_reader
+from .storage import open_root_reader
 
 __all__ = ["DatasetMeta", "EpisodeMeta", "EpisodeTable", "VideoSpan", "load_meta"]
 
 INFO_PATH = "meta/info.json"
 STATS_PATH = "meta/stats.json"
-TASKS_PATH = "meta/tasks.parquet"
-MAX_JSON_BYTES = 64 << 20
-EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-DEFAULT_CHUNKS_SIZE = 1000
 
 
 class DatasetMeta:
@@ -112,7 +107,7 @@ class DatasetMeta:
         if self._stats is None:
             with open_root_reader(self.root, storage_options=self.storage_options,
                                   **self._reader_settings) as reader:
-                files = _MetaFiles(self.root, reader)
+                files = MetaFiles(self.root, reader)
                 self._stats = files.json(STATS_PATH) if files.exists(STATS_PATH) else {}
         return self._stats
 
@@ -237,7 +232,7 @@ def _load_meta(root_url: str, storage_options: dict[str, Any] | None, settings: 
                                      "holds no copy of this dataset's metadata (open it once online first)")
         return made(*cached)
     with open_root_reader(root_url, storage_options=storage_options, **settings) as file_reader:
-        reader = _MetaFiles(root_url, file_reader)
+        reader = MetaFiles(root_url, file_reader)
         version = reader.version(INFO_PATH) if cache is not None else None
         if cache is None or version is None:
             return _read_meta(reader, made, check_files, all_columns)
@@ -261,14 +256,14 @@ def _load_meta(root_url: str, storage_options: dict[str, Any] | None, settings: 
         return meta
 
 
-def _read_meta(reader: _MetaFiles, made: Callable[..., DatasetMeta], check_files: bool | None,
+def _read_meta(reader: MetaFiles, made: Callable[..., DatasetMeta], check_files: bool | None,
                all_columns: bool) -> DatasetMeta:
     """Read and validate every metadata file of the root (no cache)."""
     root_url = reader.root
     info = reader.json(INFO_PATH)
     check_info(info, f"{root_url}/{INFO_PATH}")
-    episodes_table = _read_episodes(reader, info, all_columns)
-    tasks = _read_tasks(reader)
+    episodes_table = read_episodes(reader, info, all_columns)
+    tasks = read_tasks(reader)
     stats = (reader.json(STATS_PATH) if reader.exists(STATS_PATH) else {}) if all_columns else None
     check_episodes_table(episodes_table, info, root_url)
     meta = made(info, EpisodeTable.from_arrow(episodes_table, info), tasks,
@@ -277,7 +272,7 @@ def _read_meta(reader: _MetaFiles, made: Callable[..., DatasetMeta], check_files
     return meta
 
 
-def _check_files(reader: _MetaFiles, meta: DatasetMeta, check_files: bool | None) -> None:
+def _check_files(reader: MetaFiles, meta: DatasetMeta, check_files: bool | None) -> None:
     """Every referenced path stays below the root; with ``check_files`` (default: local roots) exists."""
     try:
         files = meta.data_files + meta.video_files
@@ -289,118 +284,3 @@ def _check_files(reader: _MetaFiles, meta: DatasetMeta, check_files: bool | None
             raise DatasetFormatError(
                 f"{meta.root}: {len(missing)} file(s) referenced by the metadata are missing, "
                 f"first: {missing[0]}")
-
-
-class _MetaFiles:
-    """Whole-file reads of metadata files with errors that name the file."""
-
-    def __init__(self, root: str, reader: RangeReader) -> None:
-        self.root, self.reader = root, reader
-        self.read_paths: list[str] = []
-
-    def file_version(self, relative: str) -> tuple[str, int, str | None]:
-        """(path, size, ETag) of a file now (size -1 when it is missing)."""
-        try:
-            return relative, self.reader.size(relative), self.reader.etag(relative)
-        except FileNotFoundError:
-            return relative, -1, None
-
-    def exists(self, relative: str, track: bool = True) -> bool:
-        if track and relative not in self.read_paths:
-            self.read_paths.append(relative)  # a file that appears later makes a cached copy stale
-        try:
-            self.reader.size(relative)
-            return True
-        except FileNotFoundError:
-            return False
-
-    def version(self, relative: str) -> str | None:
-        """Cache version of a file from its size and ETag (None when missing or without an ETag)."""
-        try:
-            return entry_version(self.reader.size(relative), self.reader.etag(relative))
-        except FileNotFoundError:
-            return None
-
-    def bytes(self, relative: str) -> bytes:
-        if relative not in self.read_paths:
-            self.read_paths.append(relative)
-        try:
-            size = self.reader.size(relative)
-            return self.reader.read(relative, 0, size) if size else b""
-        except FileNotFoundError as exc:
-            raise DatasetFormatError(f"{self.root}/{relative}: file not found") from exc
-
-    def json(self, relative: str) -> dict[str, Any]:
-        if self.exists(relative) and self.reader.size(relative) > MAX_JSON_BYTES:
-            raise DatasetFormatError(f"{self.root}/{relative}: {self.reader.size(relative)} bytes, more than "
-                                     f"the {MAX_JSON_BYTES >> 20} MiB a metadata JSON file may have")
-        raw = self.bytes(relative)
-        try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatasetFormatError(f"{self.root}/{relative}: not valid JSON ({exc})") from exc
-        except RecursionError:
-            raise DatasetFormatError(f"{self.root}/{relative}: JSON nested too deeply") from None
-        if not isinstance(value, dict):
-            raise DatasetFormatError(f"{self.root}/{relative}: expected a JSON object, got "
-                                     f"{type(value).__name__}")
-        return value
-
-    def parquet(self, relative: str, columns: list[str] | None = None) -> pa.Table:
-        raw = self.bytes(relative)
-        try:
-            return read_parquet_bytes(raw, columns)
-        except (pa.ArrowInvalid, OSError, ValueError) as exc:  # ValueError: footer check, bad UTF-8 names
-            raise DatasetFormatError(f"{self.root}/{relative}: not a readable parquet file ({exc})") from exc
-
-
-def _read_episodes(reader: _MetaFiles, info: dict[str, Any], all_columns: bool) -> pa.Table:
-    """All meta/episodes files, found by probing their names in order (no listing); only the
-    columns streaming needs unless ``all_columns``."""
-    chunks_size = int(info.get("chunks_size") or DEFAULT_CHUNKS_SIZE)
-    keys = [k for k, f in info["features"].items() if isinstance(f, dict) and f.get("dtype") == "video"]
-    columns = None if all_columns else [*streaming_columns(keys), "tasks"]
-    tables: list[pa.Table] = []
-    chunk, file = 0, 0
-    while True:
-        path = EPISODES_PATH.format(chunk_index=chunk, file_index=file)
-        if not reader.exists(path):
-            break
-        tables.append(reader.parquet(path, columns))
-        file += 1
-        if file >= chunks_size:
-            chunk, file = chunk + 1, 0
-    if not tables:
-        raise DatasetFormatError(
-            f"{reader.root}/{EPISODES_PATH.format(chunk_index=0, file_index=0)}: file not found "
-            "(the episodes table is required)")
-    table = _concat(tables, reader.root)
-    order = np.argsort(np.asarray(table.column("episode_index").to_numpy()
-                                  if "episode_index" in table.column_names else []), kind="stable")
-    return table.take(pa.array(order)) if len(order) else table
-
-
-def _concat(tables: Sequence[pa.Table], root: str) -> pa.Table:
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except pa.ArrowInvalid as exc:
-        raise DatasetFormatError(f"{root}/meta/episodes: files disagree on their columns ({exc})") from exc
-
-
-def _read_tasks(reader: _MetaFiles) -> dict[int, str]:
-    """task_index -> task string. The task string is the table's (pandas index) string column."""
-    table = reader.parquet(TASKS_PATH)
-    where = f"{reader.root}/{TASKS_PATH}"
-    if "task_index" not in table.column_names:
-        raise DatasetFormatError(f"{where}: missing column 'task_index'")
-    text_columns = [name for name in table.column_names
-                    if name != "task_index" and str(table.schema.field(name).type) in ("string", "large_string")]
-    preferred = [n for n in text_columns if n in ("task", "__index_level_0__")] or text_columns
-    if not preferred:
-        raise DatasetFormatError(f"{where}: no task string column (expected the task text as index)")
-    indices = table.column("task_index").to_pylist()
-    texts = table.column(preferred[0]).to_pylist()
-    if any(not isinstance(i, int) for i in indices):
-        raise DatasetFormatError(f"{where}: 'task_index' must be integers")
-    return dict(zip(indices, texts, strict=True))
-

@@ -12,8 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader import meta as meta_module
+from lerobot_stream_loader import StreamingLeRobot, meta_files
 from lerobot_stream_loader.errors import DatasetFormatError
 from lerobot_stream_loader.meta import load_meta
 from lerobot_stream_loader.parquet_footer_check import check_footer
@@ -76,7 +75,7 @@ def test_json_nested_too_deeply(copy: Path) -> None:
 
 
 def test_json_larger_than_the_limit(copy: Path, monkeypatch) -> None:
-    monkeypatch.setattr(meta_module, "MAX_JSON_BYTES", 1000)
+    monkeypatch.setattr(meta_files, "MAX_JSON_BYTES", 1000)
     edit_info(copy, lambda info: info.__setitem__("padding", "x" * 2000))
     with pytest.raises(DatasetFormatError, match=r"meta/info.json: \d+ bytes, more than the 0 MiB"):
         load_meta(copy)
