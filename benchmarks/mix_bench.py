@@ -3,7 +3,8 @@
 ``python -m benchmarks mix [--small]`` writes three sample datasets that differ in fps, episode
 lengths and content but not in per-frame decoding cost (AV1, 2 cameras, same size), serves them
 with nginx on 127.0.0.1 behind the shaping proxy (``--rtt-ms``/``--mbit``) and, with DataLoader
-workers, measures samples/s (from the batch that completes the first round of workers) of:
+workers collating with ``dataset.collate_fn`` (as ``StreamingDataLoader`` does), measures samples/s
+(from the batch that completes the first round of workers) of:
 
 - ``single-<x>``: ``StreamingLeRobot(x)`` alone, for each of the three sources;
 - ``mix-3``: the three mixed with weights 0.5/0.3/0.2, the same total pool size and budget;
@@ -103,7 +104,7 @@ def run_once(make: Callable[[], Any], args: argparse.Namespace, samples: int) ->
     start = time.perf_counter()
     dataset = make()
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers,
-                        multiprocessing_context="fork")
+                        collate_fn=dataset.collate_fn, multiprocessing_context="fork")
     arrivals, count = [], 0
     for batch in loader:
         count += len(batch["index"])
