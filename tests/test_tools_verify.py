@@ -121,6 +121,11 @@ def test_fingerprints_pass_a_file_against_itself_and_catch_a_swap_and_a_repeat(m
     repeated[lengths[0] + 3] = prints[lengths[0] + 2]  # a frame showing its predecessor
     wrong = find_wrong_frames(repeated, prints, lengths)
     assert [(w.episode, w.frame, w.closest) for w in wrong] == [(1, 3, 2)]
+    assert "closer to source frame 2" in wrong[0].describe()
+    mangled = noisy.copy()
+    mangled[lengths[0] + 1] += 40.0  # far from every source frame, its own included
+    wrong = find_wrong_frames(mangled, prints, lengths)
+    assert [(w.episode, w.frame) for w in wrong] == [(1, 1)] and "a mangled frame" in wrong[0].describe()
 
 
 def test_the_stream_copy_check_catches_a_changed_byte(make_sample, tmp_path):

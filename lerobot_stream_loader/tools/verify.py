@@ -59,8 +59,12 @@ class WrongFrame:
     closest_error: float
 
     def describe(self) -> str:
-        return (f"episode #{self.episode} of the file, frame {self.frame}: distance {self.own_error:.1f} to "
-                f"its source frame, {self.closest_error:.1f} to source frame {self.closest} of the episode")
+        where = f"episode #{self.episode} of the file, frame {self.frame}"
+        if self.closest != self.frame:
+            return (f"{where}: closer to source frame {self.closest} ({self.closest_error:.1f} grey levels) than "
+                    f"to its own ({self.own_error:.1f})")
+        return (f"{where}: {self.own_error:.1f} grey levels from its source frame, far beyond the file's "
+                "usual encode error (a mangled frame)")
 
 
 def decode_fingerprints(data: bytes) -> np.ndarray:
