@@ -51,7 +51,8 @@ def is_interleaved(frames: torch.Tensor) -> bool:
 def copy_planar(frames: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``out.copy_(frames)`` for uint8 ``frames`` and a C-contiguous uint8 ``out`` of their shape,
     deinterleaved by OpenCV when ``frames`` are interleaved views and OpenCV is there."""
-    if _cv2 is None or not is_interleaved(frames) or not out.is_contiguous() or out.dtype != torch.uint8:
+    if (_cv2 is None or not is_interleaved(frames) or out.dtype != torch.uint8 or out.shape != frames.shape
+            or not out.is_contiguous()):
         return out.copy_(frames)
     channels, height, width = frames.shape[-3:]
     sources = frames.reshape(-1, channels, height, width)  # a view: leading dims of an interleaved view merge
@@ -69,4 +70,4 @@ def _split(pixels: np.ndarray, planes: list[np.ndarray]) -> bool:
         written = _cv2.split(pixels, planes)
     except _cv2.error:
         return False
-    return all(w.ctypes.data == p.ctypes.data for w, p in zip(written, planes, strict=True))
+    return all(w is p or w.ctypes.data == p.ctypes.data for w, p in zip(written, planes, strict=True))

@@ -61,6 +61,8 @@ def test_non_interleaved_sources_and_strided_targets_still_copy_exactly(path):
     frames = interleaved(2, height=6, width=8)
     strided = torch.zeros(2, 3, 6, 16, dtype=torch.uint8)[..., ::2]
     assert torch.equal(planar.copy_planar(frames, strided), frames)
+    broadcast = torch.zeros(2, 2, 3, 6, 8, dtype=torch.uint8)
+    assert torch.equal(planar.copy_planar(frames, broadcast), frames.expand(2, 2, 3, 6, 8))
     planar_frames = frames.contiguous()
     out = torch.zeros_like(planar_frames)
     assert torch.equal(planar.copy_planar(planar_frames, out), planar_frames)
