@@ -71,7 +71,6 @@ class BatchBuffers:
         return sum(s.nbytes() for s in self._storages)
 
 
-
 def finalizers_follow_storage() -> bool:
     """Whether a finalizer on a storage object waits for the last tensor using its memory (torch
     keeps a storage's Python object alive while C++ holds it); recycling relies on that."""

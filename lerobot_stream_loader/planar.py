@@ -63,6 +63,14 @@ def copy_planar(frames: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def as_planar(frames: torch.Tensor) -> torch.Tensor:
+    """``frames`` as they are, or a planar copy of them where OpenCV deinterleaves interleaved ones
+    (operations on contiguous planes run on vectorized paths)."""
+    if _cv2 is None or not is_interleaved(frames):
+        return frames
+    return copy_planar(frames, torch.empty(frames.shape, dtype=torch.uint8))
+
+
 def _split(pixels: np.ndarray, planes: list[np.ndarray]) -> bool:
     """Whether OpenCV split ``pixels`` ``(H, W, C)`` into the given ``(H, W)`` planes, in place (it
     refuses, or writes elsewhere, when a plane does not fit: the caller then copies)."""
