@@ -8,6 +8,7 @@ demo: bootstrap-demo
 
 test: bootstrap-test
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest -q
 
 bootstrap-demo:

@@ -21,7 +21,7 @@ SIDECAR = "meta/mp4_index.bin"
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Options of :func:`lerobot_stream_loader.sample.write_sample_dataset` for one benchmark dataset."""
+    """Options of :func:`lerobot_stream_loader.synthetic.write_sample_dataset` for one benchmark dataset."""
 
     name: str
     episodes: int
@@ -64,7 +64,7 @@ def spec_for(small: bool, variant: str = "av1") -> DatasetSpec:
 
 def ensure_dataset(spec: DatasetSpec, *, root: Path = DATA_DIR, log=print) -> Path:
     """The dataset folder of ``spec``, written first when missing (with its index sidecar)."""
-    from lerobot_stream_loader.sample import write_sample_dataset
+    from lerobot_stream_loader.synthetic import write_sample_dataset
 
     path = root / spec.name
     if not (path / "meta" / "info.json").is_file():
@@ -82,9 +82,9 @@ def ensure_dataset(spec: DatasetSpec, *, root: Path = DATA_DIR, log=print) -> Pa
 
 def build_sidecar(path: Path) -> Path:
     """Write ``meta/mp4_index.bin`` of the local dataset at ``path``."""
-    from lerobot_stream_loader.index_sidecar import build_entries, save_sidecar
-    from lerobot_stream_loader.meta import load_meta
+    from lerobot_stream_loader.meta.dataset_meta import load_meta
     from lerobot_stream_loader.storage import open_reader
+    from lerobot_stream_loader.tools.index_sidecar import build_entries, save_sidecar
 
     meta = load_meta(str(path))
     reader = open_reader(str(path), backend="fsspec")

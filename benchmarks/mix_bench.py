@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     epoch = 2 * args.samples  # samples_per_epoch of the mixtures: more than a pass reads
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from lerobot_stream_loader import MixedStreamingLeRobot, StreamingLeRobot
-    from lerobot_stream_loader.decode_mix import run_length
+    from lerobot_stream_loader.plan.decode_order import run_length
     from tests.support.servers import NginxServer
 
     paths = {name: ensure_dataset(spec) for name, spec in specs(args.small).items()}

@@ -20,7 +20,7 @@ def versions() -> list[str]:
             out.append(f"{name} {md.version(name)}")
         except md.PackageNotFoundError:
             pass
-    from lerobot_stream_loader.planar import fast_deinterleave
+    from lerobot_stream_loader.items.planar import fast_deinterleave
 
     if fast_deinterleave():
         import cv2

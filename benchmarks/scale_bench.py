@@ -116,8 +116,8 @@ def run_child(url: str, context: str, cache_dir: Path, access_log: Path | None,
 # ------------------------------------------------------------------------------------------ the parent
 def padding_at_512x8(root: Path) -> dict[str, float]:
     from lerobot_stream_loader.dataset import plan_input
-    from lerobot_stream_loader.meta import load_meta
-    from lerobot_stream_loader.plan import assign_shards
+    from lerobot_stream_loader.meta.dataset_meta import load_meta
+    from lerobot_stream_loader.plan.shard import assign_shards
 
     meta = load_meta(root, check_files=False)
     episodes = plan_input(meta, meta.episode_table.index)
@@ -135,7 +135,7 @@ def metadata_only(episodes: int, url: str, cache: Path) -> dict[str, Any]:
     code = f"""
 import json, pickle, time, psutil
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.plan import plan_shard
+from lerobot_stream_loader.plan.shard import plan_shard
 me = psutil.Process(); out = {{}}
 for phase in ("cold", "warm"):
     rss, t = me.memory_info().rss, time.perf_counter()

@@ -154,8 +154,9 @@ def _write_data(root: Path, lengths: np.ndarray, starts: np.ndarray, file_of: np
 
 
 def _write_sidecar(root: Path, template: Path, files: int) -> None:
-    from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, SidecarEntry, encode_sidecar, tail_checksum
+    from lerobot_stream_loader.fetch.sidecar import SIDECAR_PATH, SidecarEntry, tail_checksum
     from lerobot_stream_loader.mp4 import index_mp4
+    from lerobot_stream_loader.tools.index_sidecar import encode_sidecar
 
     data = template.read_bytes()
     entry = SidecarEntry(index_mp4(data, name="template"), len(data), tail_checksum(data[-4096:]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lerobot_stream_loader.decode_mix import mixed_order, run_length
+from lerobot_stream_loader.plan.decode_order import mixed_order, run_length
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BATCH = 32

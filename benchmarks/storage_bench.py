@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lerobot_stream_loader.file_indexes import FileIndexes
-from lerobot_stream_loader.index_sidecar import SidecarLookup
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.fetch.file_indexes import FileIndexes
+from lerobot_stream_loader.fetch.sidecar import SidecarLookup
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 from lerobot_stream_loader.storage import RangeReader, ReadRequest, open_reader
 
 from .datasets import DATA_DIR, ensure_dataset, spec_for

@@ -249,7 +249,7 @@ _META: dict[Path, Any] = {}
 
 
 def ready_meta(local: Path) -> Any:
-    from lerobot_stream_loader.meta import load_meta
+    from lerobot_stream_loader.meta.dataset_meta import load_meta
 
     if local not in _META:
         _META[local] = load_meta(str(local))

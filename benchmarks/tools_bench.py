@@ -23,10 +23,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from lerobot_stream_loader.encoder_open import open_encoder
-from lerobot_stream_loader.meta import load_meta
-from lerobot_stream_loader.sample import write_sample_dataset
+from lerobot_stream_loader.meta.dataset_meta import load_meta
+from lerobot_stream_loader.synthetic import write_sample_dataset
 from lerobot_stream_loader.tools import CodecSettings, realign_parquets_to_videos, shuffle_episodes
+from lerobot_stream_loader.util.encoder_open import open_encoder
 
 from .report import machine_section, publish
 

@@ -34,8 +34,8 @@ import psutil
 from torch.utils.data import default_collate
 
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.episode_cache import EpisodeCache
-from lerobot_stream_loader.items import ItemBuilder
+from lerobot_stream_loader.fetch.episode_cache import EpisodeCache
+from lerobot_stream_loader.items.builder import ItemBuilder
 
 TRACKS = ("limit", "ours-local", "ours-local-f32", "ours-local-224", "ours-http", "ours-http-f32", "ours-http-disk",
           "lerobot", "lerobot-streaming")

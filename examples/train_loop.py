@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lerobot_stream_loader import StreamingDataLoader, StreamingLeRobot
-from lerobot_stream_loader.device_frames import frames_to_device
+from lerobot_stream_loader.batch.device_frames import frames_to_device
 
 
 class TinyPolicy(nn.Module):
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.make_sample:
         root = args.make_sample
         if not (Path(root) / "meta/info.json").exists():
-            from lerobot_stream_loader.sample import write_sample_dataset
-            from lerobot_stream_loader.sample.layout import SampleOptions, plan_episodes
+            from lerobot_stream_loader.synthetic import write_sample_dataset
+            from lerobot_stream_loader.synthetic.layout import SampleOptions, plan_episodes
 
             options = SampleOptions(episodes=20, cameras=2, size=(96, 72), frames_per_episode=(60, 120),
                                     episodes_per_video_file=6, episodes_per_data_file=8)

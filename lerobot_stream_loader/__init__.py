@@ -1,9 +1,12 @@
 """Stream LeRobot v3.0 datasets from the Hub, S3, HTTP or local disk into PyTorch training.
 
 ``from lerobot_stream_loader import StreamingLeRobot`` is the entry point (``MixedStreamingLeRobot``
-mixes several; ``StreamingDataLoader`` resumes checkpoints on another worker count); the offline tools live in
-:mod:`lerobot_stream_loader.tools`, the MP4 core in :mod:`lerobot_stream_loader.mp4` and range
-readers in :mod:`lerobot_stream_loader.storage`.
+mixes several; ``StreamingDataLoader`` resumes checkpoints on another worker count;
+``frames_to_device`` finishes uint8 batches on the GPU; ``elastic_state`` turns a loader checkpoint
+into a resume on another world size). The pipeline's stages are folders (docs/architecture.md):
+:mod:`.meta` -> :mod:`.plan` -> :mod:`.fetch` -> :mod:`.items` -> :mod:`.batch`, over
+:mod:`.storage`, :mod:`.parquet`, :mod:`.mp4` and :mod:`.util`; the offline tools live in
+:mod:`lerobot_stream_loader.tools`.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 from .errors import DatasetFormatError, FetchError, FrameMismatchError, RangeNotSupported, StreamLoaderError
 
 if TYPE_CHECKING:
+    from .batch.device_frames import frames_to_device
     from .dataset import StreamingLeRobot
     from .loader import StreamingDataLoader
     from .mix import MixedStreamingLeRobot
+    from .plan.elastic import elastic_state
 
 __version__ = "0.1.0"
 
@@ -29,6 +34,8 @@ __all__ = [
     "StreamingDataLoader",
     "StreamingLeRobot",
     "__version__",
+    "elastic_state",
+    "frames_to_device",
 ]
 
 
@@ -46,4 +53,12 @@ def __getattr__(name: str) -> Any:
         from .mix import MixedStreamingLeRobot
 
         return MixedStreamingLeRobot
+    if name == "frames_to_device":
+        from .batch.device_frames import frames_to_device
+
+        return frames_to_device
+    if name == "elastic_state":
+        from .plan.elastic import elastic_state
+
+        return elastic_state
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,41 +7,35 @@ Metadata is read once in the constructor; each worker opens its own reader, cach
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
 
-from .collate import StreamingCollate
-from .credentials import hide_secrets, with_url_credentials
-from .decode import DecoderLRU
-from .elastic import ElasticState, remaining_plan
-from .episode_cache import DEFAULT_BUDGET_BYTES
-from .episode_files import check_episode_files
-from .features.depth import (
-    DEFAULT_DEPTH_UNIT,
-    check_depth_features,
-    check_unit,
-    is_depth_feature,
-)
-from .items import ItemBuilder
-from .meta import DatasetMeta, load_meta
-from .meta_view import LeRobotMeta
-from .paths import is_local
-from .plan import PlanEpisodes, group_episodes, plan_shard, samples_per_rank
-from .plan_state import PlanState, fingerprint
-from .process_local import ProcessLocal
-from .ranks import resolve_rank, resolve_worker
-from .rename import KeyRenamer, stored_names
-from .sizing import MAX_AUTO_DECODERS, auto_pool_size, auto_shuffle_buffer
-from .storage import open_root_reader
-from .stream import WorkerResources, WorkerStream
-from .windows import DEFAULT_TOLERANCE_S, DeltaWindows
+from .base import ReaderPlace, StreamingBase, check_resources
+from .fetch.episode_cache import DEFAULT_BUDGET_BYTES
+from .fetch.frame_match import DEFAULT_TOLERANCE_S
+from .items.builder import ItemBuilder
+from .items.decode import DecoderLRU
+from .items.rename import KeyRenamer, stored_names
+from .items.windows import DeltaWindows
+from .meta.dataset_meta import DatasetMeta, open_dataset
+from .meta.depth import DEFAULT_DEPTH_UNIT, check_depth_features, check_unit, is_depth_feature
+from .meta.episode_files import check_episode_files
+from .meta.lerobot_view import LeRobotMeta
+from .plan.elastic import ElasticState, remaining_plan
+from .plan.ranks import resolve_worker
+from .plan.shard import PlanEpisodes, ShardPlan, group_episodes, plan_shard, samples_per_rank
+from .plan.sizing import MAX_AUTO_DECODERS, auto_pool_size, auto_shuffle_buffer
+from .plan.state import fingerprint
+from .storage.paths import is_local
+from .stream import ResourceSettings, WorkerResources, WorkerStream
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def check_image_size(image_size: Sequence[int] | None, meta: DatasetMeta) -> tuple[int, int] | None:
@@ -60,7 +54,7 @@ def check_image_size(image_size: Sequence[int] | None, meta: DatasetMeta) -> tup
     return size[0], size[1]
 
 
-def plan_input(meta: DatasetMeta, episodes: np.ndarray) -> PlanEpisodes:
+def plan_input(meta: DatasetMeta | LeRobotMeta, episodes: np.ndarray) -> PlanEpisodes:
     """The planner's arrays for the selected episodes: lengths and the files each one reads."""
     table = meta.episode_table
     pos = table.positions(episodes)
@@ -68,7 +62,7 @@ def plan_input(meta: DatasetMeta, episodes: np.ndarray) -> PlanEpisodes:
     return group_episodes(table.index[pos], table.length[pos], files[:, :2], files)
 
 
-class StreamingLeRobot(ProcessLocal, IterableDataset):
+class StreamingLeRobot(StreamingBase[ShardPlan]):
     """Stream a LeRobot v3.0 dataset frame-exactly into training.
 
     Args:
@@ -153,10 +147,39 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
         disk_cache_bytes: int = 0,
     ) -> None:
         super().__init__()
-        source, reader_options = with_url_credentials(os.fspath(source), reader_options)
-        self.meta = LeRobotMeta(load_meta(source, revision=revision, storage_options=storage_options,
-                                          backend=backend, reader_options=reader_options, cache_dir=cache_dir,
-                                          check_files=False))
+        with open_dataset(source, revision=revision, backend=backend, storage_options=storage_options,
+                          reader_options=reader_options, cache_dir=cache_dir, check_files=False) as (meta, reader):
+            # one reader for the whole construction: metadata, then the MP4 sizes that size the pool
+            self.meta = LeRobotMeta(meta)
+            self._setup(episodes, delta_timestamps, rename, image_transforms, image_size, return_uint8,
+                        depth_output_unit, tolerance_s, shuffle, seed, drop_last, num_workers)
+            check_resources(pool_size=pool_size, shuffle_buffer=shuffle_buffer, cache_bytes=cache_bytes,
+                            prefetch_episodes=prefetch_episodes, fetch_threads=fetch_threads, decoders=decoders)
+            if disk_cache_bytes < 0:
+                raise ValueError(f"disk_cache_bytes must be >= 0 (0: no disk cache), got {disk_cache_bytes}")
+            if pool_size is None and not shuffle:
+                pool_size = 1  # without shuffle one episode at a time is read, in order
+            elif pool_size is None:
+                pool_size = auto_pool_size(self.meta.source, cache_bytes, reader.size, episodes=self.episodes)
+        self.pool_size = pool_size
+        self.shuffle_buffer = shuffle_buffer or auto_shuffle_buffer(self.meta.source, self.image_size)
+        if decoders is None:
+            resident = pool_size if shuffle else 1
+            decoders = min(MAX_AUTO_DECODERS, max(1, resident * len(self.meta.video_keys)))
+        self.decoders = decoders
+        self.settings: ResourceSettings = dict(cache_bytes=cache_bytes, prefetch_episodes=prefetch_episodes,
+                                               fetch_threads=fetch_threads, cache_dir=cache_dir,
+                                               disk_cache_bytes=disk_cache_bytes)
+        self._plan_episodes = plan_input(self.meta, self.episodes)
+        self._fingerprints: dict[tuple[int, int], str] = {}
+        self._start(rank, world_size)
+        self._collate_converts: set[str] = set()  # stored keys whose frames a StreamingCollate converts
+
+    def _setup(self, episodes: Sequence[int] | None, delta_timestamps: Mapping[str, Sequence[float]] | None,
+               rename: Mapping[str, str] | None, image_transforms: Callable[[torch.Tensor], torch.Tensor] | None,
+               image_size: tuple[int, int] | None, return_uint8: bool, depth_output_unit: str,
+               tolerance_s: float, shuffle: bool, seed: int, drop_last: bool, num_workers: int | None) -> None:
+        """Check and keep the item options against the metadata."""
         self.episodes = self._select(episodes)
         self.rename = KeyRenamer(rename, self.meta.features, where=self.meta.root)
         delta_timestamps = stored_names(self.rename, delta_timestamps)
@@ -165,17 +188,8 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
                                 lambda path: os.path.isfile(os.path.join(self.meta.root, path)))
         self.windows = (DeltaWindows(delta_timestamps, fps=self.meta.fps, features=self.meta.features,
                                      tolerance_s=tolerance_s) if delta_timestamps else None)
-        if (rank is None) != (world_size is None):
-            raise ValueError(f"give both rank and world_size or neither (rank={rank}, world_size={world_size})")
-        if disk_cache_bytes < 0:
-            raise ValueError(f"disk_cache_bytes must be >= 0 (0: no disk cache), got {disk_cache_bytes}")
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if (pool_size is not None and pool_size < 1) or (shuffle_buffer is not None and shuffle_buffer < 1) \
-                or cache_bytes < 1 or prefetch_episodes < 1 or fetch_threads < 1 \
-                or (decoders is not None and decoders < 1):
-            raise ValueError("pool_size, shuffle_buffer, cache_bytes, prefetch_episodes, fetch_threads, decoders "
-                             "must be >= 1")
         self.depth_output_unit = check_unit(depth_output_unit)
         check_depth_features(self.meta.root, self.meta.features)
         self.meta.rescale_depth_stats(self.depth_output_unit)
@@ -186,31 +200,7 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
-        self._rank, self._world_size = rank, world_size
         self.num_workers = num_workers
-        if pool_size is None and not shuffle:
-            pool_size = 1  # without shuffle one episode at a time is read, in order
-        elif pool_size is None:
-            with open_root_reader(self.meta.root, backend=backend, storage_options=storage_options,
-                                  reader_options=reader_options) as reader:
-                pool_size = auto_pool_size(self.meta.source, cache_bytes, reader.size, episodes=self.episodes)
-        self.pool_size = pool_size
-        self.shuffle_buffer = shuffle_buffer or auto_shuffle_buffer(self.meta.source, self.image_size)
-        if decoders is None:
-            resident = pool_size if shuffle else 1
-            decoders = min(MAX_AUTO_DECODERS, max(1, resident * len(self.meta.video_keys)))
-        self.decoders = decoders
-        self.settings = dict(backend=backend, storage_options=hide_secrets(storage_options),
-                             reader_options=hide_secrets(reader_options or {}),
-                             cache_bytes=cache_bytes, prefetch_episodes=prefetch_episodes,
-                             fetch_threads=fetch_threads, cache_dir=cache_dir, disk_cache_bytes=disk_cache_bytes)
-        self._plan_episodes = plan_input(self.meta, self.episodes)
-        self._epoch = multiprocessing.Value("q", 0, lock=False)
-        self._consumed = 0
-        self._fingerprints: dict[tuple[int, int], str] = {}
-        self._loaded: PlanState | ElasticState | None = None
-        self._resources: WorkerResources | None = None
-        self._collate_converts: set[str] = set()  # stored keys whose frames a StreamingCollate converts
 
     def __getstate__(self) -> dict[str, Any]:
         """What a worker receives: arrays it can derive from the metadata are left out, so a spawned
@@ -263,29 +253,18 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
         """Frames of the selected episodes (LeRobot's ``num_frames``; ``len()`` is the per-rank count)."""
         return int(self._plan_episodes.length.sum())
 
-    @property
-    def collate_fn(self) -> StreamingCollate:
-        """``default_collate``'s batches with fewer copies (see :mod:`~lerobot_stream_loader.collate`):
-        ``DataLoader(dataset, batch_size=..., collate_fn=dataset.collate_fn)``."""
-        return StreamingCollate(self.rename.name(key) for key in self._builder().float_frame_keys())
+    def float_frame_keys(self) -> set[str]:
+        return {self.rename.name(key) for key in self._builder().float_frame_keys()}
 
-    def _defer_float_frames(self, keys: frozenset[str]) -> None:
-        """In a worker whose collate converts these (new-name) RGB video keys: leave them uint8."""
+    def defer_float_frames(self, keys: Iterable[str]) -> None:
         stored = {self.rename.stored(k) for k in keys}
         self._collate_converts.update(set(self._builder().float_frame_keys()) & stored)
 
-    # -- epochs, length and state ------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        """Use the plan of ``epoch`` from the next iteration on (also in persistent workers)."""
-        self._epoch.value = int(epoch)
+    # -- epochs, length and plans (the rest: StreamingBase) -------------------------------------------
+    _plan_name = "plan (seed, shuffle, drop_last, pool_size or episode list differ)"
 
-    def _rank_world(self) -> tuple[int, int]:
-        return resolve_rank(self._rank, self._world_size)
-
-    def __len__(self) -> int:
-        """Samples this rank yields per epoch, all DataLoader workers together: ``ceil(frames / world_size)``
-        (``floor`` with ``drop_last``). The same on every rank, in every epoch, for any worker count."""
-        _, world = self._rank_world()
+    def _samples_per_rank(self, world: int) -> int:
+        """``ceil(frames / world_size)`` (``floor`` with ``drop_last``)."""
         return samples_per_rank(self._plan_episodes, world_size=world, drop_last=self.drop_last)
 
     def _fingerprint(self, world: int, workers: int) -> str:
@@ -297,61 +276,26 @@ class StreamingLeRobot(ProcessLocal, IterableDataset):
                 shuffle_buffer=self.shuffle_buffer)
         return self._fingerprints[key]
 
-    def state_dict(self) -> dict[str, Any]:
-        """Where this reader is in its plan: a few integers (for StatefulDataLoader)."""
-        rank, world = self._rank_world()
-        worker, workers = resolve_worker()
-        return PlanState(epoch=self.epoch, consumed=self._consumed, rank=rank, world_size=world,
-                         worker_id=worker, num_workers=workers,
-                         fingerprint=self._fingerprint(world, workers)).to_dict()
+    def _plan_options(self) -> dict[str, Any]:
+        return dict(seed=self.seed, shuffle=self.shuffle, drop_last=self.drop_last, pool_size=self.pool_size,
+                    shuffle_buffer=self.shuffle_buffer)
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from :meth:`state_dict`: the next iteration skips the samples already consumed.
+    def _fresh_plan(self, *, epoch: int, **place: Unpack[ReaderPlace]) -> ShardPlan:
+        return plan_shard(self._plan_episodes, epoch=epoch, **self._plan_options(), **place)
 
-        A reader's state saved with another world size or worker count raises ``ValueError`` when
-        iterating; to resume on another world size or worker count load
-        :func:`~lerobot_stream_loader.elastic.elastic_state` of one rank's ``StatefulDataLoader`` state
-        instead (before the DataLoader starts its workers): the rest of the interrupted epoch is then
-        spread over the new readers (see :mod:`lerobot_stream_loader.elastic` for the bound).
-        """
-        loaded = ElasticState.from_dict(state) if isinstance(state.get("consumed"), list | tuple) \
-            else PlanState.from_dict(dict(state))
-        self._loaded = loaded
-        self.set_epoch(loaded.epoch)
+    def _elastic_plan(self, loaded: ElasticState, **place: Unpack[ReaderPlace]) -> ShardPlan:
+        return remaining_plan(self._plan_episodes, loaded, **self._plan_options(), **place)
 
     # -- iteration -----------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        rank, world = self._rank_world()
         worker, workers = resolve_worker()
         if self.num_workers is not None and max(self.num_workers, 1) != workers and worker == 0:
             warnings.warn(f"StreamingLeRobot(num_workers={self.num_workers}) but the DataLoader runs {workers} "
                           "worker(s); the argument is not needed (len() does not depend on it)", stacklevel=2)
-        options = dict(seed=self.seed, shuffle=self.shuffle, drop_last=self.drop_last, pool_size=self.pool_size,
-                       shuffle_buffer=self.shuffle_buffer, rank=rank, world_size=world, worker_id=worker,
-                       num_workers=workers)
-        loaded, self._loaded = self._loaded, None
-        skip = 0
-        if isinstance(loaded, ElasticState) and loaded.epoch == self.epoch:  # later epochs: the new plan
-            if loaded.fingerprint != self._fingerprint(loaded.world_size, loaded.num_workers):
-                raise ValueError("the elastic state was saved for a different plan (seed, shuffle, drop_last, "
-                                 "pool_size or episode list differ)")
-            plan = remaining_plan(self._plan_episodes, loaded, **options)
-        else:
-            plan = plan_shard(self._plan_episodes, epoch=self.epoch, **options)
-            if loaded is not None:
-                loaded.check(rank=rank, worker_id=worker, world_size=world, num_workers=workers,
-                             fingerprint=self._fingerprint(world, workers))
-                skip = loaded.consumed
-        self._consumed = skip
-        resources = self._worker_resources()
-        stream = WorkerStream(resources, plan.skip(skip), self._builder(),
+        plan, _ = self._reader_plan()
+        stream = WorkerStream(self._worker_resources(), plan, self._builder(),
                               prefetch=self.settings["prefetch_episodes"])
-        try:
-            for item in stream:
-                self._consumed += 1
-                yield self.rename.item(item)
-        finally:
-            stream.close()
+        yield from self._counted(stream, stream.close, self.rename.item)
 
     def _worker_resources(self) -> WorkerResources:
         """Reader and file indexes of this process, kept across epochs (never shared across processes)."""

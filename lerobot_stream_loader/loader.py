@@ -4,7 +4,7 @@ torchdata's ``StatefulDataLoader.load_state_dict`` takes a checkpoint only on th
 was saved with (another count ends in a bare ``AssertionError`` when iteration starts).
 :class:`StreamingDataLoader` is the same loader; a checkpoint of a :class:`StreamingLeRobot` (or a
 mixture of them) saved on another worker count or world size becomes the dataset's elastic resume
-(:func:`~lerobot_stream_loader.elastic.elastic_state`): the unread rest of the interrupted epoch is
+(:func:`~lerobot_stream_loader.plan.elastic.elastic_state`): the unread rest of the interrupted epoch is
 spread over the new readers, and the loader itself starts fresh.
 """
 
@@ -17,9 +17,8 @@ from typing import Any
 
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from .dataset import StreamingLeRobot
-from .elastic import ElasticState, elastic_state
-from .mix import MixedStreamingLeRobot
+from .base import StreamingBase
+from .plan.elastic import ElasticState, elastic_state
 
 
 class StreamingDataLoader(StatefulDataLoader):
@@ -27,7 +26,7 @@ class StreamingDataLoader(StatefulDataLoader):
     :class:`StreamingLeRobot` or ``MixedStreamingLeRobot`` checkpoint on any worker count and world size.
 
     Without a ``collate_fn`` it collates such a dataset's items with ``dataset.collate_fn``: the
-    batches ``default_collate`` makes, built with fewer copies (:mod:`lerobot_stream_loader.collate`).
+    batches ``default_collate`` makes, built with fewer copies (:mod:`lerobot_stream_loader.batch.collate`).
 
     ``load_state_dict`` of a checkpoint saved on this worker count and world size is torchdata's own
     (exact). Otherwise the dataset loads the checkpoint's elastic state; another kind of dataset
@@ -37,9 +36,9 @@ class StreamingDataLoader(StatefulDataLoader):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         bound = _SIGNATURE.bind(None, *args, **kwargs).arguments
         dataset = bound.get("dataset")
-        if isinstance(dataset, StreamingLeRobot | MixedStreamingLeRobot) and bound.get("collate_fn") is None \
+        if isinstance(dataset, StreamingBase) and bound.get("collate_fn") is None \
                 and bound.get("batch_size", 1) is not None and bound.get("batch_sampler") is None:
-            # default_collate's batches, built with fewer copies (lerobot_stream_loader.collate)
+            # default_collate's batches, built with fewer copies (lerobot_stream_loader.batch.collate)
             collate = dataset.collate_fn
             collate.in_flight = (bound.get("prefetch_factor") or 2) + 2
             kwargs["collate_fn"] = collate
@@ -52,7 +51,7 @@ class StreamingDataLoader(StatefulDataLoader):
             super().load_state_dict(state_dict)
             return
         dataset = self.dataset
-        if not isinstance(dataset, StreamingLeRobot | MixedStreamingLeRobot):
+        if not isinstance(dataset, StreamingBase):
             saved = _saved_workers(state_dict)
             if saved is not None and saved != self.num_workers:
                 raise ValueError(f"this checkpoint was saved with num_workers={saved}, the loader has "

@@ -16,24 +16,26 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, cast
 
 import numpy as np
 from torch.utils.data import get_worker_info
 
-from .episode_cache import EpisodeCache, EpisodeData
-from .episode_disk_cache import DiskCachedReader, EpisodeDiskCache
-from .file_indexes import FileIndexes, IndexCaches
-from .index_sidecar import SidecarLookup
-from .items import EpisodeItems, ItemBuilder
-from .local_cache import dataset_cache_dir
-from .meta import DatasetMeta
-from .paths import is_local
-from .plan import ShardPlan
-from .storage import RangeReader, open_root_reader
-from .worker_exit import watch as watch_for_worker_exit
+from .fetch.disk_cache import DiskCachedReader, EpisodeDiskCache
+from .fetch.episode_cache import EpisodeCache, EpisodeData
+from .fetch.file_indexes import FileIndexes, IndexCaches
+from .fetch.sidecar import SidecarLookup
+from .fetch.worker_exit import watch as watch_for_worker_exit
+from .items.builder import ItemBuilder
+from .items.decode import DecoderKey
+from .items.episode import EpisodeItems
+from .meta.dataset_meta import DatasetMeta
+from .plan.shard import ShardPlan
+from .storage import RangeReader
+from .storage.local_cache import dataset_cache_dir
+from .storage.paths import is_local
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -58,6 +60,16 @@ def return_freed_memory() -> None:
 
 START_JITTER_S = 0.25  # a remote reader's first request waits up to this long (seconds)
 
+
+class ResourceSettings(TypedDict):
+    """A dataset's options for :meth:`WorkerResources.open` (its ``settings``, passed as keywords)."""
+
+    cache_bytes: int
+    prefetch_episodes: int
+    fetch_threads: int
+    cache_dir: str | os.PathLike[str] | None
+    disk_cache_bytes: int
+
 @dataclass
 class WorkerResources:
     """What one process keeps across epochs: its range reader and the files' indexes."""
@@ -71,19 +83,19 @@ class WorkerResources:
     fetch_threads: int
 
     @classmethod
-    def open(cls, meta: DatasetMeta, *, backend: str, storage_options: dict[str, Any] | None,
-             reader_options: dict[str, Any], cache_bytes: int, prefetch_episodes: int,
+    def open(cls, meta: DatasetMeta, *, cache_bytes: int, prefetch_episodes: int,
              fetch_threads: int, cache_dir: str | os.PathLike[str] | None = None,
-             disk_cache_bytes: int = 0, index_caches: IndexCaches | None = None) -> WorkerResources:
-        """Open the reader of ``meta.root`` for this process (``cache_dir``: the machine's cache folder;
-        with ``disk_cache_bytes`` episode fetches go through its disk cache of episode bytes); in a
-        DataLoader worker, also start the watch that ends it promptly when the DataLoader shuts down;
-        ``index_caches``: MP4 indexes and footers kept with other datasets' (a mixture's sources)."""
+             disk_cache_bytes: int = 0, index_caches: IndexCaches | None = None,
+             reader_options: dict[str, Any] | None = None) -> WorkerResources:
+        """Open the reader of ``meta.location`` for this process (``cache_dir``: the machine's cache
+        folder; with ``disk_cache_bytes`` episode fetches go through its disk cache of episode bytes);
+        in a DataLoader worker, also start the watch that ends it promptly when the DataLoader shuts
+        down; ``index_caches``: MP4 indexes and footers kept with other datasets' (a mixture's
+        sources); ``reader_options`` override the location's."""
         watch_for_worker_exit()
         if not is_local(meta.root) and get_worker_info() is not None:
             time.sleep(random.uniform(0.0, START_JITTER_S))  # thousands of readers starting together spread out
-        reader = open_root_reader(meta.root, backend=backend, storage_options=storage_options,
-                                  reader_options=reader_options)
+        reader: RangeReader = meta.location.open_reader(**(reader_options or {}))
         indexes = FileIndexes(reader, root=meta.root, sidecar=SidecarLookup(meta.root, reader, cache_dir),
                               caches=index_caches)
         if disk_cache_bytes:
@@ -118,6 +130,11 @@ def decode_runs(plan: ShardPlan) -> list[tuple[int, np.ndarray]]:
             part = chunk[lo:lo + plan.run_length]
             runs.append((int(plan.segment[part[0]]), part))
     return runs
+
+
+def _of_episode(episode: int) -> Callable[[DecoderKey], bool]:
+    """Whether a decoder's key, (episode, camera), is one of ``episode``'s."""
+    return lambda key: key[0] == episode
 
 
 class WorkerStream:
@@ -168,12 +185,12 @@ class WorkerStream:
                 if next_run == last_run[segment]:
                     del in_use[segment]
                     cache.release(episode)
-                    builder.decoders.discard(lambda key, ep=episode: key[0] == ep)
+                    builder.decoders.discard(_of_episode(episode))
                     return_freed_memory()
                 next_run += 1
             yield builder.finish(buffer.pop(k))
 
     def close(self) -> None:
         if self._owns_cache:
-            self.cache.close()
+            cast(EpisodeCache, self.cache).close()  # its own cache is the EpisodeCache made in __init__
         self.builder.decoders.clear()

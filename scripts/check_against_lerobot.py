@@ -237,7 +237,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shuffle", type=int, metavar="SEED", dest="shuffle_seed",
                         help="StreamingLeRobot shuffles with this seed, and LeRobot is read in that random "
                              "order too (as a shuffling DataLoader would), instead of row order")
-    sample = parser.add_argument_group("write a sample dataset first (lerobot_stream_loader.sample)")
+    sample = parser.add_argument_group("write a sample dataset first (lerobot_stream_loader.synthetic)")
     sample.add_argument("--make-sample", type=Path, metavar="OUT", help="write a sample dataset to OUT and check it")
     sample.add_argument("--episodes", type=int, default=6)
     sample.add_argument("--cameras", type=int, default=2)
@@ -267,7 +267,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def make_sample(args: argparse.Namespace) -> Path:
-    from lerobot_stream_loader.sample import write_sample_dataset
+    from lerobot_stream_loader.synthetic import write_sample_dataset
 
     return write_sample_dataset(
         args.make_sample, episodes=args.episodes, cameras=args.cameras, size=args.size,

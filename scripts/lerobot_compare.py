@@ -14,7 +14,7 @@ import torch
 def _frame_indices(frames: torch.Tensor) -> list[int | str]:
     """The global index drawn in each frame of a (C, H, W) or (N, C, H, W) camera tensor (sample
     datasets; a one-channel float frame is read as a depth map, in mm when it holds values above 20)."""
-    from lerobot_stream_loader.testing import read_depth_index, read_frame_index
+    from lerobot_stream_loader.synthetic.checks import read_depth_index, read_frame_index
 
     stack = frames.unsqueeze(0) if frames.dim() == 3 else frames
     shown: list[int | str] = []

@@ -1,6 +1,6 @@
 """Write a dataset with LeRobot's own writer whose frames show their global index (run in LeRobot's venv).
 
-Every camera frame shows its global frame index drawn by ``lerobot_stream_loader.sample.pattern`` and
+Every camera frame shows its global frame index drawn by ``lerobot_stream_loader.synthetic.pattern`` and
 ``observation.state[0]`` holds the same index, so every frame of anything derived from the dataset can
 be checked against its row. Needs LeRobot (see shared/tools/lerobot-reference) and this package on
 PYTHONPATH:
@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import tvshim  # noqa: E402,F401  (lets LeRobot's torchvision import beside CPU torch)
 from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: E402
 
-from lerobot_stream_loader.sample.pattern import FrameRenderer  # noqa: E402
+from lerobot_stream_loader.synthetic.pattern import FrameRenderer
 
 
 def main() -> None:

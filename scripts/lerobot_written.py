@@ -6,7 +6,7 @@ camera; ``observation.images.depth``, a depth video camera (``is_depth_map``, fe
 LeRobot records ``depth_unit: "m"`` and encodes 12-bit HEVC); ``observation.images.still``, an RGB
 image feature (PNG in the parquet); ``observation.images.depth_image``, a depth image feature
 (uint16 millimetres, TIFF in the parquet). Frame contents are the sample writer's, so every camera
-frame shows its global index (``lerobot_stream_loader.testing``).
+frame shows its global index (``lerobot_stream_loader.synthetic.checks``).
 
 Needs LeRobot importable (``tvshim`` first where the reference environment has it).
 """
@@ -25,9 +25,9 @@ def write_lerobot_dataset(out: Path, *, episodes: int = 3, frames: tuple[int, in
     """Write the dataset to ``out`` with LeRobot's writer; return ``out``."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from lerobot_stream_loader.sample.depth import depth_metres, depth_millimetres
-    from lerobot_stream_loader.sample.images import image_renderer
-    from lerobot_stream_loader.sample.pattern import FrameRenderer, action_matrix, state_matrix
+    from lerobot_stream_loader.synthetic.depth import depth_metres, depth_millimetres
+    from lerobot_stream_loader.synthetic.images import image_renderer
+    from lerobot_stream_loader.synthetic.pattern import FrameRenderer, action_matrix, state_matrix
 
     out = Path(out)
     if out.exists():

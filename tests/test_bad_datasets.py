@@ -22,9 +22,9 @@ import pytest
 
 from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.errors import DatasetFormatError, FrameMismatchError, StreamLoaderError
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 from lerobot_stream_loader.mp4 import Mp4Index
-from lerobot_stream_loader.testing import expected_state, read_frame_index
+from lerobot_stream_loader.synthetic.checks import expected_state, read_frame_index
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,7 @@ import pytest
 
 from lerobot_stream_loader.cli import main
 from lerobot_stream_loader.errors import DatasetFormatError
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 from tests.test_tools_realign import SMALL
 
 pytestmark = pytest.mark.timeout(60)

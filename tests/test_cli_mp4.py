@@ -15,9 +15,9 @@ import pytest
 
 from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.cli import main
-from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, Sidecar, cache_path
-from lerobot_stream_loader.meta import load_meta
-from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.fetch.sidecar import SIDECAR_PATH, Sidecar, cache_path
+from lerobot_stream_loader.meta.dataset_meta import load_meta
+from lerobot_stream_loader.synthetic.checks import read_frame_index
 
 CLI = [sys.executable, "-m", "lerobot_stream_loader.cli"]
 

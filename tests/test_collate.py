@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lerobot_stream_loader import MixedStreamingLeRobot, StreamingDataLoader, StreamingLeRobot, batch_buffers
-from lerobot_stream_loader.collate import StreamingCollate
+from lerobot_stream_loader import MixedStreamingLeRobot, StreamingDataLoader, StreamingLeRobot
+from lerobot_stream_loader.batch import buffers as batch_buffers
+from lerobot_stream_loader.batch.collate import StreamingCollate
 
 CAM0, CAM1 = "observation.images.cam0", "observation.images.cam1"
 

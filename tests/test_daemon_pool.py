@@ -8,7 +8,7 @@ from concurrent.futures import FIRST_EXCEPTION, wait
 
 import pytest
 
-from lerobot_stream_loader.daemon_pool import DaemonPool
+from lerobot_stream_loader.util.daemon_pool import DaemonPool
 
 
 @pytest.mark.timeout(30)

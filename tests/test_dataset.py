@@ -13,7 +13,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.errors import FrameMismatchError
-from lerobot_stream_loader.testing import expected_action, expected_state, read_frame_index
+from lerobot_stream_loader.synthetic.checks import expected_action, expected_state, read_frame_index
 from tests.support.reference import ReferenceReader
 
 CAMS = ["observation.images.cam0", "observation.images.cam1"]
@@ -155,7 +155,7 @@ def test_bad_arguments_fail_at_construction(av1: Path) -> None:
 @pytest.mark.timeout(60)
 def test_tolerance_is_checked(av1: Path) -> None:
     dataset = StreamingLeRobot(av1, episodes=[0], tolerance_s=1e-4)
-    from lerobot_stream_loader.decode import match_frames
+    from lerobot_stream_loader.fetch.frame_match import match_frames
 
     with pytest.raises(FrameMismatchError, match="no frame within tolerance_s"):
         match_frames(np.array([0.0, 1 / 30]), np.array([0.5 / 30]), 1e-4, "episode 0, camera x")

@@ -9,7 +9,7 @@ import pytest
 from torch.utils.data import DataLoader, IterableDataset
 
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.synthetic.checks import read_frame_index
 from tests.test_dataset import _check_items
 
 CAM = "observation.images.cam0"

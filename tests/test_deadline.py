@@ -10,10 +10,10 @@ from pathlib import Path
 import av
 import pytest
 
-from lerobot_stream_loader.deadline import run_with_deadline
 from lerobot_stream_loader.errors import StalledError, StreamLoaderError
-from lerobot_stream_loader.sample import video, write_sample_dataset
-from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.synthetic import video, write_sample_dataset
+from lerobot_stream_loader.synthetic.checks import read_frame_index
+from lerobot_stream_loader.util.deadline import run_with_deadline
 
 TINY = dict(episodes=2, cameras=1, size=(64, 48), frames_per_episode=(9, 12), episodes_per_video_file=2)
 

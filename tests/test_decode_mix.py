@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lerobot_stream_loader.decode_mix import decode_order, mixed_order, run_length
-from lerobot_stream_loader.plan import UNSHUFFLED_RUN, PlanEpisode, plan_shard
+from lerobot_stream_loader.plan.decode_order import decode_order, mixed_order, run_length
+from lerobot_stream_loader.plan.shard import UNSHUFFLED_RUN, PlanEpisode, plan_shard
 from lerobot_stream_loader.stream import decode_runs
 
 

@@ -2,7 +2,7 @@
 
 The sample writer's ``depth_camera`` is a depth video as LeRobot writes one (lossless 12-bit HEVC of
 log-quantized codes), ``image_features`` are PNG (RGB) and 16-bit TIFF (depth, mm) images in the
-data parquet. Expected tensors come from ``lerobot_stream_loader.testing``; depth is also checked
+data parquet. Expected tensors come from ``lerobot_stream_loader.synthetic.checks``; depth is also checked
 against an independent float64 dequantization (within float rounding).
 """
 
@@ -23,15 +23,15 @@ import torch
 
 from lerobot_stream_loader import DatasetFormatError, FrameMismatchError, StreamingLeRobot
 from lerobot_stream_loader.cli import main as cli_main
-from lerobot_stream_loader.features.depth_video import DepthVideoDecoder
-from lerobot_stream_loader.sample.depth import depth_codes, encode_depth_episode
-from lerobot_stream_loader.testing import (
+from lerobot_stream_loader.items.depth_video import DepthVideoDecoder
+from lerobot_stream_loader.synthetic.checks import (
     expected_depth,
     expected_depth_image,
     expected_image,
     read_depth_index,
     read_frame_index,
 )
+from lerobot_stream_loader.synthetic.depth import depth_codes, encode_depth_episode
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.device_frames import frames_to_device
+from lerobot_stream_loader.batch.device_frames import frames_to_device
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lerobot_stream_loader import StreamingDataLoader, StreamingLeRobot
-from lerobot_stream_loader.elastic import ElasticState, elastic_state, remaining_plan
-from lerobot_stream_loader.plan import group_episodes, plan_shard
-from lerobot_stream_loader.plan_state import fingerprint
+from lerobot_stream_loader.plan.elastic import ElasticState, elastic_state, remaining_plan
+from lerobot_stream_loader.plan.shard import group_episodes, plan_shard
+from lerobot_stream_loader.plan.state import fingerprint
 
 LENGTHS = np.random.default_rng(5).integers(10, 90, size=40)
 EPISODES = group_episodes(np.arange(40), LENGTHS, np.arange(40) // 8, np.arange(40) // 4)

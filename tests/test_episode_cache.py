@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lerobot_stream_loader.episode_cache import EpisodeCache
 from lerobot_stream_loader.errors import FetchError
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.fetch.episode_cache import EpisodeCache
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 from lerobot_stream_loader.storage import open_reader
-from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.synthetic.checks import read_frame_index
 
 
 @pytest.fixture(scope="module")

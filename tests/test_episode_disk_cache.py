@@ -18,10 +18,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.episode_disk_cache import DiskCachedReader, EpisodeDiskCache, entry_key
-from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, build_entries, save_sidecar
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.fetch.disk_cache import DiskCachedReader, EpisodeDiskCache, entry_key
+from lerobot_stream_loader.fetch.sidecar import SIDECAR_PATH
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 from lerobot_stream_loader.storage import open_reader
+from lerobot_stream_loader.tools.index_sidecar import build_entries, save_sidecar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +96,7 @@ def test_least_recently_used_entries_are_evicted_under_the_budget(tmp_path):
 
 _KILLED_WRITER = textwrap.dedent("""
     import os, sys, time
-    from lerobot_stream_loader import episode_disk_cache as m
+    from lerobot_stream_loader.fetch import disk_cache as m
     where = sys.argv[2]
     if where == "publish":
         def replace(src, dst):

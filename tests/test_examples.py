@@ -72,7 +72,7 @@ def _check_ddp_reports(folder: Path, total_frames: int, world: int) -> None:
 
 @pytest.mark.timeout(300)
 def test_ddp_one_node_two_processes(sample: Path, tmp_path: Path) -> None:
-    from lerobot_stream_loader.meta import load_meta
+    from lerobot_stream_loader.meta.dataset_meta import load_meta
 
     _run([TORCHRUN, "--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
           str(_free_port()), "examples/ddp_train.py", str(sample), "--report", str(tmp_path), "--workers", "1"],
@@ -82,7 +82,7 @@ def test_ddp_one_node_two_processes(sample: Path, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)
 def test_ddp_two_nodes_one_process_each(sample: Path, tmp_path: Path) -> None:
-    from lerobot_stream_loader.meta import load_meta
+    from lerobot_stream_loader.meta.dataset_meta import load_meta
 
     for attempt in range(2):  # a rendezvous that two torchrun agents miss on 127.0.0.1 is tried once more
         port = _free_port()

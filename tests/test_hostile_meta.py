@@ -12,10 +12,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lerobot_stream_loader import StreamingLeRobot, meta_files
+from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.errors import DatasetFormatError
-from lerobot_stream_loader.meta import load_meta
-from lerobot_stream_loader.parquet_footer_check import check_footer
+from lerobot_stream_loader.meta import files as meta_files
+from lerobot_stream_loader.meta.dataset_meta import load_meta
+from lerobot_stream_loader.parquet.footer_check import check_footer
 from tests.test_bad_datasets import (
     INFO,
     _edit_data_rows,

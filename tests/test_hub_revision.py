@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.hub_revision import is_unversioned_hub_root
+from lerobot_stream_loader.meta.hub_revision import is_unversioned_hub_root
 
 
 @pytest.fixture

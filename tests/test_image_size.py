@@ -10,7 +10,7 @@ import torch
 from torchcodec.decoders import VideoDecoder
 
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.file_indexes import FileIndexes, index_bytes
-from lerobot_stream_loader.index_sidecar import (
+from lerobot_stream_loader.fetch.file_indexes import FileIndexes, index_bytes
+from lerobot_stream_loader.fetch.sidecar import (
     MAGIC,
     OLD_SIDECAR_PATH,
     SIDECAR_PATH,
@@ -23,14 +23,12 @@ from lerobot_stream_loader.index_sidecar import (
     SidecarEntry,
     SidecarError,
     SidecarLookup,
-    build_entries,
-    encode_sidecar,
-    save_sidecar,
 )
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 from lerobot_stream_loader.mp4 import Mp4Index, synthesize_mp4
 from lerobot_stream_loader.storage import open_reader
-from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.synthetic.checks import read_frame_index
+from lerobot_stream_loader.tools.index_sidecar import build_entries, encode_sidecar, save_sidecar
 
 CAM = "observation.images.cam0"
 

@@ -18,15 +18,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from lerobot_stream_loader import StreamingLeRobot, episode_assembly
+from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.cli import main as cli_main
-from lerobot_stream_loader.episode_assembly import EpisodeAssembler
-from lerobot_stream_loader.episode_files import files_of_episodes
 from lerobot_stream_loader.errors import DatasetFormatError, FrameMismatchError
-from lerobot_stream_loader.meta import load_meta
-from lerobot_stream_loader.sample.extra_columns import expected_extra_row
+from lerobot_stream_loader.fetch import assembly as episode_assembly
+from lerobot_stream_loader.fetch.assembly import EpisodeAssembler
+from lerobot_stream_loader.meta.dataset_meta import load_meta
+from lerobot_stream_loader.meta.episode_files import files_of_episodes
 from lerobot_stream_loader.storage import open_root_reader
-from lerobot_stream_loader.testing import expected_action, expected_state, read_frame_index
+from lerobot_stream_loader.synthetic.checks import expected_action, expected_state, read_frame_index
+from lerobot_stream_loader.synthetic.extra_columns import expected_extra_row
 from tests.support.lerobot_reference import run_check_against_lerobot
 from tests.support.reference import ReferenceReader
 

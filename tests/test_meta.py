@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lerobot_stream_loader.errors import DatasetFormatError
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 
 
 @pytest.fixture(scope="module")

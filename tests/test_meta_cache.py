@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lerobot_stream_loader.errors import DatasetFormatError
-from lerobot_stream_loader.local_cache import dataset_cache_dir
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.meta.dataset_meta import load_meta
+from lerobot_stream_loader.storage.local_cache import dataset_cache_dir
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_local_roots_are_cached_too_and_workers_map_their_columns(served, tmp_pa
 _COLD_START = textwrap.dedent(
     """
     import sys
-    from lerobot_stream_loader.meta import load_meta
+    from lerobot_stream_loader.meta.dataset_meta import load_meta
     meta = load_meta(sys.argv[1], cache_dir=sys.argv[2])
     print(meta.total_episodes, int(meta.episode_table.length.sum()))
     """

@@ -8,7 +8,6 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from lerobot_stream_loader.elastic import ElasticState
 from lerobot_stream_loader.mix.elastic import remaining_reader_plan
 from lerobot_stream_loader.mix.plan import (
     SourceEpisodes,
@@ -18,6 +17,7 @@ from lerobot_stream_loader.mix.plan import (
     source_counts,
     source_segments,
 )
+from lerobot_stream_loader.plan.elastic import ElasticState
 
 
 def _frames(segments: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[tuple[int, int]]:

@@ -14,8 +14,8 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lerobot_stream_loader import MixedStreamingLeRobot, StreamingDataLoader, StreamingLeRobot
 from lerobot_stream_loader.mix import budget
-from lerobot_stream_loader.sizing import MAX_AUTO_DECODERS, auto_shuffle_buffer
-from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.plan.sizing import MAX_AUTO_DECODERS, auto_shuffle_buffer
+from lerobot_stream_loader.synthetic.checks import read_frame_index
 
 CAM0, CAM1, SIDE = "observation.images.cam0", "observation.images.cam1", "observation.images.side"
 
@@ -220,7 +220,7 @@ def test_many_sources_share_one_budget_and_one_set_of_fetch_threads(roots) -> No
 @pytest.mark.timeout(120)
 def test_sources_share_one_decoder_lru(roots, monkeypatch) -> None:
     from lerobot_stream_loader import dataset as dataset_module
-    from lerobot_stream_loader.decode import DecoderLRU
+    from lerobot_stream_loader.items.decode import DecoderLRU
     from lerobot_stream_loader.mix import stream as mix_stream
 
     made: list[DecoderLRU] = []

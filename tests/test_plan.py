@@ -18,8 +18,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, IterableDataset
 
-from lerobot_stream_loader.meta import EpisodeMeta, VideoSpan
-from lerobot_stream_loader.plan import (
+from lerobot_stream_loader.meta.dataset_meta import EpisodeMeta, VideoSpan
+from lerobot_stream_loader.plan.ranks import resolve_rank, resolve_worker
+from lerobot_stream_loader.plan.shard import (
     PlanEpisode,
     ShardPlan,
     as_plan_episodes,
@@ -29,8 +30,7 @@ from lerobot_stream_loader.plan import (
     plan_shard,
     samples_per_rank,
 )
-from lerobot_stream_loader.plan_state import PlanState, fingerprint
-from lerobot_stream_loader.ranks import resolve_rank, resolve_worker
+from lerobot_stream_loader.plan.state import PlanState, fingerprint
 
 
 def make_episodes(count: int, lo: int, hi: int, per_file: int, seed: int = 0) -> list[PlanEpisode]:
@@ -187,7 +187,7 @@ def test_deterministic_across_calls_and_processes():
     script = textwrap.dedent(
         f"""
         from tests.test_plan import MEDIUM, digest
-        from lerobot_stream_loader.plan import plan_shard
+        from lerobot_stream_loader.plan.shard import plan_shard
         print(digest(plan_shard(MEDIUM, **{kw!r})))
         """
     )

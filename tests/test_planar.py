@@ -10,9 +10,10 @@ import torch
 from torch.utils.data import default_collate
 from torchcodec.decoders import VideoDecoder
 
-from lerobot_stream_loader import StreamingLeRobot, planar
-from lerobot_stream_loader.features.video import float_frames
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader import StreamingLeRobot
+from lerobot_stream_loader.items import planar
+from lerobot_stream_loader.items.video import float_frames
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 
 
 @pytest.fixture(params=["opencv", "torch"])

@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 
 from lerobot_stream_loader import StreamingLeRobot
-from lerobot_stream_loader.decode import EpisodeVideoDecoder
-from lerobot_stream_loader.episode_cache import EpisodeCache
 from lerobot_stream_loader.errors import DatasetFormatError
+from lerobot_stream_loader.fetch.episode_cache import EpisodeCache
+from lerobot_stream_loader.items.decode import EpisodeVideoDecoder
 from lerobot_stream_loader.mp4 import Mp4FormatError, index_mp4
-from lerobot_stream_loader.parquet_ranges import read_footer
-from lerobot_stream_loader.plan import plan_shard
+from lerobot_stream_loader.parquet.ranges import read_footer
+from lerobot_stream_loader.plan.shard import plan_shard
 from lerobot_stream_loader.stream import WorkerResources, WorkerStream
-from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.synthetic.checks import read_frame_index
 from tests.support.faults import rss
 
 pytestmark = pytest.mark.timeout(120)

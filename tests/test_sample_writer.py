@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lerobot_stream_loader.cli import main as cli_main
-from lerobot_stream_loader.testing import expected_action, expected_state, read_frame_index
+from lerobot_stream_loader.synthetic.checks import expected_action, expected_state, read_frame_index
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -290,7 +290,7 @@ def test_read_frame_index_accepts_every_layout(make_sample):
 
 
 def test_out_folder_handling(tmp_path):
-    from lerobot_stream_loader.sample import write_sample_dataset
+    from lerobot_stream_loader.synthetic import write_sample_dataset
 
     out = tmp_path / "ds"
     (out / "keep").mkdir(parents=True)
@@ -314,7 +314,7 @@ def test_out_folder_handling(tmp_path):
     ],
 )
 def test_invalid_options(tmp_path, options, message):
-    from lerobot_stream_loader.sample import write_sample_dataset
+    from lerobot_stream_loader.synthetic import write_sample_dataset
 
     with pytest.raises(ValueError, match=message):
         write_sample_dataset(tmp_path / "ds", **options)
@@ -343,8 +343,8 @@ def test_an_episode_whose_pattern_the_encoder_loses_is_encoded_again():
     (seen with SVT-AV1 4.1); the writer must still deliver an episode whose every frame reads right."""
     import io
 
-    from lerobot_stream_loader.sample.pattern import FrameRenderer
-    from lerobot_stream_loader.sample.video import VideoSettings, encode_checked_episode
+    from lerobot_stream_loader.synthetic.pattern import FrameRenderer
+    from lerobot_stream_loader.synthetic.video import VideoSettings, encode_checked_episode
 
     settings = VideoSettings("av1", 30, 640, 480, 2, False)
     data = encode_checked_episode(FrameRenderer(640, 480, 0), 65435, 8, settings, "test episode")

@@ -268,7 +268,7 @@ def test_hub_token_never_readable_in_a_worker_payload(hub, caplog) -> None:
 
 
 def test_secret_wrapper() -> None:
-    from lerobot_stream_loader.credentials import Secret, hide_secrets, reveal_secrets
+    from lerobot_stream_loader.storage.credentials import Secret, hide_secrets, reveal_secrets
 
     options = {"token": TOKEN, "client_kwargs": {"aws_secret_access_key": S3_SECRET, "region_name": "x"}, "anon": False}
     hidden = hide_secrets(options)
@@ -283,7 +283,7 @@ def test_options_holding_namedtuples_pass_through_unchanged() -> None:
     """An aiohttp ``BasicAuth`` (a namedtuple) in client_kwargs is kept as the object it is."""
     import collections
 
-    from lerobot_stream_loader.credentials import hide_secrets, reveal_secrets
+    from lerobot_stream_loader.storage.credentials import hide_secrets, reveal_secrets
 
     Auth = collections.namedtuple("Auth", "login password")
     options = {"client_kwargs": {"auth": Auth("robot", "pw")}, "headers": ("a", "b")}

@@ -20,7 +20,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lerobot_stream_loader import StreamingLeRobot
 from lerobot_stream_loader.errors import FetchError
-from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.synthetic.checks import read_frame_index
 from tests.support.faults import record_worker_pid, rss, snapshot, wait_released, worker_pids
 from tests.support.servers import HubStandIn
 

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lerobot_stream_loader.cli import main
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.meta.dataset_meta import load_meta
+from lerobot_stream_loader.meta.stats import RunningImageStats
 from lerobot_stream_loader.mp4 import index_mp4
 from lerobot_stream_loader.tools import (
     CodecSettings,
@@ -25,7 +26,6 @@ from lerobot_stream_loader.tools import (
     validate,
 )
 from lerobot_stream_loader.tools.remux import episode_bounds
-from lerobot_stream_loader.tools.stats import RunningImageStats
 from tests.test_tools_realign import SMALL, leftovers
 
 EPISODES_FILE = "meta/episodes/chunk-000/file-000.parquet"

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 from lerobot_stream_loader.tools import ToolError, realign_parquets_to_videos, validate
 from tests.support.reference import ReferenceReader
 

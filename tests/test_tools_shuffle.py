@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lerobot_stream_loader.meta import load_meta
-from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.meta.dataset_meta import load_meta
+from lerobot_stream_loader.synthetic.checks import read_frame_index
 from lerobot_stream_loader.tools import ToolError, shuffle_episodes, shuffle_order, validate
 from tests.support.reference import ReferenceReader
 from tests.test_tools_realign import SOURCES, leftovers, tree_hashes

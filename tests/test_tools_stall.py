@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from lerobot_stream_loader.deadline import run_while_progressing
 from lerobot_stream_loader.errors import StalledError
 from lerobot_stream_loader.tools import ToolError, shuffle_episodes, shuffle_order, shuffle_tasks, validate
+from lerobot_stream_loader.util.deadline import run_while_progressing
 from tests.test_tools_shuffle import TINY, assert_shuffled_samples
 
 

@@ -19,8 +19,8 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from lerobot_stream_loader.cli import main
-from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, SidecarLookup
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.fetch.sidecar import SIDECAR_PATH, SidecarLookup
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 from lerobot_stream_loader.storage import open_root_reader
 from lerobot_stream_loader.tools import (
     ToolError,

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 from lerobot_stream_loader.mp4 import index_mp4
-from lerobot_stream_loader.testing import read_frame_index
+from lerobot_stream_loader.synthetic.checks import read_frame_index
 from lerobot_stream_loader.tools import ToolError, realign_parquets_to_videos, shuffle_episodes, validate
 from lerobot_stream_loader.tools.remux import cut_mp4
 from lerobot_stream_loader.tools.verify import (
@@ -256,8 +256,8 @@ def test_shuffle_from_a_script_file_runs_its_top_level_once(make_sample, tmp_pat
 
 @pytest.mark.timeout(300)
 def test_shuffle_keeps_a_depth_camera_lossless_and_12_bit(make_sample, tmp_path):
-    from lerobot_stream_loader.features.depth import depth_keys
-    from lerobot_stream_loader.sample.depth import depth_codes
+    from lerobot_stream_loader.meta.depth import depth_keys
+    from lerobot_stream_loader.synthetic.depth import depth_codes
 
     source = make_sample(episodes=4, cameras=1, depth_camera=True, size=(64, 48), frames_per_episode=(5, 9),
                          episodes_per_video_file=2, codec="av1", seed=12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lerobot_stream_loader.windows import DeltaWindows, delta_offsets, pad_key, window
+from lerobot_stream_loader.items.windows import DeltaWindows, delta_offsets, pad_key, window
 
 FEATURES = {
     "action": {"dtype": "float32", "shape": [6]},

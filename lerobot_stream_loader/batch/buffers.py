@@ -76,7 +76,8 @@ def finalizers_follow_storage() -> bool:
     keeps a storage's Python object alive while C++ holds it); recycling relies on that."""
     fired: list[int] = []
     storage = torch.UntypedStorage(8)
-    tensor = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (8,))
+    # torch's stubs lack set_(source, offset, size), which the runtime has (contiguous strides)
+    tensor = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (8,))  # type: ignore[call-overload]
     weakref.finalize(storage, fired.append, 1)
     del storage
     early = bool(fired)

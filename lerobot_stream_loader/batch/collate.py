@@ -4,7 +4,7 @@
 items (keys, dtypes, shapes, values), and in a DataLoader worker:
 
 - stacks large tensors into shared memory the worker reuses once the training process has dropped
-  the batch (:mod:`~lerobot_stream_loader.batch_buffers`), instead of fresh shared memory per batch;
+  the batch (:mod:`~lerobot_stream_loader.batch.buffers`), instead of fresh shared memory per batch;
 - converts RGB video frames to float32 while stacking them: the worker's dataset then leaves those
   frames uint8 (a quarter of the bytes) and the division by 255 writes straight into the batch,
   bit for bit the dataset's own conversion.
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import default_collate, get_worker_info
 
-from .batch_buffers import MIN_POOLED_BYTES, BatchBuffers
-from .features.video import float_frames
-from .planar import copy_planar, fast_deinterleave
+from ..items.planar import copy_planar, fast_deinterleave
+from ..items.video import float_frames
+from .buffers import MIN_POOLED_BYTES, BatchBuffers
 
 DEFAULT_IN_FLIGHT = 4  # batches a worker's buffers may have out at once: prefetch_factor 2 + 2 in use
 
@@ -43,13 +43,13 @@ class StreamingCollate:
         self.in_flight = max(1, int(in_flight))
         self._deferring = False
 
-    def __call__(self, samples: Sequence[Any]) -> Any:
+    def __call__(self, samples: list[Any]) -> Any:  # a DataLoader hands its collate_fn a list
         if not samples or not isinstance(samples[0], Mapping):
             return default_collate(samples)
         worker = get_worker_info()
         if worker is not None and not self._deferring:
             self._deferring = True
-            defer = getattr(worker.dataset, "_defer_float_frames", None)
+            defer = getattr(worker.dataset, "defer_float_frames", None)
             if callable(defer) and self.float_keys:
                 defer(self.float_keys)  # from now on this worker's items leave these frames uint8
         keys = list(samples[0])
@@ -104,7 +104,9 @@ def _outputs(layouts: dict[str, tuple[tuple[int, ...], torch.dtype]], in_flight:
 
 
 def _view(storage: torch.UntypedStorage, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    return torch.empty(0, dtype=dtype).set_(storage, offset // dtype.itemsize, shape)
+    # torch's stubs lack set_(source, offset, size), which the runtime has (contiguous strides)
+    return torch.empty(0, dtype=dtype).set_(  # type: ignore[call-overload]
+        storage, offset // dtype.itemsize, shape)
 
 
 def _fill(out: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:

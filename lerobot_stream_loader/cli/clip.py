@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..local_files import write_file_atomically
 from ..mp4 import index_mp4, synthesize_mp4
+from ..util.local_files import write_file_atomically
 from .common import add_dataset_arguments, open_dataset, print_json
 
 

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from ..meta import DatasetMeta, load_meta
-from ..storage import RangeReader, open_root_reader
+from ..meta.dataset_meta import DatasetMeta, load_meta
+from ..storage import RangeReader
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -56,8 +56,7 @@ def open_dataset(args: argparse.Namespace, **reader_options: Any) -> tuple[Datas
     """Metadata and a range reader of the dataset named by ``args``."""
     meta = load_meta(args.root, revision=args.revision, storage_options=args.storage_options,
                      backend=args.backend)
-    return meta, open_root_reader(meta.root, backend=args.backend, storage_options=args.storage_options,
-                                  reader_options=reader_options)
+    return meta, meta.location.open_reader(**reader_options)
 
 
 def print_json(value: Any) -> None:

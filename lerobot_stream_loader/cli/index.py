@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..index_sidecar import build_entries, save_sidecar
+from ..tools.index_sidecar import build_entries, save_sidecar
 from .common import add_dataset_arguments, open_dataset, positive_int, print_json
 
 

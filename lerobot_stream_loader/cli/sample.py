@@ -8,9 +8,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..sample import write_sample_dataset
-from ..sample.images import IMAGE_KINDS
-from ..sample.layout import SampleOptions, plan_episodes, video_cameras
+from ..synthetic import write_sample_dataset
+from ..synthetic.images import IMAGE_KINDS
+from ..synthetic.layout import SampleOptions, plan_episodes, video_cameras
 from .common import print_json
 
 
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a synthetic LeRobot v3.0 dataset (frame index drawn in every video frame)",
         description=(
             "Write a LeRobot v3.0 dataset: parquet rows, multi-episode MP4s per camera, full metadata. "
-            "Every video frame shows its global index (read it with lerobot_stream_loader.testing)."
+            "Every video frame shows its global index (read it with lerobot_stream_loader.synthetic.checks)."
         ),
     )
     parser.add_argument("out", metavar="OUT", help="folder to create (must be absent or empty)")

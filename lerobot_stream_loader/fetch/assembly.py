@@ -3,7 +3,7 @@
 :class:`EpisodeAssembler` fetches an episode's byte ranges with one coalesced ``read_many`` and
 turns them into an :class:`EpisodeData` (Arrow rows + per camera a synthesized mini-MP4). Errors
 name the dataset, episode, camera, file and byte range. A row group holding many episodes is fetched
-and decoded once and kept for the next episodes (:mod:`~lerobot_stream_loader.shared_row_groups`).
+and decoded once and kept for the next episodes (:mod:`~lerobot_stream_loader.parquet.shared_row_groups`).
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .decode import match_frames
-from .errors import DatasetFormatError, FetchError, FrameMismatchError, StreamLoaderError
+from ..errors import DatasetFormatError, FetchError, StreamLoaderError
+from ..meta.dataset_meta import DatasetMeta, EpisodeMeta
+from ..mp4 import Mp4FormatError, Mp4Index, Span, synthesize_mp4
+from ..parquet.ranges import episode_rows, read_row_groups
+from ..parquet.shared_row_groups import GroupRows, SharedRowGroups, holds_many_episodes
+from ..storage import RangeReader
 from .file_indexes import FileIndexes
-from .meta import DatasetMeta, EpisodeMeta
-from .mp4 import Mp4FormatError, Mp4Index, Span, synthesize_mp4
-from .parquet_ranges import episode_rows, read_row_groups
-from .shared_row_groups import GroupRows, SharedRowGroups, holds_many_episodes
-from .storage import RangeReader
-from .windows import DEFAULT_TOLERANCE_S
+from .frame_match import DEFAULT_TOLERANCE_S, RowFrames
 
 # Frames read past an episode's to_timestamp, which some converters write a frame or two short.
 READ_AHEAD_FRAMES = 2
@@ -30,8 +29,9 @@ READ_AHEAD_FRAMES = 2
 
 @dataclass(frozen=True)
 class EpisodeVideo:
-    """One camera of one episode: a standalone mini-MP4, the source times of its frames (sorted) and
-    the offset between the two timelines (source = mini + time_offset)."""
+    """One camera of one episode: a standalone mini-MP4, the source times of its frames (sorted), the
+    offset between the two timelines (source = mini + time_offset) and each row's frame among them
+    (None when the rows have no ``timestamp``)."""
 
     key: str
     path: str
@@ -39,6 +39,7 @@ class EpisodeVideo:
     presented: np.ndarray
     time_offset: float
     byte_range: tuple[int, int]
+    row_frames: RowFrames | None = None
 
 
 @dataclass(frozen=True)
@@ -97,16 +98,17 @@ class EpisodeAssembler:
         _check_row_positions(rows, episode, where)
         _check_task_indices(rows, episode, where, self.meta.tasks)
         payloads = dict(zip(spans, blobs[fetched_groups:], strict=True))
-        self._cover_row_times(where, episode, rows, spans, payloads)
+        matched = self._cover_row_times(where, episode, rows, spans, payloads)
         if self.columns is not None:
             rows = rows.select([c for c in self.columns if c in rows.column_names])
         videos = {}
         for key, (index, span) in spans.items():
             path = episode.videos[key].path
             mini = synthesize_mp4(index, span, payloads[key])
-            presented = np.sort(index.pts[span.sample_lo:span.sample_hi]) / index.timescale
+            row_frames = matched.get(key)
+            presented = row_frames.presented if row_frames is not None else _presented(index, span)
             videos[key] = EpisodeVideo(key, path, mini, presented, span.time_offset,
-                                       (span.byte_offset, span.byte_offset + span.byte_length))
+                                       (span.byte_offset, span.byte_offset + span.byte_length), row_frames)
         nbytes = rows.nbytes + sum(len(v.mini_mp4) for v in videos.values())
         return EpisodeData(episode, rows, videos, nbytes)
 
@@ -127,41 +129,47 @@ class EpisodeAssembler:
             raise FetchError(f"{where}: fetching {ranges} failed: {exc}") from exc
 
     def _cover_row_times(self, where: str, episode: EpisodeMeta, rows: pa.Table,
-                         spans: dict[str, tuple[Mp4Index, Span]], payloads: dict[str, bytes]) -> None:
-        """Widen (and fetch again) the span of any camera whose fetched frames miss a time the rows need.
+                         spans: dict[str, tuple[Mp4Index, Span]],
+                         payloads: dict[str, bytes]) -> dict[str, RowFrames]:
+        """Match every row to its frame in each camera, widening (and fetching again) the span of any
+        camera whose fetched frames miss a time the rows need; returns each camera's match.
 
         A row needs the frame at ``from_timestamp + timestamp``, as LeRobot decodes it; windows only
         reach other rows of the episode. ``to_timestamp`` is not trusted to end after the last frame
         (converters write it a frame short): the first fetch reads ``READ_AHEAD_FRAMES`` beyond it,
         and a camera still short is fetched again over the times the rows give. A time with no frame
-        within ``tolerance_s`` even then is left for the frame matcher to refuse.
+        within ``tolerance_s`` even then is refused when a camera asks for its row.
         """
         if "timestamp" not in rows.column_names or not spans:
-            return
+            return {}
         times = np.asarray(rows.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.float32)
-        wider = {}
+        matched, wider = {}, {}
         for key, (index, span) in spans.items():
             video = episode.videos[key]
             needed = video.from_timestamp + times.astype(np.float64)
-            presented = np.sort(index.pts[span.sample_lo:span.sample_hi]) / index.timescale
-            try:
-                match_frames(presented, needed, self.tolerance_s, where)
+            matched[key] = RowFrames.match(_presented(index, span), needed)
+            if matched[key].within(self.tolerance_s):
                 continue
-            except FrameMismatchError:
-                pass
             lo = min(video.from_timestamp, float(needed.min()) - self.tolerance_s)
             hi = max(video.to_timestamp, float(needed.max())) + max(2 * self.tolerance_s, 0.5 / self.meta.fps)
             try:
                 grown = self._span(where, key, video.path, max(lo, 0.0), hi)
             except DatasetFormatError:
-                continue  # no frame there at all: the frame matcher names the missing time
+                continue  # no frame there at all: the camera names the missing time
             if (grown[1].byte_offset, grown[1].byte_length) != (span.byte_offset, span.byte_length):
                 wider[key] = grown
+                matched[key] = RowFrames.match(_presented(*grown), needed)
         if wider:
             blobs = self._read(where, [(episode.videos[k].path, s.byte_offset, s.byte_length)
                                        for k, (_, s) in wider.items()])
             spans.update(wider)
             payloads.update(zip(wider, blobs, strict=True))
+        return matched
+
+
+def _presented(index: Mp4Index, span: Span) -> np.ndarray:
+    """Source-timeline times of the frames of ``span``, sorted."""
+    return np.sort(index.pts[span.sample_lo:span.sample_hi]) / index.timescale
 
 
 def _check_row_positions(rows: pa.Table, episode: EpisodeMeta, where: str) -> None:

@@ -26,11 +26,12 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .local_cache import file_lock
+from ..storage.coalesce import ReadRequest
+from ..storage.local_cache import file_lock
 
 MAGIC = b"LRSEPI1\n"
 STALE_TMP_S = 600.0
@@ -175,7 +176,8 @@ class DiskCachedReader:
         self._reader = reader
         self.disk_cache = cache
 
-    def read_many(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes]:
+    def read_many(self, requests: Iterable[ReadRequest | tuple[str, int, int]]) -> list[bytes]:
+        requests = [ReadRequest(*r) for r in requests]  # read twice below (any iterable may come)
         key = entry_key(requests)
         lengths = [int(n) for _, _, n in requests]
         blobs = self.disk_cache.get(key, lengths)

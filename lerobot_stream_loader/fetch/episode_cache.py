@@ -1,7 +1,7 @@
 """Per-worker episode cache: fetches planned episodes ahead of use, under a byte budget.
 
 :class:`FetchCache` is the cache itself: keys are fetched on its threads by a ``fetch(key)``
-function (an :class:`~lerobot_stream_loader.episode_assembly.EpisodeAssembler`, or one per source
+function (an :class:`~lerobot_stream_loader.fetch.assembly.EpisodeAssembler`, or one per source
 of a mixture), at most ``prefetch_depth`` at once. Episodes in use are pinned; unpinned ones are
 evicted least-recently-used once the budget is exceeded. Fetch errors reach the consumer of that
 key only. :class:`EpisodeCache` is the cache of one dataset, keyed by episode index.
@@ -15,18 +15,21 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from .daemon_pool import DaemonPool
-from .episode_assembly import EpisodeAssembler, EpisodeData, EpisodeVideo
+from ..meta.dataset_meta import DatasetMeta
+from ..storage import RangeReader
+from ..util.daemon_pool import DaemonPool
+from .assembly import EpisodeAssembler, EpisodeData, EpisodeVideo
 from .file_indexes import FileIndexes
-from .meta import DatasetMeta
-from .storage import RangeReader
-from .windows import DEFAULT_TOLERANCE_S
+from .frame_match import DEFAULT_TOLERANCE_S
 from .worker_exit import wait_result
 
 __all__ = ["DEFAULT_BUDGET_BYTES", "CacheStats", "EpisodeCache", "EpisodeData", "EpisodeVideo", "FetchCache"]
 
 DEFAULT_BUDGET_BYTES = 512 << 20
+
+K = TypeVar("K", bound=Hashable)  # what episodes are keyed by: an index, or (source, index) in a mixture
 
 
 @dataclass
@@ -44,12 +47,12 @@ class CacheStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-class FetchCache:
+class FetchCache(Generic[K]):
     """Fetches, holds and hands out episodes (``fetch(key)`` results) for one worker."""
 
     def __init__(
         self,
-        fetch: Callable[[Hashable], EpisodeData],
+        fetch: Callable[[K], EpisodeData],
         *,
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
         prefetch_depth: int = 4,
@@ -63,14 +66,14 @@ class FetchCache:
         self.stats = CacheStats()
         self._pool = DaemonPool(threads, "episode-fetch")
         self._lock = threading.RLock()  # done-callbacks of already-finished futures run under it
-        self._ready: OrderedDict[Hashable, EpisodeData] = OrderedDict()
-        self._inflight: dict[Hashable, Future[EpisodeData]] = {}
-        self._queued: deque[Hashable] = deque()
-        self._pinned: set[Hashable] = set()
+        self._ready: OrderedDict[K, EpisodeData] = OrderedDict()
+        self._inflight: dict[K, Future[EpisodeData]] = {}
+        self._queued: deque[K] = deque()
+        self._pinned: set[K] = set()
         self._closed = False
 
     # -- public API -------------------------------------------------------------------------------
-    def prefetch(self, episode: Hashable) -> None:
+    def prefetch(self, episode: K) -> None:
         """Ask for ``episode`` to be fetched in the background (no-op when held or on its way)."""
         with self._lock:
             if self._closed or episode in self._ready or episode in self._inflight or episode in self._queued:
@@ -78,7 +81,7 @@ class FetchCache:
             self._queued.append(episode)
             self._start_queued()
 
-    def get(self, episode: Hashable) -> EpisodeData:
+    def get(self, episode: K) -> EpisodeData:
         """The episode's data, fetching it now if needed; pins it until :meth:`release`."""
         with self._lock:
             self._check_open()
@@ -105,7 +108,7 @@ class FetchCache:
             self.stats.wait_seconds += time.perf_counter() - start
         return data
 
-    def release(self, episode: Hashable) -> None:
+    def release(self, episode: K) -> None:
         """The consumer is done with ``episode``: it may be evicted when space is needed."""
         with self._lock:
             self._pinned.discard(episode)
@@ -124,14 +127,14 @@ class FetchCache:
             self._inflight.clear()
             self.stats.bytes_held = 0
 
-    def __enter__(self) -> FetchCache:
+    def __enter__(self) -> FetchCache[K]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
-    def held_episodes(self) -> list[Hashable]:
+    def held_episodes(self) -> list[K]:
         """Episodes whose bytes are held now (ready), least recently used first."""
         with self._lock:
             return list(self._ready)
@@ -153,13 +156,13 @@ class FetchCache:
     def _has_room(self) -> bool:
         return self.stats.bytes_held < self.budget_bytes or not self._ready
 
-    def _submit(self, episode: Hashable) -> Future[EpisodeData]:
+    def _submit(self, episode: K) -> Future[EpisodeData]:
         future = self._pool.submit(self._fetch, episode)
         self._inflight[episode] = future
-        future.add_done_callback(lambda f, ep=episode: self._on_done(ep, f))
+        future.add_done_callback(lambda f: self._on_done(episode, f))
         return future
 
-    def _on_done(self, episode: Hashable, future: Future[EpisodeData]) -> None:
+    def _on_done(self, episode: K, future: Future[EpisodeData]) -> None:
         with self._lock:
             self._inflight.pop(episode, None)
             if self._closed or future.cancelled():
@@ -186,7 +189,7 @@ class FetchCache:
             self.stats.evicted += 1
 
 
-class EpisodeCache(FetchCache):
+class EpisodeCache(FetchCache[int]):
     """The cache of one dataset's episodes, keyed by episode index."""
 
     def __init__(

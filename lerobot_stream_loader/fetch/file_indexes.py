@@ -2,7 +2,7 @@
 footers. Each is built once per file (concurrent requests for one file wait for one build) and kept
 in a bounded least-recently-used table (MP4 indexes by bytes, footers by count), so a worker's
 memory does not grow with the number of files it has opened. MP4 indexes come from the dataset's
-sidecar (:class:`~lerobot_stream_loader.index_sidecar.SidecarLookup`) when it has a fresh entry.
+sidecar (:class:`~lerobot_stream_loader.fetch.sidecar.SidecarLookup`) when it has a fresh entry.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
-from .errors import FetchError
-from .index_sidecar import SidecarLookup
-from .mp4 import Mp4FormatError, Mp4Index, index_mp4
-from .parquet_ranges import ParquetFooter, read_footer
-from .storage import RangeReader
+from ..errors import FetchError
+from ..mp4 import Mp4FormatError, Mp4Index, index_mp4
+from ..parquet.ranges import ParquetFooter, read_footer
+from ..storage import RangeReader
+from .sidecar import SidecarLookup
 
 T = TypeVar("T")
 DEFAULT_INDEX_BYTES = 64 << 20
@@ -30,22 +30,22 @@ def index_bytes(index: Mp4Index) -> int:
     return sum(value.nbytes for value in vars(index).values() if isinstance(value, np.ndarray))
 
 
-class _Lru:
+class _Lru(Generic[T]):
     """Values by key, least recently used first; evicted beyond ``limit`` (by ``weigh``), keeping one."""
 
-    def __init__(self, limit: int, weigh: Callable[[object], int]) -> None:
+    def __init__(self, limit: int, weigh: Callable[[T], int]) -> None:
         self.limit, self.weigh = limit, weigh
-        self.items: OrderedDict[str, tuple[object, int]] = OrderedDict()
+        self.items: OrderedDict[str, tuple[T, int]] = OrderedDict()
         self.total = 0
 
-    def get(self, key: str) -> object | None:
+    def get(self, key: str) -> T | None:
         found = self.items.get(key)
         if found is None:
             return None
         self.items.move_to_end(key)
         return found[0]
 
-    def put(self, key: str, value: object) -> None:
+    def put(self, key: str, value: T) -> None:
         weight = self.weigh(value)
         self.items[key] = (value, weight)
         self.total += weight
@@ -59,8 +59,8 @@ class IndexCaches:
     has one per dataset; a mixture's sources share one, so many sources do not multiply the bound."""
 
     def __init__(self, max_index_bytes: int = DEFAULT_INDEX_BYTES, max_footers: int = DEFAULT_FOOTERS) -> None:
-        self.mp4 = _Lru(max_index_bytes, lambda index: index_bytes(index))  # type: ignore[arg-type]
-        self.footers = _Lru(max_footers, lambda _: 1)
+        self.mp4: _Lru[Mp4Index] = _Lru(max_index_bytes, lambda index: index_bytes(index))
+        self.footers: _Lru[ParquetFooter] = _Lru(max_footers, lambda _: 1)
         self.guard = threading.Lock()
 
 
@@ -86,11 +86,11 @@ class FileIndexes:
 
     def mp4(self, path: str) -> Mp4Index:
         """The sample table of the MP4 at ``path``."""
-        return self._once(self._mp4, path, lambda: self._index_mp4(path))  # type: ignore[return-value]
+        return self._once(self._mp4, path, lambda: self._index_mp4(path))
 
     def footer(self, path: str) -> ParquetFooter:
         """The footer (row group ranges) of the parquet file at ``path``."""
-        return self._once(self._footers, path, lambda: read_footer(  # type: ignore[return-value]
+        return self._once(self._footers, path, lambda: read_footer(
             f"{self._root}/{path}", self._reader.size(path),
             lambda offset, length: self._reader.read(path, offset, length)))
 
@@ -111,12 +111,12 @@ class FileIndexes:
         except FetchError as exc:
             raise FetchError(f"{self._root}/{path}: reading the MP4 sample table failed: {exc}") from exc
 
-    def _once(self, table: _Lru, path: str, build: Callable[[], T]) -> T:
+    def _once(self, table: _Lru[T], path: str, build: Callable[[], T]) -> T:
         key = f"{self._root}/{path}"  # caches shared by several datasets: keyed by the full name
         with self._guard:
             value = table.get(key)
             if value is not None:
-                return value  # type: ignore[return-value]
+                return value
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             with self._guard:
@@ -126,4 +126,4 @@ class FileIndexes:
                 with self._guard:
                     table.put(key, value)
                     self._locks.pop(key, None)
-            return value  # type: ignore[return-value]
+            return value

@@ -4,9 +4,9 @@ Layout (version 2, ``meta/mp4_index.bin``): an 8-byte magic, the directory lengt
 directory ``{"format", "version", "files": [{"path", "size", "tail", "offset", "length", "raw",
 "arrays": [[name, dtype, shape], ...]}]}``, then one zlib-compressed blob per file (its index arrays
 back to back). A worker reads the head of the sidecar once (one or two range reads) and keeps the
-directory as its bytes (:mod:`~lerobot_stream_loader.sidecar_directory`: one file's item is parsed
+directory as its bytes (:mod:`~lerobot_stream_loader.fetch.sidecar_directory`: one file's item is parsed
 when asked); per MP4 it opens, it reads that file's blob (one range read); parsed indexes live in the
-worker's bounded LRU (:class:`~lerobot_stream_loader.file_indexes.FileIndexes`).
+worker's bounded LRU (:class:`~lerobot_stream_loader.fetch.file_indexes.FileIndexes`).
 
 An entry is used only while its MP4 has the same size and the same last ``TAIL_BYTES`` bytes (a
 CRC-32 that copying, re-downloading or touching the file preserves). A corrupt, oversized or
@@ -27,21 +27,16 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from .errors import FetchError
-from .local_cache import dataset_cache_dir
-from .local_files import write_file_atomically
-from .meta import DatasetMeta
-from .mp4 import Mp4FormatError, Mp4Index, index_mp4
-from .paths import is_local
+from ..errors import FetchError
+from ..mp4 import Mp4FormatError, Mp4Index
+from ..storage import RangeReader
+from ..storage.local_cache import dataset_cache_dir
 from .sidecar_directory import FORMAT, VERSION, SidecarDirectory, SidecarError
-from .storage import RangeReader
 
 SIDECAR_PATH = "meta/mp4_index.bin"
 OLD_SIDECAR_PATH = "meta/mp4_index.npz"
@@ -76,74 +71,9 @@ def read_tail(read: ReadRange, size: int) -> bytes:
     return read(size - n, n) if n else b""
 
 
-# ------------------------------------------------------------------------------------------- writing
-def encode_sidecar(entries: dict[str, SidecarEntry]) -> bytes:
-    """The version-2 bytes of ``entries`` ({relative path: entry}); entry offsets count from the end
-    of the directory."""
-    files, blobs = [], []
-    offset = 0
-    for path, entry in sorted(entries.items()):
-        arrays = entry.index.to_arrays()
-        raw = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
-        blob = zlib.compress(raw, 6)
-        files.append({"path": path, "size": int(entry.size), "tail": entry.tail, "offset": offset,
-                      "length": len(blob), "raw": len(raw),
-                      "arrays": [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()]})
-        blobs.append(blob)
-        offset += len(blob)
-    directory = json.dumps({"format": FORMAT, "version": VERSION, "files": files}).encode()
-    return MAGIC + struct.pack("<I", len(directory)) + directory + b"".join(blobs)
-
-
-def build_entries(meta: DatasetMeta, reader: RangeReader, *, threads: int = 8,
-                  progress: bool = True) -> dict[str, SidecarEntry]:
-    """Index every MP4 of the dataset in parallel (range reads only: head probe, moov, last bytes)."""
-    def one(path: str) -> tuple[str, SidecarEntry]:
-        size = reader.size(path)
-        read = lambda offset, length: reader.read(path, offset, length)  # noqa: E731
-        index = index_mp4(read, size=size, name=f"{meta.root}/{path}")
-        return path, SidecarEntry(index, size, tail_checksum(read_tail(read, size)))
-
-    paths = meta.video_files
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = pool.map(one, paths)
-        return dict(tqdm(results, total=len(paths), desc="index", unit="file", disable=not progress))
-
-
 def cache_path(root: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the sidecar of ``root`` goes in the machine's cache (a remote or read-only dataset)."""
     return dataset_cache_dir(root, cache_dir) / Path(SIDECAR_PATH).name
-
-
-def save_sidecar(meta: DatasetMeta, entries: dict[str, SidecarEntry], output: str | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None) -> str:
-    """Write the sidecar to ``output``, or inside the dataset, or to the local cache; return where."""
-    data = encode_sidecar(entries)
-    if output is not None:
-        _write_local(Path(output), data)
-        return str(output)
-    if is_local(meta.root):
-        target = Path(meta.url(SIDECAR_PATH).removeprefix("file://"))
-        try:
-            _write_local(target, data)
-            return str(target)
-        except OSError:
-            pass
-    elif not meta.root.startswith(("http://", "https://", "hf://")):  # object stores: try writing in place
-        try:
-            meta.fs.pipe_file(meta.url(SIDECAR_PATH), data)
-            return f"{meta.root}/{SIDECAR_PATH}"
-        except Exception as exc:  # any store refusal (permissions, read-only bucket): fall back to the cache
-            warnings.warn(f"{meta.root}: cannot write {SIDECAR_PATH} ({type(exc).__name__}: {exc}); "
-                          "saving the sidecar to the local cache instead", stacklevel=2)
-    fallback = cache_path(meta.root, cache_dir)
-    _write_local(fallback, data)
-    return str(fallback)
-
-
-def _write_local(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_file_atomically(path, data)
 
 
 # ------------------------------------------------------------------------------------------- reading

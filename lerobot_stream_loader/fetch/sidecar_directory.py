@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from .mp4 import Mp4FormatError
+from ..mp4 import Mp4FormatError
 
 FORMAT = "lerobot-stream-loader/mp4-index"
 VERSION = 2

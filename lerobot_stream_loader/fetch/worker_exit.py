@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
-from .errors import StreamLoaderError
+from ..errors import StreamLoaderError
 
 T = TypeVar("T")
 POLL_S = 0.1

@@ -1,9 +1,10 @@
-"""Feature kinds beside the row columns, each decoded by one small module behind one interface.
+"""Stage 4, items: an episode's rows and decoded frames become LeRobot-shaped items.
 
-- :mod:`.cameras`: the interface (:class:`~.cameras.Camera`) and one camera object per feature;
-- :mod:`.video`: RGB video cameras (torchcodec) and depth video cameras (12-bit codes through
-  PyAV, :mod:`.depth_video`, dequantized by :mod:`.depth`);
-- :mod:`.image`: cameras stored as encoded images in the data parquet (RGB and raw depth).
-
-Submodules are imported on use (the sample writer needs :mod:`.depth` without the decoders).
+- :mod:`.builder`: :class:`~.builder.ItemBuilder`, one item from rows, frames, windows and task text;
+- :mod:`.episode`: :class:`~.episode.EpisodeItems`, one fetched episode's rows as tensors;
+- :mod:`.cameras`: the camera interface and one camera object per feature kind:
+  :mod:`.video` (RGB video, torchcodec; depth video through :mod:`.depth_video`, 12-bit codes via PyAV)
+  and :mod:`.image` (images stored in the data parquet);
+- :mod:`.decode` (decoders and their LRU), :mod:`.windows` (``delta_timestamps``),
+  :mod:`.rename` (key renaming), :mod:`.planar` (interleaved RGB to planar frames).
 """

@@ -7,24 +7,24 @@ says whether LeRobot squeezes a one-frame window (``squeeze_single``) and whethe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict, TypeGuard
 
 import numpy as np
 import torch
 
 from ..errors import DatasetFormatError
-from .depth import DepthQuantization, check_unit, is_depth_feature, stored_unit
+from ..meta.depth import DepthQuantization, check_unit, is_depth_feature, stored_unit
 from .image import DepthImageCamera, ImageCamera
 from .video import DepthVideoCamera, VideoCamera
 
 if TYPE_CHECKING:
-    from ..decode import DecoderLRU
-    from ..items import EpisodeItems
-    from ..meta import DatasetMeta
+    from ..meta.dataset_meta import DatasetMeta
+    from .decode import DecoderLRU
+    from .episode import EpisodeItems
 
 
 class Camera(Protocol):
-    """What :class:`lerobot_stream_loader.items.ItemBuilder` asks of every camera feature."""
+    """What :class:`lerobot_stream_loader.items.builder.ItemBuilder` asks of every camera feature."""
 
     key: str
     squeeze_single: bool
@@ -33,13 +33,32 @@ class Camera(Protocol):
     def frames(self, episode: EpisodeItems, frames: np.ndarray) -> torch.Tensor: ...
 
 
-def image_keys(meta: DatasetMeta) -> list[str]:
-    """Keys of the features stored as images in the data parquet."""
-    return [key for key, feature in meta.features.items() if feature.get("dtype") == "image"]
+class DeferringCamera(Camera, Protocol):
+    """A camera whose ``frames(..., convert=False)`` gives frames as decoded, finished by ``convert``."""
+
+    deferred: bool
+
+    def frames(self, episode: EpisodeItems, frames: np.ndarray, *, convert: bool = True) -> torch.Tensor: ...
+
+    def convert(self, pixels: torch.Tensor) -> torch.Tensor: ...
+
+
+def defers(camera: Camera) -> TypeGuard[DeferringCamera]:
+    """Whether ``camera`` leaves its frames to be converted later (its ``deferred``, False when absent)."""
+    return bool(getattr(camera, "deferred", False))
+
+
+class _VideoOptions(TypedDict):
+    """The keywords every video camera takes."""
+
+    root: str
+    tolerance_s: float
+    decoders: DecoderLRU
+    return_uint8: bool
 
 
 def camera_features(meta: DatasetMeta, *, tolerance_s: float, return_uint8: bool, decoders: DecoderLRU,
-                    threads: int, depth_output_unit: str,
+                    depth_output_unit: str,
                     image_size: tuple[int, int] | None = None) -> dict[str, Camera]:
     """One camera object per ``video`` and ``image`` feature of ``meta``, in info.json order
     (``image_size``: RGB video cameras decode to that (height, width))."""
@@ -49,8 +68,8 @@ def camera_features(meta: DatasetMeta, *, tolerance_s: float, return_uint8: bool
         dtype = feature.get("dtype")
         depth = is_depth_feature(feature)
         if dtype == "video":
-            options = dict(root=meta.root, tolerance_s=tolerance_s, decoders=decoders, threads=threads,
-                           return_uint8=return_uint8)
+            options: _VideoOptions = dict(root=meta.root, tolerance_s=tolerance_s, decoders=decoders,
+                                          return_uint8=return_uint8)
             try:
                 cameras[key] = (DepthVideoCamera(key, quantization=DepthQuantization.from_feature(key, feature),
                                                  unit=unit, **options) if depth

@@ -1,46 +1,26 @@
 """Decode frames of one camera of one episode from its synthesized mini-MP4.
 
-Times are matched on the source file's timeline against the presentation times of the frames
-the mini-MP4 holds (known exactly from the sample table); the decoder is then asked for frames by
-position, which avoids any rounding at frame boundaries.
+The decoder is asked for frames by position in the mini-MP4 (rows were matched to positions once,
+when the episode was fetched: :mod:`~lerobot_stream_loader.fetch.frame_match`), which avoids any
+rounding at frame boundaries; it checks that every frame it returns is the one asked for.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torchcodec.decoders import VideoDecoder
 
-from .errors import FrameMismatchError
-
-
-def nearest_frames(presented: np.ndarray, requested: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(positions of the frames nearest to ``requested`` times among the sorted ``presented`` times,
-    their distance in seconds)."""
-    requested = np.asarray(requested, dtype=np.float64)
-    right = np.clip(np.searchsorted(presented, requested), 0, len(presented) - 1)
-    left = np.clip(right - 1, 0, len(presented) - 1)
-    pick = np.where(np.abs(presented[left] - requested) <= np.abs(presented[right] - requested), left, right)
-    return pick, np.abs(presented[pick] - requested)
-
-
-def match_frames(presented: np.ndarray, requested: np.ndarray, tolerance_s: float, what: str) -> np.ndarray:
-    """Positions of the frames nearest to ``requested`` times (source timeline) among the sorted
-    ``presented`` times; raise :class:`FrameMismatchError` when one is further than the tolerance."""
-    requested = np.asarray(requested, dtype=np.float64)
-    pick, error = nearest_frames(presented, requested)
-    worst = int(np.argmax(error)) if len(error) else 0
-    if len(error) and error[worst] > tolerance_s:
-        raise FrameMismatchError(
-            f"{what}: no frame within tolerance_s={tolerance_s} of t={requested[worst]:.6f}s; nearest frame "
-            f"is at {presented[pick[worst]]:.6f}s (the video holds {presented[0]:.6f}..{presented[-1]:.6f}s)")
-    return pick
-
+from ..errors import FrameMismatchError
 
 _PTS_SLACK_S = 1e-3
+
+# A decoder's key in a DecoderLRU: (episode, camera); (source, (episode, camera)) in a mixture's shared one.
+DecoderKey = tuple[Any, ...]
 
 
 class EpisodeVideoDecoder:
@@ -51,13 +31,13 @@ class EpisodeVideoDecoder:
     :class:`FrameMismatchError` instead of returning it.
     """
 
-    def __init__(self, mini_mp4: bytes, expected_pts: np.ndarray, *, name: str, threads: int = 1,
+    def __init__(self, mini_mp4: bytes, expected_pts: np.ndarray, *, name: str,
                  size: tuple[int, int] | None = None) -> None:
         """``size``: (height, width) the frames are resized to (:func:`resize_frames`)."""
         self.name = name
         self.expected_pts = np.asarray(expected_pts, dtype=np.float64)
         self._size = size
-        self._decoder = VideoDecoder(mini_mp4, seek_mode="exact", num_ffmpeg_threads=threads,
+        self._decoder = VideoDecoder(mini_mp4, seek_mode="exact", num_ffmpeg_threads=1,  # parallelism comes from the workers
                                      dimension_order="NCHW")
         self.num_frames = int(self._decoder.metadata.num_frames or 0)
 
@@ -97,9 +77,9 @@ class DecoderLRU:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
-        self._items: OrderedDict[Hashable, EpisodeVideoDecoder] = OrderedDict()
+        self._items: OrderedDict[DecoderKey, EpisodeVideoDecoder] = OrderedDict()
 
-    def get(self, key: Hashable, open_decoder: Callable[[], EpisodeVideoDecoder]) -> EpisodeVideoDecoder:
+    def get(self, key: DecoderKey, open_decoder: Callable[[], EpisodeVideoDecoder]) -> EpisodeVideoDecoder:
         """The decoder for ``key``, opened with ``open_decoder`` when absent."""
         decoder = self._items.get(key)
         if decoder is None:
@@ -111,7 +91,7 @@ class DecoderLRU:
             self._items.move_to_end(key)
         return decoder
 
-    def discard(self, predicate: Callable[[Hashable], bool]) -> None:
+    def discard(self, predicate: Callable[[DecoderKey], bool]) -> None:
         """Drop every decoder whose key matches."""
         for key in [k for k in self._items if predicate(k)]:
             del self._items[key]
@@ -119,7 +99,7 @@ class DecoderLRU:
     def clear(self) -> None:
         self._items.clear()
 
-    def keys(self) -> list[Hashable]:
+    def keys(self) -> list[DecoderKey]:
         """Keys of the open decoders, least recently used first."""
         return list(self._items)
 

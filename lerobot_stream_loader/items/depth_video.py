@@ -1,7 +1,7 @@
 """12-bit depth frames of an episode's mini-MP4, decoded with PyAV (torchcodec outputs 8-bit RGB only).
 
 Frames are asked for by position (0 = first presented frame), like
-:class:`lerobot_stream_loader.decode.EpisodeVideoDecoder`. A request decodes forward from the open
+:class:`lerobot_stream_loader.items.decode.EpisodeVideoDecoder`. A request decodes forward from the open
 decoder when the frames lie a little ahead of it, else seeks to the keyframe before the first
 frame wanted; when a seek lands past a wanted frame (with B-frames the container seeks by decode
 time), it seeks again one, two, four... frames earlier, and as a last resort decodes the episode
@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from fractions import Fraction
+from typing import cast
 
 import av
 import numpy as np
 import torch
 
 from ..errors import DatasetFormatError, FrameMismatchError
-from .depth import GRAY12_FORMATS
+from ..meta.depth import GRAY12_FORMATS
 
 _PTS_SLACK_S = 1e-3
 _FORWARD_FRAMES = 32  # decode on instead of seeking when the next frame wanted is this close ahead
@@ -28,12 +30,11 @@ _FORWARD_FRAMES = 32  # decode on instead of seeking when the next frame wanted 
 class DepthVideoDecoder:
     """uint16 codes ``(N, 1, H, W)`` of a depth mini-MP4 by frame position."""
 
-    def __init__(self, mini_mp4: bytes, expected_pts: np.ndarray, *, name: str, threads: int = 1) -> None:
+    def __init__(self, mini_mp4: bytes, expected_pts: np.ndarray, *, name: str) -> None:
         self.name = name
         self.expected_pts = np.asarray(expected_pts, dtype=np.float64)
         self.num_frames = len(self.expected_pts)
         self._data = mini_mp4
-        self._threads = threads
         self._container: av.container.InputContainer | None = None
         self._frames: Iterator[av.VideoFrame] | None = None
         self._last = -1  # position of the last frame the open decoder returned
@@ -88,16 +89,17 @@ class DepthVideoDecoder:
 
     def _stream(self) -> av.video.stream.VideoStream:
         if self._container is None:
-            self._container = av.open(io.BytesIO(self._data))
-            self._container.streams.video[0].thread_count = self._threads
+            self._container = av.open(io.BytesIO(self._data), "r")
+            self._container.streams.video[0].thread_count = 1
         return self._container.streams.video[0]
 
     def _seek(self, ticks: int | None) -> None:
         """Seek to a keyframe at or before ``ticks`` (stream time base; None: stay at the start)."""
         stream = self._stream()
+        container = cast(av.container.InputContainer, self._container)  # opened by _stream()
         if ticks is not None:
-            self._container.seek(ticks, stream=stream, backward=True, any_frame=False)
-        self._frames = self._container.decode(stream)
+            container.seek(ticks, stream=stream, backward=True, any_frame=False)
+        self._frames = container.decode(stream)
         self._last, self._landed = -1, None
 
     def _collect(self, wanted: list[int]) -> dict[int, np.ndarray]:
@@ -122,7 +124,8 @@ class DepthVideoDecoder:
         return found
 
     def _position(self, frame: av.VideoFrame) -> int:
-        seconds = float(frame.pts * frame.time_base)
+        # _collect skips frames without pts; a decoded frame has its stream's time base
+        seconds = float(cast(int, frame.pts) * cast(Fraction, frame.time_base))
         position = int(np.clip(np.searchsorted(self.expected_pts, seconds), 0, self.num_frames - 1))
         if position > 0 and abs(self.expected_pts[position - 1] - seconds) < abs(self.expected_pts[position] - seconds):
             position -= 1

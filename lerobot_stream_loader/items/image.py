@@ -15,24 +15,18 @@ import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from ..errors import DatasetFormatError
-from .depth import convert_image_unit
+from ..meta.depth import convert_image_unit
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from ..items import EpisodeItems
+    from .episode import EpisodeItems
 
 UINT16_MODES = ("I;16", "I;16B", "I;16L")
 _TO_TENSOR_TYPES = {"I": np.int32, ("I;16" if sys.byteorder == "little" else "I;16B"): np.int16, "F": np.float32}
-
-
-def is_image_column(kind: pa.DataType) -> bool:
-    """Whether an Arrow type is the ``{bytes, path}`` struct of an image feature."""
-    return pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0
 
 
 def decode_image(data: bytes) -> Image:
@@ -40,7 +34,7 @@ def decode_image(data: bytes) -> Image:
     import PIL.Image
     import PIL.ImageOps
 
-    image = PIL.Image.open(io.BytesIO(data))
+    image: Image = PIL.Image.open(io.BytesIO(data))
     image.load()
     if image.getexif().get(PIL.Image.ExifTags.Base.Orientation) is not None:
         image = PIL.ImageOps.exif_transpose(image)

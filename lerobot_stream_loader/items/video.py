@@ -1,8 +1,8 @@
 """Cameras stored as video: RGB frames (torchcodec) and depth maps (12-bit codes through PyAV).
 
-Both find the frames a request needs the same way: the episode's rows' ``timestamp`` plus the
-camera's ``from_timestamp`` are matched (within ``tolerance_s``) against the presentation times of
-the frames the fetched mini-MP4 holds; the decoder is then asked for frames by position.
+Both find the frames a request needs the same way: each row's frame was matched when the episode
+was fetched (:class:`~lerobot_stream_loader.fetch.frame_match.RowFrames`); a row whose frame lies
+beyond ``tolerance_s`` raises when it is asked for, and the decoder is asked for frames by position.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..decode import DecoderLRU, EpisodeVideoDecoder, match_frames, nearest_frames
-from ..planar import as_planar
-from .depth import DepthQuantization
+from ..errors import DatasetFormatError
+from ..meta.depth import DepthQuantization
+from .decode import DecoderLRU, EpisodeVideoDecoder
 from .depth_video import DepthVideoDecoder
+from .planar import as_planar
 
 if TYPE_CHECKING:
-    from ..episode_cache import EpisodeVideo
-    from ..items import EpisodeItems
+    from ..fetch.episode_cache import EpisodeVideo
+    from .episode import EpisodeItems
 
 
 class VideoCamera:
@@ -29,14 +30,13 @@ class VideoCamera:
     transformable = True  # image_transforms apply
     deferred = True  # frames(convert=False) gives uint8 frames that convert() finishes later
 
-    def __init__(self, key: str, *, root: str, tolerance_s: float, decoders: DecoderLRU, threads: int,
+    def __init__(self, key: str, *, root: str, tolerance_s: float, decoders: DecoderLRU,
                  return_uint8: bool = False, image_size: tuple[int, int] | None = None) -> None:
         self.key = key
         self.image_size = image_size
         self.root = root
         self.tolerance_s = tolerance_s
         self.decoders = decoders
-        self.threads = threads
         self.return_uint8 = return_uint8
 
     def frames(self, episode: EpisodeItems, frames: np.ndarray, *, convert: bool = True) -> torch.Tensor:
@@ -50,19 +50,13 @@ class VideoCamera:
         return self.convert(pixels) if convert else pixels
 
     def _positions(self, episode: EpisodeItems, frames: np.ndarray) -> np.ndarray:
-        """Positions in the episode's video of the frames rows ``frames`` play: every row is matched
-        once per episode, a row whose frame is beyond ``tolerance_s`` raises when it is asked for."""
-        matched = episode.matched.get(self.key)
-        video = episode.data.videos[self.key]
+        """Positions in the episode's video of the frames rows ``frames`` play; a row whose frame is
+        beyond ``tolerance_s`` raises :class:`~lerobot_stream_loader.errors.FrameMismatchError`."""
+        matched = episode.data.videos[self.key].row_frames
         if matched is None:
-            requested = episode.data.episode.videos[self.key].from_timestamp + episode.timestamps
-            pick, error = nearest_frames(video.presented, requested)
-            matched = episode.matched[self.key] = (pick, error <= self.tolerance_s)
-        pick, within = matched
-        if not within[frames].all():
-            requested = episode.data.episode.videos[self.key].from_timestamp + episode.timestamps[frames]
-            match_frames(video.presented, requested, self.tolerance_s, self._what(episode))  # raises
-        return pick[frames]
+            raise DatasetFormatError(f"{self._what(episode)}: the rows have no timestamp column to match "
+                                     "video frames with")
+        return matched.positions_of(frames, self.tolerance_s, self._what(episode))
 
     def _what(self, episode: EpisodeItems) -> str:
         video = episode.data.videos[self.key]
@@ -71,7 +65,7 @@ class VideoCamera:
     def open(self, video: EpisodeVideo, what: str) -> Any:
         """A decoder of the episode's mini-MP4 answering ``frames(positions)``."""
         return EpisodeVideoDecoder(video.mini_mp4, video.presented - video.time_offset, name=what,
-                                   threads=self.threads, size=self.image_size)
+                                   size=self.image_size)
 
     def convert(self, pixels: torch.Tensor) -> torch.Tensor:
         """The decoder's output as LeRobot returns it."""
@@ -83,7 +77,7 @@ class VideoCamera:
 def float_frames(pixels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """uint8 frames as float32 in [0, 1], written into ``out``: bit for bit LeRobot's
     ``frames.float() / 255``, one fused pass (about 4x faster than converting, then dividing in
-    place). Interleaved frames are first deinterleaved (:mod:`~lerobot_stream_loader.planar`) when
+    place). Interleaved frames are first deinterleaved (:mod:`~lerobot_stream_loader.items.planar`) when
     OpenCV is there: the division then runs on contiguous planes (1.4x faster for 640x480 RGB).
     The batch collate writes straight into the batch with it."""
     return torch.div(as_planar(pixels), 255.0, out=out)
@@ -101,8 +95,7 @@ class DepthVideoCamera(VideoCamera):
         self.unit = unit
 
     def open(self, video: EpisodeVideo, what: str) -> Any:
-        return DepthVideoDecoder(video.mini_mp4, video.presented - video.time_offset, name=what,
-                                 threads=self.threads)
+        return DepthVideoDecoder(video.mini_mp4, video.presented - video.time_offset, name=what)
 
     def convert(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.quantization.dequantize(pixels, self.unit)

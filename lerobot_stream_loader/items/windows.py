@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_TOLERANCE_S = 1e-4
+from ..fetch.frame_match import DEFAULT_TOLERANCE_S
 
 
 @dataclass(frozen=True)

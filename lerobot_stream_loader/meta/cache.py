@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..storage.local_cache import file_lock, publish_folder
 from .episode_table import EpisodeTable
-from .local_cache import file_lock, publish_folder
 
 _FILES = ("info.json", "tasks.json", "sources.json")
 FileVersion = tuple[str, int, "str | None"]

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import DatasetFormatError
-from .paths import PathEscapeError, check_relative
+from ..errors import DatasetFormatError
+from ..storage.paths import PathEscapeError, check_relative
 
 SUPPORTED_VERSIONS = ("v3.0",)
 SUPPORTED_STORAGE = ("parquet",)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
@@ -17,18 +18,19 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 
-from .credentials import Secret, hide_secrets, reveal_secrets, with_url_credentials
+from ..errors import DatasetFormatError
+from ..storage import RangeReader
+from ..storage.credentials import Secret, reveal_secrets
+from ..storage.local_cache import dataset_cache_dir, offline
+from ..storage.location import Location
+from ..storage.paths import PathEscapeError, check_relative, is_bare_repo_id, is_local, join
+from .cache import MetaCache
+from .checks import check_episodes_table, check_info
 from .episode_table import EpisodeMeta, EpisodeTable, VideoSpan
-from .errors import DatasetFormatError
-from .hub_revision import default_hub_root
-from .local_cache import dataset_cache_dir, offline
-from .meta_cache import MetaCache
-from .meta_checks import check_episodes_table, check_info
-from .meta_files import MetaFiles, read_episodes, read_tasks
-from .paths import PathEscapeError, check_relative, is_bare_repo_id, is_local, join, normalize_root
-from .storage import open_root_reader
+from .files import MetaFiles, read_episodes, read_tasks
+from .hub_revision import default_hub_location
 
-__all__ = ["DatasetMeta", "EpisodeMeta", "EpisodeTable", "VideoSpan", "load_meta"]
+__all__ = ["DatasetMeta", "EpisodeMeta", "EpisodeTable", "VideoSpan", "load_meta", "open_dataset"]
 
 INFO_PATH = "meta/info.json"
 STATS_PATH = "meta/stats.json"
@@ -44,24 +46,21 @@ class DatasetMeta:
 
     def __init__(
         self,
-        root: str,
+        location: Location,
         info: dict[str, Any],
         episode_table: EpisodeTable,
         tasks: dict[int, str],
         *,
         episodes_table: pa.Table | None = None,
         stats: dict[str, Any] | None = None,
-        storage_options: dict[str, Any] | None = None,
-        reader_settings: dict[str, Any] | None = None,
     ) -> None:
-        self.root = root
-        self.storage_options = hide_secrets(dict(storage_options or {}))  # credentials never readable
+        self.location = location
+        self.root = location.root
         self.info = info
         self.episode_table = episode_table
         self.tasks = tasks
         self._episodes_table = episodes_table
         self._stats = stats
-        self._reader_settings = hide_secrets(dict(reader_settings or {}))
         self.fps: int = int(info["fps"])
         self.features: dict[str, dict[str, Any]] = info["features"]
         self.video_keys: list[str] = [k for k, f in self.features.items() if f.get("dtype") == "video"]
@@ -97,16 +96,20 @@ class DatasetMeta:
         return self._episodes_table
 
     @property
+    def storage_options(self) -> dict[str, Any]:
+        """The fsspec options of the root (credentials hidden)."""
+        return self.location.storage_options
+
+    @property
     def basic_auth(self) -> Secret | None:
         """Credentials the root URL carried (its user part), held hidden; None without."""
-        return (self._reader_settings.get("reader_options") or {}).get("basic_auth")
+        return self.location.basic_auth
 
     @property
     def stats(self) -> dict[str, Any]:
         """meta/stats.json ({} when absent), read on first use."""
         if self._stats is None:
-            with open_root_reader(self.root, storage_options=self.storage_options,
-                                  **self._reader_settings) as reader:
+            with self.location.open_reader() as reader:
                 files = MetaFiles(self.root, reader)
                 self._stats = files.json(STATS_PATH) if files.exists(STATS_PATH) else {}
         return self._stats
@@ -162,8 +165,16 @@ class DatasetMeta:
                 f"fps={self.fps}, cameras={self.video_keys})")
 
 
-def load_meta(
-    root: str | os.PathLike[str],
+def load_meta(root: str | os.PathLike[str] | Location, **options: Any) -> DatasetMeta:
+    """Read and validate a dataset's metadata from a local path, a URL or a :class:`Location`
+    (``options`` as for :func:`open_dataset`)."""
+    with open_dataset(root, **options) as (meta, _):
+        return meta
+
+
+@contextmanager
+def open_dataset(
+    root: str | os.PathLike[str] | Location,
     *,
     revision: str | None = None,
     storage_options: dict[str, Any] | None = None,
@@ -173,8 +184,9 @@ def load_meta(
     all_columns: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
-) -> DatasetMeta:
-    """Read and validate a dataset's metadata from a local path or URL.
+) -> Iterator[tuple[DatasetMeta, RangeReader]]:
+    """The metadata of ``root`` and the range reader it was read through, open for more reads
+    (closed when the ``with`` block ends): one reader from the source to its last setting-up read.
 
     Files are read through a range reader (``backend`` and ``reader_options`` as for
     :func:`lerobot_stream_loader.storage.open_reader`; ``storage_options`` go to fsspec).
@@ -186,43 +198,62 @@ def load_meta(
     and no readable Hub dataset, the error says both.
 
     The streaming metadata of a dataset is kept in the machine's cache (``cache_dir``, default
-    :func:`~lerobot_stream_loader.local_cache.default_cache_dir`), keyed by the root and the size and
+    :func:`~lerobot_stream_loader.storage.local_cache.default_cache_dir`), keyed by the root and the size and
     ETag (local files: mtime) of meta/info.json: a warm start costs one request, and DataLoader
     workers map the cached columns. With ``HF_HUB_OFFLINE=1`` the cached copy of a remote dataset is
     used without any request. ``use_cache=False`` reads the files and leaves the cache alone (the
-    offline tools, which write nothing outside their output). A Hub root without a revision is read at LeRobot's ``v3.0`` tag when
-    the dataset has it, else at ``main`` (:mod:`~lerobot_stream_loader.hub_revision`: one more request).
+    offline tools, which write nothing outside their output). A Hub root without a revision is read at
+    LeRobot's ``v3.0`` tag when the dataset has it, else at ``main``
+    (:mod:`~lerobot_stream_loader.meta.hub_revision`: one more request).
     """
-    root_url, reader_options = with_url_credentials(normalize_root(root, revision), reader_options)
-    settings = {"backend": backend, "reader_options": reader_options}
-    if is_local(root_url):
-        folder = root_url.removeprefix("file://")
-        if os.path.exists(folder) and not os.path.isdir(folder):
-            raise NotADirectoryError(f"{folder}: not a folder (a dataset root is the folder holding meta/)")
-        if not os.path.exists(folder):
-            raise FileNotFoundError(f"{folder}: no such dataset folder")
-    try:
+    location = Location.of(root, revision=revision, backend=backend, storage_options=storage_options,
+                           reader_options=reader_options)
+    with _named_for_users(root, location):
+        check_local_root(location)
         if revision is None:
-            root_url = default_hub_root(root_url, storage_options=storage_options, settings=settings,
-                                        cache_dir=cache_dir)
-        return _load_meta(root_url, storage_options, settings, check_files, all_columns, cache_dir, use_cache)
+            location = default_hub_location(location, cache_dir=cache_dir)
+        reader = location.open_reader()
+        try:
+            meta = _load_meta(location, reader, check_files, all_columns, cache_dir, use_cache)
+        except BaseException:
+            reader.close()
+            raise
+    with reader:
+        yield meta, reader
+
+
+@contextmanager
+def _named_for_users(root: str | os.PathLike[str] | Location, location: Location) -> Iterator[None]:
+    """A bare ``user/name`` that is neither a local folder nor a readable Hub dataset: say both."""
+    try:
+        yield
     except (OSError, DatasetFormatError) as exc:
-        if not is_bare_repo_id(root):
+        if isinstance(root, Location) or not is_bare_repo_id(root):
             raise
         raise type(exc)(f"{os.fspath(root)!r} is neither a local folder (there is none of that name in "
-                        f"{os.getcwd()}) nor a readable Hub dataset {root_url}: {exc}") from exc
+                        f"{os.getcwd()}) nor a readable Hub dataset {location.root}: {exc}") from exc
 
 
-def _load_meta(root_url: str, storage_options: dict[str, Any] | None, settings: dict[str, Any],
-               check_files: bool | None, all_columns: bool,
+def check_local_root(location: Location) -> None:
+    """A local root must be an existing folder."""
+    if not location.is_local:
+        return
+    folder = location.root.removeprefix("file://")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"{folder}: not a folder (a dataset root is the folder holding meta/)")
+    if not os.path.exists(folder):
+        raise FileNotFoundError(f"{folder}: no such dataset folder")
+
+
+def _load_meta(location: Location, file_reader: RangeReader, check_files: bool | None, all_columns: bool,
                cache_dir: str | os.PathLike[str] | None, use_cache: bool) -> DatasetMeta:
+    root_url = location.root
     # local roots too (versioned by size and mtime): their DataLoader workers then map the cached
     # episode columns, shared by every process, instead of each unpickling its own copy
     cache = MetaCache(dataset_cache_dir(root_url, cache_dir)) if use_cache and not all_columns else None
 
     def made(info: dict[str, Any], table: EpisodeTable, tasks: dict[int, str], **full: Any) -> DatasetMeta:
-        return DatasetMeta(root_url, info, table, tasks, storage_options=storage_options,
-                           reader_settings=settings, **full)
+        return DatasetMeta(location, info, table, tasks, **full)
 
     if cache is not None and offline() and not is_local(root_url):
         version = cache.latest()
@@ -231,29 +262,28 @@ def _load_meta(root_url: str, storage_options: dict[str, Any] | None, settings: 
             raise DatasetFormatError(f"{root_url}: HF_HUB_OFFLINE is set and the metadata cache {cache.folder} "
                                      "holds no copy of this dataset's metadata (open it once online first)")
         return made(*cached)
-    with open_root_reader(root_url, storage_options=storage_options, **settings) as file_reader:
-        reader = MetaFiles(root_url, file_reader)
-        version = reader.version(INFO_PATH) if cache is not None else None
-        if cache is None or version is None:
-            return _read_meta(reader, made, check_files, all_columns)
-        cached = cache.load(version, reader.file_version)
-        if cached is None:
-            with cache.lock():
-                cached = cache.load(version, reader.file_version)  # another process may have filled it meanwhile
+    reader = MetaFiles(root_url, file_reader)
+    version = reader.version(INFO_PATH) if cache is not None else None
+    if cache is None or version is None:
+        return _read_meta(reader, made, check_files, all_columns)
+    cached = cache.load(version, reader.file_version)
+    if cached is None:
+        with cache.lock():
+            cached = cache.load(version, reader.file_version)  # another process may have filled it meanwhile
+            if cached is None:
+                meta = _read_meta(reader, made, check_files, all_columns)
+                try:
+                    sources = [reader.file_version(path) for path in reader.read_paths if path != INFO_PATH]
+                    cache.save(version, meta.info, meta.tasks, meta.episode_table, sources)
+                except OSError as exc:
+                    warnings.warn(f"{cache.folder}: cannot cache the metadata ({exc})", stacklevel=3)
+                    return meta
+                cached = cache.load(version)  # the memory-mapped copy: shared by every process
                 if cached is None:
-                    meta = _read_meta(reader, made, check_files, all_columns)
-                    try:
-                        sources = [reader.file_version(path) for path in reader.read_paths if path != INFO_PATH]
-                        cache.save(version, meta.info, meta.tasks, meta.episode_table, sources)
-                    except OSError as exc:
-                        warnings.warn(f"{cache.folder}: cannot cache the metadata ({exc})", stacklevel=3)
-                        return meta
-                    cached = cache.load(version)  # the memory-mapped copy: shared by every process
-                    if cached is None:
-                        return meta
-        meta = made(*cached)
-        _check_files(reader, meta, check_files)
-        return meta
+                    return meta
+    meta = made(*cached)
+    _check_files(reader, meta, check_files)
+    return meta
 
 
 def _read_meta(reader: MetaFiles, made: Callable[..., DatasetMeta], check_files: bool | None,

@@ -83,7 +83,9 @@ class DepthQuantization:
             if value is not None:
                 values[name] = value
         try:
-            quant = cls(**{name: (bool(v) if name == "use_log" else float(v)) for name, v in values.items()})
+            parsed: dict[str, Any] = {name: (bool(v) if name == "use_log" else float(v))
+                                      for name, v in values.items()}
+            quant = cls(**parsed)
         except (TypeError, ValueError) as exc:
             raise DatasetFormatError(f"depth feature {key!r}: unreadable quantization parameters {values}") \
                 from exc

@@ -10,14 +10,14 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .errors import DatasetFormatError
-from .meta import DatasetMeta
+from ..errors import DatasetFormatError
+from .dataset_meta import DatasetMeta
 
 
 def files_of_episodes(meta: DatasetMeta, episodes: Iterable[int]) -> dict[str, list[int]]:
     """Root-relative path -> the episodes (of ``episodes``) that read it: data files and MP4s."""
     table = meta.episode_table.take(np.asarray(list(episodes), dtype=np.int64))
-    series = [("data", lambda c, f: table.data_file(c, f))]
+    series: list[tuple[str, Callable[..., str]]] = [("data", lambda c, f: table.data_file(c, f))]
     series += [(f"videos/{key}", lambda c, f, key=key: table.video_file(key, c, f)) for key in table.video_keys]
     needs: dict[str, list[int]] = {}
     for prefix, path_of in series:

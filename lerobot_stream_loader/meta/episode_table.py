@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .paths import check_relative
+from ..storage.paths import check_relative
 
 STREAMING_COLUMNS = ("episode_index", "length", "dataset_from_index", "dataset_to_index",
                      "data/chunk_index", "data/file_index")
@@ -157,7 +157,7 @@ class EpisodeTable:
 
     def video_files(self) -> list[str]:
         """Distinct MP4s of every camera, sorted by path."""
-        files = set()
+        files: set[str] = set()
         for key in self.video_keys:
             cols = np.stack([self.columns[f"videos/{key}/chunk_index"], self.columns[f"videos/{key}/file_index"]], 1)
             files.update(self.video_file(key, c, f) for c, f in np.unique(cols, axis=0).tolist())

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..errors import DatasetFormatError
+from ..parquet.whole_file import read_parquet_bytes
+from ..storage import RangeReader
+from .cache import entry_version
 from .episode_table import streaming_columns
-from .errors import DatasetFormatError
-from .meta_cache import entry_version
-from .parquet_bytes import read_parquet_bytes
-from .storage import RangeReader
 
 TASKS_PATH = "meta/tasks.parquet"
 MAX_JSON_BYTES = 64 << 20

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
-from .local_cache import dataset_cache_dir, offline
-from .meta_cache import MetaCache
-from .paths import normalize_root
-from .storage import open_root_reader
+from ..storage.local_cache import dataset_cache_dir, offline
+from ..storage.location import Location
+from ..storage.paths import normalize_root
+from .cache import MetaCache
 
 LEROBOT_REVISION = "v3.0"
 _INFO = "meta/info.json"
@@ -31,18 +30,18 @@ def is_unversioned_hub_root(root_url: str) -> bool:
     return len(parts) >= 2 and "@" not in parts[1]
 
 
-def default_hub_root(root_url: str, *, storage_options: dict[str, Any] | None, settings: dict[str, Any],
-                     cache_dir: str | os.PathLike[str] | None) -> str:
-    """``root_url`` at LeRobot's ``v3.0`` tag when it is an unversioned Hub root and the tag exists."""
+def default_hub_location(location: Location, *, cache_dir: str | os.PathLike[str] | None) -> Location:
+    """``location`` at LeRobot's ``v3.0`` tag when it is an unversioned Hub root and the tag exists."""
+    root_url = location.root
     if not is_unversioned_hub_root(root_url):
-        return root_url
-    tagged = normalize_root(root_url, LEROBOT_REVISION)
+        return location
+    tagged = location.at(normalize_root(root_url, LEROBOT_REVISION))
     if offline():
-        return tagged if MetaCache(dataset_cache_dir(tagged, cache_dir)).latest() else root_url
+        return tagged if MetaCache(dataset_cache_dir(tagged.root, cache_dir)).latest() else location
     try:
-        with open_root_reader(tagged, storage_options=storage_options, **settings) as reader:
+        with tagged.open_reader() as reader:
             reader.size(_INFO)
     except FileNotFoundError:
         _log.info("%s has no %s tag holding %s: reading its main branch", root_url, LEROBOT_REVISION, _INFO)
-        return root_url
+        return location
     return tagged

@@ -3,7 +3,7 @@
 It offers what a LeRobot user reads (``features``, ``fps``, ``robot_type``, ``camera_keys``,
 ``video_keys``, ``image_keys``, ``depth_keys``, ``total_frames``, ``total_episodes``, ``total_tasks``,
 ``stats``, ``tasks``, ``names``, ``shapes``, ``get_task_index``) and passes every other attribute
-through to the :class:`~lerobot_stream_loader.meta.DatasetMeta` it wraps (``root``, ``episode()``,
+through to the :class:`~lerobot_stream_loader.meta.dataset_meta.DatasetMeta` it wraps (``root``, ``episode()``,
 ``info``, ...). ``stats`` is built on first access: numpy arrays nested as LeRobot's ``load_stats``
 returns them. ``tasks`` is a pandas DataFrame indexed by the task string with a ``task_index``
 column, as LeRobot's, and needs pandas; ``task_texts`` is the same as a plain dict.
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .features.depth import rescale_depth_stats
-from .meta import DatasetMeta
+from .dataset_meta import DatasetMeta
+from .depth import rescale_depth_stats
 
 
 def stats_as_numpy(stats: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..sizing import MAX_AUTO_POOL, auto_shuffle_buffer, mean_episode_bytes
-from ..storage import open_root_reader
+from ..plan.sizing import MAX_AUTO_POOL, auto_shuffle_buffer, mean_episode_bytes
 
 READER_THREADS = 8  # range-reader threads per worker, all sources together (at least one each)
 SAMPLED_FILES = 24  # MP4 sizes read at construction to estimate episode sizes, all sources together
@@ -31,10 +30,7 @@ def episode_bytes(sources: Sequence) -> list[float]:
     sampled = max(1, SAMPLED_FILES // max(1, len(sources)))
     out = []
     for source in sources:
-        settings = source.settings
-        with open_root_reader(source.meta.root, backend=settings["backend"],
-                              storage_options=settings["storage_options"],
-                              reader_options=settings["reader_options"]) as reader:
+        with source.meta.location.open_reader() as reader:
             out.append(mean_episode_bytes(source.meta.source, reader.size, sampled_files=sampled))
     return out
 

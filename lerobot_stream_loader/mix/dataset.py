@@ -9,34 +9,32 @@ interleaved within every batch in proportion to the weights. The plan is
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
 
-from ..collate import StreamingCollate
+from ..base import ReaderPlace, StreamingBase, check_resources
 from ..dataset import StreamingLeRobot
-from ..elastic import ElasticState
-from ..episode_cache import DEFAULT_BUDGET_BYTES
-from ..file_indexes import IndexCaches
-from ..meta_view import LeRobotMeta
-from ..plan_state import PlanState
-from ..process_local import ProcessLocal
-from ..ranks import resolve_rank, resolve_worker
-from ..sizing import MAX_AUTO_DECODERS
+from ..fetch.episode_cache import DEFAULT_BUDGET_BYTES
+from ..fetch.file_indexes import IndexCaches
+from ..meta.lerobot_view import LeRobotMeta
+from ..meta.stats import combine_datasets
+from ..plan.elastic import ElasticState
+from ..plan.sizing import MAX_AUTO_DECODERS
 from ..stream import WorkerResources
 from . import budget
 from .elastic import remaining_reader_plan
-from .plan import SourceEpisodes, fingerprint, plan_reader, samples_per_rank, source_counts
+from .plan import ReaderPlan, SourceEpisodes, fingerprint, plan_reader, samples_per_rank, source_counts
 from .schema import Schema, source_spec
-from .stats import mixture_stats
-from .stream import MixtureResources, MixtureStream
+from .stream import MixtureResources, MixtureSettings, MixtureStream
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class MixtureMeta:
     total_episodes: int
 
 
-class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
+class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
     """Stream a weighted mixture of :class:`StreamingLeRobot` sources.
 
     Args:
@@ -101,17 +99,12 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
         self.weights = _check_weights(weights, frames)
         self.samples_per_epoch = _check_total(samples_per_epoch, int(frames.sum()))
         self.counts = source_counts(self.weights, self.samples_per_epoch)
-        if (rank is None) != (world_size is None):
-            raise ValueError(f"give both rank and world_size or neither (rank={rank}, world_size={world_size})")
-        if any(v is not None and v < 1 for v in (pool_size, shuffle_buffer, decoders)) or cache_bytes < 1 \
-                or prefetch_episodes < 1 or fetch_threads < 1:
-            raise ValueError("pool_size, shuffle_buffer, cache_bytes, prefetch_episodes, fetch_threads, decoders "
-                             "must be >= 1")
+        check_resources(pool_size=pool_size, shuffle_buffer=shuffle_buffer, cache_bytes=cache_bytes,
+                        prefetch_episodes=prefetch_episodes, fetch_threads=fetch_threads, decoders=decoders)
         names = [s.meta.root for s in self.sources]
         self.schema = Schema([source_spec(s) for s in self.sources], names, features)
         self.features = features
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
-        self._rank, self._world_size = rank, world_size
         sizes = budget.episode_bytes(self.sources) if shuffle and pool_size is None else None
         self.pool_sizes = budget.pool_sizes(self.counts, shuffle=shuffle, pool_size=pool_size,
                                             cache_bytes=cache_bytes, sizes=sizes)
@@ -119,13 +112,11 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
         resident = sum(p * max(1, len(s.meta.video_keys)) for p, s in zip(self.pool_sizes, self.sources,
                                                                            strict=True))
         self.decoders = decoders or min(MAX_AUTO_DECODERS, resident)
-        self.settings = dict(cache_bytes=cache_bytes, fetch_threads=fetch_threads, prefetch_depth=prefetch_episodes,
-                             prefetch=budget.prefetch_depths(self.counts, prefetch_episodes), decoders=self.decoders)
+        self.settings: MixtureSettings = dict(
+            cache_bytes=cache_bytes, fetch_threads=fetch_threads, prefetch_depth=prefetch_episodes,
+            prefetch=budget.prefetch_depths(self.counts, prefetch_episodes), decoders=self.decoders)
         self.meta = self._meta()
-        self._epoch = multiprocessing.Value("q", 0, lock=False)
-        self._consumed = 0
-        self._loaded: PlanState | ElasticState | None = None
-        self._resources: MixtureResources | None = None
+        self._start(rank, world_size)
 
     def _meta(self) -> MixtureMeta:
         kept: dict[str, dict[str, Any]] = {}
@@ -133,40 +124,28 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
             for key, feature in source.rename.keys(source.meta.features).items():
                 if key in self.schema.keys:
                     kept.setdefault(key, feature)
-        stats = mixture_stats((s.rename.keys(s.meta.stats) for s in self.sources), kept)
+        stats = combine_datasets((s.rename.keys(s.meta.stats) for s in self.sources), kept)
         cameras = [k for k, f in kept.items() if f.get("dtype") in ("video", "image")]
         return MixtureMeta([s.meta for s in self.sources], kept, stats, cameras,
                            sum(e.frames for e in self._episodes), sum(len(e.index) for e in self._episodes))
 
-    @property
-    def collate_fn(self) -> StreamingCollate:
-        """``default_collate``'s batches with fewer copies (see :mod:`~lerobot_stream_loader.collate`)."""
-        return StreamingCollate(self._float_frame_keys())
-
-    def _float_frame_keys(self) -> set[str]:
+    def float_frame_keys(self) -> set[str]:
         """Float32 RGB video keys (new names) that every source holding them can leave uint8."""
-        per_source = [{s.rename.name(k) for k in s._builder().float_frame_keys()} for s in self.sources]
+        per_source = [s.float_frame_keys() for s in self.sources]
         return {key for key, spec in self.schema.keys.items() if spec.dtype == torch.float32 and
                 all(key in keys for keys, has in zip(per_source, self.schema.has, strict=True) if key in has)}
 
-    def _defer_float_frames(self, keys: frozenset[str]) -> None:
-        """In a worker whose collate converts these RGB video keys: the sources leave them uint8."""
-        keys = frozenset(keys) & self._float_frame_keys()
+    def defer_float_frames(self, keys: Iterable[str]) -> None:
+        keys = frozenset(keys) & self.float_frame_keys()
         self.schema.collate_converts.update(keys)
         for source in self.sources:
-            source._defer_float_frames(keys)
+            source.defer_float_frames(keys)
 
-    # -- epochs, length and state ------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        """Use the plan of ``epoch`` from the next iteration on (also in persistent workers)."""
-        self._epoch.value = int(epoch)
+    # -- epochs, length and plans (the rest: StreamingBase) -------------------------------------------
+    _plan_name = ("mixture plan (sources, weights, samples_per_epoch, seed, shuffle, drop_last or pool sizes "
+                  "differ)")
 
-    def _rank_world(self) -> tuple[int, int]:
-        return resolve_rank(self._rank, self._world_size)
-
-    def __len__(self) -> int:
-        """Samples this rank yields per epoch (the same on every rank, for any worker count)."""
-        _, world = self._rank_world()
+    def _samples_per_rank(self, world: int) -> int:
         return samples_per_rank(self.samples_per_epoch, world, self.drop_last)
 
     def _fingerprint(self, world: int, workers: int) -> str:
@@ -174,56 +153,23 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
                            shuffle=self.shuffle, drop_last=self.drop_last, pool_sizes=self.pool_sizes,
                            shuffle_buffers=self.shuffle_buffers)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Where this reader is in its plan: a few integers (for StatefulDataLoader)."""
-        rank, world = self._rank_world()
-        worker, workers = resolve_worker()
-        return PlanState(epoch=self.epoch, consumed=self._consumed, rank=rank, world_size=world,
-                         worker_id=worker, num_workers=workers,
-                         fingerprint=self._fingerprint(world, workers)).to_dict()
+    def _plan_options(self) -> dict[str, Any]:
+        return dict(pool_sizes=self.pool_sizes, shuffle_buffers=self.shuffle_buffers, seed=self.seed,
+                    shuffle=self.shuffle, drop_last=self.drop_last)
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from :meth:`state_dict`: the next iteration skips the samples already consumed.
+    def _fresh_plan(self, *, epoch: int, **place: Unpack[ReaderPlace]) -> ReaderPlan:
+        return plan_reader(self._episodes, self.counts, epoch=epoch, **self._plan_options(), **place)
 
-        On another world size or worker count load :func:`~lerobot_stream_loader.elastic.elastic_state`
-        of one rank's ``StatefulDataLoader`` state instead (or use
-        :class:`~lerobot_stream_loader.StreamingDataLoader`): the rest of the interrupted epoch is
-        spread over the new readers (:mod:`lerobot_stream_loader.mix.elastic`).
-        """
-        loaded = ElasticState.from_dict(state) if isinstance(state.get("consumed"), list | tuple) \
-            else PlanState.from_dict(dict(state))
-        self._loaded = loaded
-        self.set_epoch(loaded.epoch)
+    def _elastic_plan(self, loaded: ElasticState, **place: Unpack[ReaderPlace]) -> ReaderPlan:
+        return remaining_reader_plan(self._episodes, self.counts, loaded, **self._plan_options(), **place)
 
     # -- iteration -----------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        rank, world = self._rank_world()
-        worker, workers = resolve_worker()
-        options = dict(pool_sizes=self.pool_sizes, shuffle_buffers=self.shuffle_buffers, seed=self.seed,
-                       rank=rank, world_size=world, worker_id=worker, num_workers=workers, shuffle=self.shuffle,
-                       drop_last=self.drop_last)
-        loaded, self._loaded = self._loaded, None
-        skip = 0
-        if isinstance(loaded, ElasticState) and loaded.epoch == self.epoch:  # later epochs: the new plan
-            if loaded.fingerprint != self._fingerprint(loaded.world_size, loaded.num_workers):
-                raise ValueError("the elastic state was saved for a different mixture plan (sources, weights, "
-                                 "samples_per_epoch, seed, shuffle, drop_last or pool sizes differ)")
-            plan = remaining_reader_plan(self._episodes, self.counts, loaded, **options)
-        else:
-            plan = plan_reader(self._episodes, self.counts, epoch=self.epoch, **options)
-        if isinstance(loaded, PlanState):
-            loaded.check(rank=rank, worker_id=worker, world_size=world, num_workers=workers,
-                         fingerprint=self._fingerprint(world, workers))
-            skip = loaded.consumed
-        self._consumed = skip
+        plan, _ = self._reader_plan()
         builders = [s._builder for s in self.sources]
-        stream = MixtureStream(plan.skip(skip), self._worker_resources(), builders, **self.settings)
-        try:
-            for number, item in stream:
-                self._consumed += 1
-                yield self.schema.adapt(self.sources[number].rename.item(item), number)
-        finally:
-            stream.close()
+        stream = MixtureStream(plan, self._worker_resources(), builders, **self.settings)
+        yield from self._counted(stream, stream.close,
+                                 lambda pair: self.schema.adapt(self.sources[pair[0]].rename.item(pair[1]), pair[0]))
 
     def _worker_resources(self) -> MixtureResources:
         if self._resources is None or self._resources.pid != os.getpid():
@@ -240,14 +186,16 @@ class MixedStreamingLeRobot(ProcessLocal, IterableDataset):
 def _open_source(sources: Sequence[StreamingLeRobot], number: int, index_caches: IndexCaches) -> WorkerResources:
     """Source ``number``'s reader and indexes in this process, with its share of the reader threads
     (its parsed indexes in the caches all sources share)."""
-    settings = dict(sources[number].settings)
-    options = dict(settings["reader_options"])
-    requested = options.pop("threads", None) or options.pop("max_workers", None)
-    options["max_workers"] = budget.reader_threads(requested, len(sources))
-    if budget.http_reader(sources[number].meta.root, settings["backend"]) and len(sources) > budget.READER_THREADS:
-        options.setdefault("keepalive", False)  # connections in use only: not one idle per source
-    settings["reader_options"] = options
-    return WorkerResources.open(sources[number].meta.source, **settings, index_caches=index_caches)
+    source = sources[number]
+    location = source.meta.location
+    given = location.reader_options
+    overrides: dict[str, Any] = {"max_workers": budget.reader_threads(given.get("threads") or given.get("max_workers"),
+                                                                      len(sources))}
+    if budget.http_reader(location.root, location.backend) and len(sources) > budget.READER_THREADS \
+            and "keepalive" not in given:
+        overrides["keepalive"] = False  # connections in use only: not one idle per source
+    return WorkerResources.open(source.meta.source, **source.settings, index_caches=index_caches,
+                                reader_options=overrides)
 
 
 def _check_sources(sources: Sequence[StreamingLeRobot]) -> list[StreamingLeRobot]:

@@ -1,6 +1,6 @@
 """Elastic resume of a mixture: the unread rest of an interrupted epoch re-planned for other readers.
 
-As for one dataset (:mod:`lerobot_stream_loader.elastic`): every old reader's plan is rebuilt, its
+As for one dataset (:mod:`lerobot_stream_loader.plan.elastic`): every old reader's plan is rebuilt, its
 samples after the count it yielded are laid end to end in old (rank, worker) order, and that rest is
 cut among the new readers like a fresh epoch (``ceil(rest / world_size)`` samples per rank, ``floor``
 with drop_last). An old reader's samples interleave the sources in proportion, so every run of the
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..elastic import ElasticState, UnreadRest, share_of_rest
+from ..plan.elastic import ElasticState, UnreadRest, share_of_rest
+from ..plan.shard import ShardPlan
 from .plan import ReaderPlan, SourceEpisodes, plan_reader, reader_ranges
 
 
@@ -67,7 +68,7 @@ def remaining_reader_plan(sources: list[SourceEpisodes], counts: np.ndarray, sta
         within[mine] = np.arange(int(mine.sum()))
     local = take - offset
     new_source_of = source_of[local]
-    plans = []
+    plans: list[ShardPlan | None] = []
     for number, rest in enumerate(rests):
         mine = new_source_of == number
         if not mine.any():

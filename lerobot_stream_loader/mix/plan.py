@@ -32,13 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..plan import ShardPlan, order_segments
+from ..plan.shard import ShardPlan, order_segments, plan_rng, rank_share
 
 _PLAN_VERSION = 1
-
-
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([k % 2**64 for k in key])))
 
 
 def source_counts(weights: np.ndarray, total: int) -> np.ndarray:
@@ -58,17 +54,17 @@ def interleave_prefix(counts: np.ndarray, position: int) -> np.ndarray:
     Exact integer arithmetic: keys ``(2j + 1) / (2 c_i)`` are compared on a grid of step ``2**-k``
     finer than the smallest gap between two distinct keys, found by bisection.
     """
-    counts = [int(c) for c in counts]
-    total = sum(counts)
+    sizes = [int(c) for c in counts]
+    total = sum(sizes)
     if not 0 <= position <= total:
         raise ValueError(f"position {position} is outside the epoch's {total} samples")
     if position in (0, total):
-        return np.asarray(counts if position else [0] * len(counts), dtype=np.int64)
-    k = (2 * max(counts) ** 2).bit_length() + 2
+        return np.asarray(sizes if position else [0] * len(sizes), dtype=np.int64)
+    k = (2 * max(sizes) ** 2).bit_length() + 2
     grid = 1 << k
 
     def at_most(m: int) -> list[int]:  # per source: samples whose key is <= m / grid
-        return [min(c, max(0, (2 * c * m - grid) // (2 * grid) + 1)) if c else 0 for c in counts]
+        return [min(c, max(0, (2 * c * m - grid) // (2 * grid) + 1)) if c else 0 for c in sizes]
 
     lo, hi = 0, grid  # at_most(lo) < position <= at_most(hi)
     while hi - lo > 1:
@@ -90,7 +86,7 @@ def interleave_prefix(counts: np.ndarray, position: int) -> np.ndarray:
 def reader_ranges(total: int, *, world_size: int, rank: int, num_workers: int, worker_id: int,
                   drop_last: bool) -> list[tuple[int, int]]:
     """This reader's runs ``[lo, hi)`` of the epoch's interleave (two when it wraps to the start)."""
-    per_rank = total // world_size if drop_last else -(-total // world_size)
+    per_rank = rank_share(total, world_size, drop_last)
     base, extra = divmod(per_rank, num_workers)
     lo = rank * per_rank + worker_id * base + min(worker_id, extra)
     hi = lo + base + (worker_id < extra)
@@ -103,7 +99,7 @@ def reader_ranges(total: int, *, world_size: int, rank: int, num_workers: int, w
 
 def samples_per_rank(total: int, world_size: int, drop_last: bool) -> int:
     """What ``len(mixture)`` reports: samples each rank yields per epoch (any worker count)."""
-    return total // world_size if drop_last else -(-total // world_size)
+    return rank_share(total, world_size, drop_last)
 
 
 @dataclass(frozen=True)
@@ -126,7 +122,7 @@ def source_segments(source: SourceEpisodes, *, number: int, count: int, lo: int,
     a, b = base + lo, base + hi
     parts = []
     for p in range(a // frames, (b - 1) // frames + 1) if b > a else ():
-        order = _rng(seed, epoch, 3, number, p).permutation(len(source.index)) if shuffle \
+        order = plan_rng(seed, epoch, 3, number, p).permutation(len(source.index)) if shuffle \
             else np.arange(len(source.index))
         length = source.length[order]
         ends = np.cumsum(length)
@@ -140,8 +136,10 @@ def source_segments(source: SourceEpisodes, *, number: int, count: int, lo: int,
         seg_stop[-1] = x1 - starts[-1]
         parts.append((source.index[order[k0:k1 + 1]], seg_start, seg_stop))
     if not parts:
-        return (np.zeros(0, dtype=np.int64),) * 3  # type: ignore[return-value]
-    return tuple(np.concatenate(x) for x in zip(*parts, strict=True))  # type: ignore[return-value]
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    episode, start, stop = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return episode, start, stop
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,7 @@ def plan_reader(sources: list[SourceEpisodes], counts: np.ndarray, *, pool_sizes
         if keys:
             key, owner = np.concatenate(keys), np.concatenate(owners)
             if shuffle:  # less than one step per source: proportions stay, the pattern varies
-                key = key + _rng(seed, epoch, 4, rank, worker_id, lo).random(len(key)) / counts[owner]
+                key = key + plan_rng(seed, epoch, 4, rank, worker_id, lo).random(len(key)) / counts[owner]
             runs.append(owner[np.lexsort((owner, key))])
     source_of = np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
     plans: list[ShardPlan | None] = []
@@ -196,7 +194,7 @@ def plan_reader(sources: list[SourceEpisodes], counts: np.ndarray, *, pool_sizes
             plans.append(None)
             continue
         episode, start, stop = (np.concatenate(x) for x in zip(*parts, strict=True))
-        rng = _rng(seed, epoch, 5, i, rank, worker_id) if shuffle else None
+        rng = plan_rng(seed, epoch, 5, i, rank, worker_id) if shuffle else None
         plans.append(order_segments(episode, start, stop, pool_size=pool_sizes[i],
                                     shuffle_buffer=shuffle_buffers[i], rng=rng))
     return ReaderPlan(source_of, plans)

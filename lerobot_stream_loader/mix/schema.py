@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ..features.depth import is_depth_feature
-from ..windows import pad_key
+from ..items.windows import pad_key
+from ..meta.depth import is_depth_feature
 
 MODES = ("intersection", "union")
 INDEX_KEY = "dataset_index"
@@ -121,8 +121,10 @@ def _camera_spec(source: Any, camera: Any, feature: dict[str, Any], window: int 
         dtype = torch.uint8
     else:
         dtype = torch.float32
-    single = window is None or (window == 1 and camera.squeeze_single)
-    spec = KeySpec((c, h, w) if single else (window, c, h, w), dtype)
+    if window is None or (window == 1 and camera.squeeze_single):  # a single frame
+        spec = KeySpec((c, h, w), dtype)
+    else:
+        spec = KeySpec((window, c, h, w), dtype)
     transform = source.image_transforms
     if transform is None or not camera.transformable:
         return spec

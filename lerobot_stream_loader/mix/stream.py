@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Hashable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypedDict
 
 import numpy as np
 
-from ..decode import DecoderLRU, EpisodeVideoDecoder
-from ..episode_assembly import EpisodeAssembler, EpisodeData
-from ..episode_cache import FetchCache
-from ..file_indexes import IndexCaches
+from ..fetch.assembly import EpisodeAssembler, EpisodeData
+from ..fetch.episode_cache import FetchCache
+from ..fetch.file_indexes import IndexCaches
+from ..items.decode import DecoderKey, DecoderLRU, EpisodeVideoDecoder
 from ..stream import WorkerResources, WorkerStream
 from .plan import ReaderPlan
 
@@ -25,7 +25,7 @@ from .plan import ReaderPlan
 class SourceCacheView:
     """Source ``number``'s episodes in the mixture's shared cache."""
 
-    def __init__(self, cache: FetchCache, number: int) -> None:
+    def __init__(self, cache: FetchCache[tuple[int, int]], number: int) -> None:
         self.cache, self.number = cache, number
 
     def prefetch(self, episode: int) -> None:
@@ -44,17 +44,17 @@ class SourceDecoderView:
     def __init__(self, lru: DecoderLRU, number: int) -> None:
         self.lru, self.number = lru, number
 
-    def get(self, key: Hashable, open_decoder: Callable[[], EpisodeVideoDecoder]) -> EpisodeVideoDecoder:
+    def get(self, key: DecoderKey, open_decoder: Callable[[], EpisodeVideoDecoder]) -> EpisodeVideoDecoder:
         return self.lru.get((self.number, key), open_decoder)
 
-    def discard(self, predicate: Callable[[Hashable], bool]) -> None:
-        self.lru.discard(lambda key: key[0] == self.number and predicate(key[1]))  # type: ignore[index]
+    def discard(self, predicate: Callable[[DecoderKey], bool]) -> None:
+        self.lru.discard(lambda key: key[0] == self.number and predicate(key[1]))
 
     def clear(self) -> None:
-        self.lru.discard(lambda key: key[0] == self.number)  # type: ignore[index]
+        self.lru.discard(lambda key: key[0] == self.number)
 
-    def keys(self) -> list[Hashable]:
-        return [key[1] for key in self.lru.keys() if key[0] == self.number]  # type: ignore[index]
+    def keys(self) -> list[DecoderKey]:
+        return [key[1] for key in self.lru.keys() if key[0] == self.number]
 
     def __len__(self) -> int:
         return len(self.keys())
@@ -98,6 +98,16 @@ class MixtureResources:
         self.sources.clear()
 
 
+class MixtureSettings(TypedDict):
+    """A mixture's options for :class:`MixtureStream` (its ``settings``, passed as keywords)."""
+
+    cache_bytes: int
+    fetch_threads: int
+    prefetch_depth: int
+    prefetch: list[int]
+    decoders: int
+
+
 class MixtureStream:
     """Iterates a reader's plan: ``(source number, item)`` in the plan's order."""
 
@@ -105,7 +115,7 @@ class MixtureStream:
                  cache_bytes: int, fetch_threads: int, prefetch_depth: int, prefetch: list[int],
                  decoders: int) -> None:
         self.plan = plan
-        self.cache = FetchCache(resources.fetch, budget_bytes=cache_bytes,  # type: ignore[arg-type]
+        self.cache = FetchCache(resources.fetch, budget_bytes=cache_bytes,
                                 prefetch_depth=prefetch_depth, threads=fetch_threads)
         self.decoders = DecoderLRU(decoders)
         self.streams: dict[int, WorkerStream] = {}

@@ -36,7 +36,8 @@ def box_type_name(raw: bytes) -> str:
     return raw.decode("latin-1") if all(32 <= c < 127 for c in raw) else raw.hex()
 
 
-def parse_header(buf: bytes | memoryview, pos: int, limit: int, *, where: str, base: int = 0) -> Box:
+def parse_header(buf: bytes | bytearray | memoryview, pos: int, limit: int, *, where: str,
+                 base: int = 0) -> Box:
     """The box whose header starts at `pos`; it must end at or before `limit`.
 
     `base` is added to positions in messages (the buffer's place in the file).
@@ -62,7 +63,7 @@ def parse_header(buf: bytes | memoryview, pos: int, limit: int, *, where: str, b
     return Box(name, pos, pos + header, pos + size)
 
 
-def iter_boxes(buf: bytes | memoryview, start: int, end: int, *, where: str) -> Iterator[Box]:
+def iter_boxes(buf: bytes | bytearray | memoryview, start: int, end: int, *, where: str) -> Iterator[Box]:
     """The boxes laid end to end in `buf[start:end]`."""
     pos = start
     while pos < end:
@@ -71,7 +72,7 @@ def iter_boxes(buf: bytes | memoryview, start: int, end: int, *, where: str) -> 
         pos = box.end
 
 
-def children(buf: bytes | memoryview, parent: Box, *, skip: int = 0) -> dict[str, Box]:
+def children(buf: bytes | bytearray | memoryview, parent: Box, *, skip: int = 0) -> dict[str, Box]:
     """First child of each type inside `parent` (after `skip` payload bytes)."""
     found: dict[str, Box] = {}
     for box in iter_boxes(buf, parent.start + skip, parent.end, where=parent.type):
@@ -79,7 +80,7 @@ def children(buf: bytes | memoryview, parent: Box, *, skip: int = 0) -> dict[str
     return found
 
 
-def all_children(buf: bytes | memoryview, parent: Box, type_: str) -> list[Box]:
+def all_children(buf: bytes | bytearray | memoryview, parent: Box, type_: str) -> list[Box]:
     """Every child of `parent` with the given type."""
     return [b for b in iter_boxes(buf, parent.start, parent.end, where=parent.type) if b.type == type_]
 
@@ -92,7 +93,7 @@ def require(found: dict[str, Box], name: str, parent: str) -> Box:
 
 
 def full_box_table(
-    buf: bytes | memoryview, box: Box, entry_dtype: np.dtype | str, *, head: int = 0
+    buf: bytes | bytearray | memoryview, box: Box, entry_dtype: np.dtype | str, *, head: int = 0
 ) -> tuple[int, int, np.ndarray, int]:
     """Parse a full box holding `entry_count` fixed-size entries after `head` extra bytes.
 

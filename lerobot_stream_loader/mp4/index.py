@@ -118,7 +118,7 @@ def _parse_edits(buf: bytes, trak: dict[str, Box], movie_ts: int, media_ts: int)
     version = buf[elst.start] if elst.end > elst.start else 0
     entries = full_box_table(buf, elst, ELST1 if version == 1 else ELST0)[2]
     empty = 0
-    edits = []
+    edits: list[tuple[int, int]] = []
     for duration, media_time, rate in entries.tolist():
         if media_time == -1:
             if edits:

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from .boxes import Mp4FormatError
 
-if TYPE_CHECKING:
-    from .index import Mp4Index
+
+class _EditShift(Protocol):
+    edit_shift: int
+
+
+class SampleTable(Protocol):
+    """What a span is computed from: an MP4 track's sample table (:class:`~.index.Mp4Index` is one)."""
+
+    name: str | None
+    offset: np.ndarray
+    size: np.ndarray
+    dts: np.ndarray
+    cts: np.ndarray
+    display_order: np.ndarray
+    display_seconds: np.ndarray
+    sync_samples: np.ndarray
+
+    @property
+    def info(self) -> _EditShift: ...  # read-only, so that a richer track info (Mp4Index's) fits
+
+    @property
+    def timescale(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +68,7 @@ class Span:
         return out
 
 
-def compute_span(index: Mp4Index, from_ts: float, to_ts: float, *, tolerance: float = 1e-4) -> Span:
+def compute_span(index: SampleTable, from_ts: float, to_ts: float, *, tolerance: float = 1e-4) -> Span:
     """From the sync sample at or before the first presented frame (in decode order) through the last
     sample any presented frame needs: a frame's references are always decoded before it, so that is
     the presented frame that comes last in decode order."""

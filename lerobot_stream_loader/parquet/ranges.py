@@ -13,13 +13,12 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import DatasetFormatError
-from .parquet_footer_check import check_footer
+from ..errors import DatasetFormatError
+from .footer_check import check_footer
 
 _MAGIC = b"PAR1"
 _TAIL_PROBE = 64 * 1024
@@ -171,13 +170,3 @@ def episode_rows(table: pa.Table, episode_index: int) -> pa.Table:
     if len(column) and pc.all(pc.equal(column, episode_index)).as_py():
         return table
     return table.filter(pc.equal(column, episode_index))
-
-
-def read_episode_rows(footer: ParquetFooter, row_groups: dict[int, bytes], episode_index: int) -> pa.Table:
-    """Decode the fetched row groups and keep the rows of ``episode_index``."""
-    return episode_rows(read_row_groups(footer, row_groups), episode_index)
-
-
-def frame_indices(table: pa.Table) -> np.ndarray:
-    """The ``frame_index`` column as int64 (for consistency checks)."""
-    return np.asarray(table.column("frame_index").to_numpy(zero_copy_only=False), dtype=np.int64)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .parquet_ranges import ParquetFooter
+from .ranges import ParquetFooter
 
 DEFAULT_SHARED_BYTES = 64 << 20
 
@@ -47,7 +47,8 @@ class GroupRows:
 
 def holds_many_episodes(footer: ParquetFooter, row_groups: list[int]) -> bool:
     """Whether any of these row groups holds rows of several episodes (or has no statistics to tell)."""
-    return any(footer.episodes[rg] is None or footer.episodes[rg][0] != footer.episodes[rg][1] for rg in row_groups)
+    spans = (footer.episodes[rg] for rg in row_groups)
+    return any(span is None or span[0] != span[1] for span in spans)
 
 
 class SharedRowGroups:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .parquet_footer_check import check_parquet_bytes
+from .footer_check import check_parquet_bytes
 
 
 def read_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:

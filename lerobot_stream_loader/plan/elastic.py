@@ -4,7 +4,7 @@ A checkpoint holds, per reader, how many samples of its plan it yielded. Under D
 checkpointed at the same step, and worker slot w yields the same count on every rank, so one rank's
 state (its workers' counts) tells every old reader's position. The unread samples of all old
 readers, in old (rank, worker, position) order, form the rest of the epoch; it is cut among the new
-readers exactly like a fresh epoch's frames (see :mod:`lerobot_stream_loader.plan`): every new rank
+readers exactly like a fresh epoch's frames (see :mod:`lerobot_stream_loader.plan.shard`): every new rank
 yields ``ceil(rest / world_size)`` samples (``floor`` with ``drop_last``). Bound: no sample of the
 epoch is read twice or skipped, except at most one repeat (or, with ``drop_last``, one drop) per new
 rank, when the old ranks were checkpointed at the same step (otherwise the difference in steps times
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
-from .plan import PlanEpisodes, ShardPlan, _finish, _shard_ranges, assign_shards, plan_shard
-from .plan_state import PlanState
+from .shard import PlanEpisodes, ShardPlan, _finish, _shard_ranges, assign_shards, plan_shard
+from .state import PlanState
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,15 @@ def elastic_state(state: Mapping[str, Any]) -> dict[str, Any]:
     return ElasticState(first.epoch, first.world_size, workers, tuple(consumed), first.fingerprint).to_dict()
 
 
+class _EpochOptions(TypedDict):
+    """What fixes an epoch's cut and plans besides the readers: passed as keywords to the planner."""
+
+    seed: int
+    epoch: int
+    shuffle: bool
+    drop_last: bool
+
+
 def remaining_plan(episodes: PlanEpisodes, state: ElasticState, *, seed: int, shuffle: bool, drop_last: bool,
                    pool_size: int, shuffle_buffer: int, rank: int, world_size: int, worker_id: int,
                    num_workers: int) -> ShardPlan:
@@ -80,7 +89,7 @@ def remaining_plan(episodes: PlanEpisodes, state: ElasticState, *, seed: int, sh
     from the cut of the epoch), so the cost is this reader's share, not the whole epoch.
     """
     old_workers = max(state.num_workers, 1)
-    options = dict(seed=seed, epoch=state.epoch, shuffle=shuffle, drop_last=drop_last)
+    options: _EpochOptions = dict(seed=seed, epoch=state.epoch, shuffle=shuffle, drop_last=drop_last)
     assignment = assign_shards(episodes, world_size=state.world_size, num_workers=old_workers, **options)
     real = np.minimum(assignment.frames_per_shard(), assignment.targets)  # samples that are not padding
     consumed = np.array([state.consumed[s % old_workers] for s in range(assignment.num_shards)], dtype=np.int64)

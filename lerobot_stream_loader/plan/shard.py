@@ -25,10 +25,10 @@ sample (the rank's first frame for a reader with no frame of its own).
 Order. ``shuffle=False``: the shard's episodes in dataset order, frames in order.
 ``shuffle=True``: frames are decoded once, in order, as runs from ``pool_size`` open episodes and
 mixed after decoding through a window of ``shuffle_buffer`` decoded samples
-(:mod:`lerobot_stream_loader.decode_mix`); ``decode_rank[k]`` orders the decoding of the samples.
+(:mod:`lerobot_stream_loader.plan.decode_order`); ``decode_rank[k]`` orders the decoding of the samples.
 
 Resume. A reader's position is a count of consumed samples; resuming is ``ShardPlan.skip(consumed)``,
-a slice (the checkpoint format lives in :mod:`lerobot_stream_loader.plan_state`).
+a slice (the checkpoint format lives in :mod:`lerobot_stream_loader.plan.state`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .decode_mix import DEFAULT_SHUFFLE_BUFFER, mixed_order, run_length
+from .decode_order import DEFAULT_SHUFFLE_BUFFER, mixed_order, run_length
 
 DEFAULT_POOL_SIZE = 32
 UNSHUFFLED_RUN = 32  # samples decoded per turn without shuffle
@@ -113,8 +113,16 @@ def plan_episodes(episodes: Iterable[Any]) -> list[PlanEpisode]:
     ]
 
 
-def _rng(*key: int) -> np.random.Generator:
+def plan_rng(*key: int) -> np.random.Generator:
+    """The random generator of one decision of a plan, keyed by integers (seed, epoch, ...): the same
+    on every machine."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([k % 2**64 for k in key])))
+
+
+def rank_share(total: int, world_size: int, drop_last: bool) -> int:
+    """Samples each rank yields of an epoch of ``total``: ``ceil(total / world_size)``, ``floor``
+    with ``drop_last``."""
+    return total // world_size if drop_last else -(-total // world_size)
 
 
 @dataclass(frozen=True)
@@ -173,14 +181,14 @@ def _sequence_order(episodes: PlanEpisodes, seed: int, epoch: int, shuffle: bool
     """
     if not shuffle:
         return np.arange(len(episodes))
-    rng = _rng(seed, epoch, 0)
+    rng = plan_rng(seed, epoch, 0)
     noise = rng.random(len(episodes))
     return np.lexsort((noise, _random_ranks(episodes.video_group, rng), _random_ranks(episodes.file_group, rng)))
 
 
 def _shard_ranges(total: int, world_size: int, workers: int, drop_last: bool) -> tuple[np.ndarray, ...]:
     """Per shard: [start, stop) of its frames in the sequence, and the samples it yields."""
-    per_rank = total // world_size if drop_last else -(-total // world_size)
+    per_rank = rank_share(total, world_size, drop_last)
     rank_start = np.arange(world_size, dtype=np.int64) * total // world_size
     rank_stop = np.arange(1, world_size + 1, dtype=np.int64) * total // world_size
     cut = np.arange(workers + 1, dtype=np.int64) * per_rank // workers
@@ -232,8 +240,7 @@ def samples_per_rank(episodes: PlanEpisodes | Sequence[PlanEpisode], *, world_si
     ``ceil(F / world_size)``, or ``floor`` with ``drop_last``; the same every epoch, for any worker count."""
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    total = int(as_plan_episodes(episodes).length.sum())
-    return total // world_size if drop_last else -(-total // world_size)
+    return rank_share(int(as_plan_episodes(episodes).length.sum()), world_size, drop_last)
 
 
 @dataclass(frozen=True)
@@ -246,7 +253,7 @@ class ShardPlan:
     ``first_pos[i]`` and last at ``last_pos[i]``. Samples are decoded by increasing ``decode_rank``
     (ties in position order), at most ``run_length`` consecutive ranks of one episode at a time: in
     position order without shuffle, as runs of frames from the open episodes with shuffle (see
-    :mod:`lerobot_stream_loader.decode_mix`). The last ``num_padded`` samples are padding (decoded
+    :mod:`lerobot_stream_loader.plan.decode_order`). The last ``num_padded`` samples are padding (decoded
     last). Positions are relative to ``start`` (the number of samples skipped on resume). An
     episode that a cut split (see the module doc) appears on two adjacent shards, each reading its
     own frames.
@@ -285,9 +292,8 @@ def _finish(episode: np.ndarray, frame: np.ndarray, segment: np.ndarray, admit: 
     np.maximum.at(last, segment, pos)
     present = last >= 0
     renumber = np.cumsum(present) - 1
-    kept = (admit, first, last)
-    return ShardPlan(episode, frame, renumber[segment], *(a[present] for a in kept), decode_rank, run, padded,
-                     start)
+    return ShardPlan(episode, frame, renumber[segment], admit[present], first[present], last[present],
+                     decode_rank, run, padded, start)
 
 
 def plan_shard(
@@ -313,7 +319,7 @@ def plan_shard(
                                shuffle=shuffle, drop_last=drop_last)
     target = int(assignment.targets[shard])
     seg_episode, seg_start, seg_stop = assignment.shard(shard)
-    rng = _rng(seed, epoch, 1, shard) if shuffle else None
+    rng = plan_rng(seed, epoch, 1, shard) if shuffle else None
     if len(seg_episode) == 0:  # a reader with no frame of its own: padding only, the rank's first frame
         first = assignment.shard(rank * workers)
         plan = order_segments(first[0][:1], first[1][:1], first[1][:1] + 1, target=target, rng=rng)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .meta import DatasetMeta
+from ..meta.dataset_meta import DatasetMeta
 
 MAX_AUTO_POOL = 64
 MAX_AUTO_DECODERS = 128
@@ -16,7 +16,7 @@ MIN_AUTO_BUFFER, MAX_AUTO_BUFFER = 32, 4096
 
 
 def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], int], *,
-                   sampled_files: int = 8, episodes: Sequence[int] | None = None) -> int:
+                   sampled_files: int = 8, episodes: Sequence[int] | np.ndarray | None = None) -> int:
     """Resident episodes that fit in 3/4 of the byte budget, from the bytes per frame of a few MP4s
     (of ``episodes`` when given: a local copy may hold only their files)."""
     episode_bytes = mean_episode_bytes(meta, size, sampled_files=sampled_files, episodes=episodes)
@@ -38,7 +38,7 @@ def auto_shuffle_buffer(meta: DatasetMeta, image_size: tuple[int, int] | None = 
 
 
 def mean_episode_bytes(meta: DatasetMeta, size: Callable[[str], int], *, sampled_files: int = 8,
-                       episodes: Sequence[int] | None = None) -> float:
+                       episodes: Sequence[int] | np.ndarray | None = None) -> float:
     """Video bytes of an average episode (all cameras), from the bytes per frame of a few MP4s (of
     ``episodes`` when given: a local copy may hold only their files); 0 without video."""
     table = meta.episode_table if episodes is None else meta.episode_table.take(list(episodes))

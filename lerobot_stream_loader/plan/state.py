@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .plan import PlanEpisode, PlanEpisodes, as_plan_episodes
+from .shard import PlanEpisode, PlanEpisodes, as_plan_episodes
 
 PLAN_VERSION = 4
 
@@ -67,7 +67,7 @@ class PlanState:
             raise ValueError(
                 f"plan state was saved with world_size={saved[0]}, num_workers={saved[1]} but this run has "
                 f"world_size={now[0]}, num_workers={now[1]}. Resume with the same world size and worker "
-                "count, or load lerobot_stream_loader.elastic.elastic_state(<the saved loader state>) into the "
+                "count, or load lerobot_stream_loader.plan.elastic.elastic_state(<the saved loader state>) into the "
                 "dataset (and not into the DataLoader) to spread the rest of the epoch over the new readers"
             )
         if (self.rank, self.worker_id) != (rank, worker_id):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..credentials import hide_secrets, reveal_secrets, secret_values, with_url_credentials
-from ..log_scrub import scrub_from_logs
 from .coalesce import ReadRequest
+from .credentials import hide_secrets, reveal_secrets, secret_values, with_url_credentials
 from .fsspec_reader import FsspecRangeReader
 from .http_reader import HttpRangeReader
+from .log_scrub import scrub_from_logs
 from .reader import (
     AccessDenied,
+    BaseRangeReader,
     RangeReader,
     ReaderStats,
     RemoteFileNotFound,
@@ -36,7 +37,7 @@ __all__ = [
 _RETRY_OPTIONS = ("retries", "backoff", "backoff_max", "total_timeout")
 
 
-def open_reader(root: str | os.PathLike[str], backend: str = "auto", **options: Any) -> RangeReader:
+def open_reader(root: str | os.PathLike[str], backend: str = "auto", **options: Any) -> BaseRangeReader:
     """Open a RangeReader on a dataset root (local path, ``file://``, ``s3://``, ``https://``, ``hf://`` ...).
 
     ``backend``: ``"http"`` (native httpx, for http(s) and hf roots), ``"fsspec"`` (anything fsspec
@@ -81,7 +82,7 @@ def open_root_reader(
     backend: str = "auto",
     storage_options: dict[str, Any] | None = None,
     reader_options: dict[str, Any] | None = None,
-) -> RangeReader:
+) -> BaseRangeReader:
     """``open_reader`` with fsspec ``storage_options`` passed only to a reader that uses fsspec."""
     options = dict(reader_options or {})
     native_http = root.startswith(("http://", "https://", "hf://"))

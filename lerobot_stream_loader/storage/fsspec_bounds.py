@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ..credentials import basic_auth_header
-from ..deadline import run_with_deadline
+from ..util.deadline import run_with_deadline
+from .credentials import basic_auth_header
 from .reader import Retryable
 
 T = TypeVar("T")

@@ -23,8 +23,8 @@ from urllib.parse import quote, urljoin
 
 import httpx
 
-from ..credentials import basic_auth_header
 from ..errors import FetchError, range_not_supported
+from .credentials import basic_auth_header
 from .hf import HubLocator, Resolved, origin
 from .reader import (
     DEFAULT_COALESCE_GAP,

@@ -12,10 +12,10 @@ from dataclasses import dataclass, fields
 from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
-from ..daemon_pool import DaemonPool
 from ..errors import FetchError
-from ..paths import check_relative as check_relative_path
+from ..util.daemon_pool import DaemonPool
 from .coalesce import ReadRequest, assemble, plan_reads
+from .paths import check_relative as check_relative_path
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Synthetic LeRobot v3.0 datasets whose video frames carry their global frame index.
 
-``write_sample_dataset`` writes one; ``lerobot_stream_loader.testing`` reads the index back and
+``write_sample_dataset`` writes one; ``lerobot_stream_loader.synthetic.checks`` reads the index back and
 gives the expected ``observation.state`` / ``action`` rows.
 """
 

@@ -1,4 +1,4 @@
-"""Helpers to check samples of a dataset written by ``lerobot_stream_loader.sample``.
+"""Helpers to check samples of a dataset written by ``lerobot_stream_loader.synthetic``.
 
 - ``read_frame_index(frame)``: the global frame ``index`` drawn in a video frame.
 - ``expected_state(index, dim)`` / ``expected_action(index, dim)``: the row values of that frame.
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .features.depth import METRE, MM_PER_METRE, DepthQuantization, convert_image_unit
-from .sample.depth import FAR_M, NEAR_M, QUANTIZATION, depth_codes, depth_millimetres
-from .sample.images import image_renderer
-from .sample.pattern import action_matrix, read_index_from_luma, state_matrix
+from ..meta.depth import METRE, MM_PER_METRE, DepthQuantization, convert_image_unit
+from .depth import FAR_M, NEAR_M, QUANTIZATION, depth_codes, depth_millimetres
+from .images import image_renderer
+from .pattern import action_matrix, read_index_from_luma, state_matrix
 
 if TYPE_CHECKING:
     import torch

@@ -17,9 +17,9 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from ..encoder_open import open_encoder
 from ..errors import StreamLoaderError
-from ..features.depth import DepthQuantization
+from ..meta.depth import DepthQuantization
+from ..util.encoder_open import open_encoder
 from .pattern import INDEX_BITS, MAX_INDEX, band_edges
 
 NEAR_M = 0.5

@@ -69,15 +69,17 @@ def numeric_extra_columns(index: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _language_rows(index: int, frame: int, task: str) -> tuple[list[dict], list[dict]]:
-    persistent = [{"role": "user", "content": task, "style": "task_aug", "timestamp": 0.0, "camera": None,
-                   "tool_calls": None}]
+def _language_rows(index: int, frame: int, task: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    persistent: list[dict[str, Any]] = [
+        {"role": "user", "content": task, "style": "task_aug", "timestamp": 0.0, "camera": None,
+         "tool_calls": None}]
     if frame % 5:
         return persistent, []
     call = json.dumps({"type": "function", "function": {"name": "say", "arguments": {"text": f"at {index}"}}})
-    events = [{"role": "assistant", "content": None, "style": None, "camera": None, "tool_calls": [call]},
-              {"role": "user", "content": f"look at {index}", "style": "vqa",
-               "camera": "observation.images.cam0", "tool_calls": []}]
+    events: list[dict[str, Any]] = [
+        {"role": "assistant", "content": None, "style": None, "camera": None, "tool_calls": [call]},
+        {"role": "user", "content": f"look at {index}", "style": "vqa",
+         "camera": "observation.images.cam0", "tool_calls": []}]
     return persistent, events
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -66,7 +67,8 @@ def image_column(kind: str, indices: np.ndarray, width: int, height: int) -> pa.
 def image_feature(kind: str, width: int, height: int) -> dict:
     """The info.json feature of an image feature of ``kind``."""
     channels = 3 if kind == "rgb" else 1
-    feature = {"dtype": "image", "shape": [height, width, channels], "names": ["height", "width", "channels"]}
+    feature: dict[str, Any] = {"dtype": "image", "shape": [height, width, channels],
+                               "names": ["height", "width", "channels"]}
     if kind == "depth":
         feature["info"] = {"is_depth_map": True, "depth_unit": "mm"}
     return feature

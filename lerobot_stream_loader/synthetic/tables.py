@@ -9,6 +9,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..meta.stats import (
+    STAT_KEYS,
+    Stats,
+    aggregate,
+    image_stats,
+    sampled_frame_positions,
+    to_lists,
+    vector_stats,
+)
 from .extra_columns import extra_arrays, extra_features, extra_fields, numeric_extra_columns
 from .images import IMAGE_TYPE, image_column, image_feature, image_key, image_pixels
 from .layout import (
@@ -24,7 +33,6 @@ from .layout import (
     video_key,
 )
 from .pattern import action_matrix, state_matrix
-from .stats import STAT_KEYS, Stats, aggregate, image_stats, sampled_frame_positions, to_lists, vector_stats
 
 DATA_FILES_SIZE_IN_MB = 100
 VIDEO_FILES_SIZE_IN_MB = 200
@@ -109,11 +117,12 @@ def _episode_table(columns: dict[str, np.ndarray], given: dict[str, pa.Array], s
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_data_files(root: Path, plans: list[EpisodePlan], options: SampleOptions) -> dict[int, Stats]:
+def write_data_files(root: Path, plans: list[EpisodePlan],
+                     options: SampleOptions) -> dict[int, dict[str, Stats]]:
     """Write data/*.parquet (one row group per episode, or per file with ``single_row_group``); return
     each episode's column statistics."""
     schema = _data_schema(options)
-    stats: dict[int, Stats] = {}
+    stats: dict[int, dict[str, Stats]] = {}
     files: dict[int, list[EpisodePlan]] = {}
     for plan in plans:
         files.setdefault(plan.data_file, []).append(plan)

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
 
-from ..deadline import run_with_deadline
-from ..encoder_open import open_encoder
 from ..errors import StalledError, StreamLoaderError
+from ..util.deadline import run_with_deadline
+from ..util.encoder_open import open_encoder
 from .pattern import FrameRenderer, read_index_from_luma
 
 _log = logging.getLogger(__name__)
@@ -180,14 +181,14 @@ def concatenate_episodes(
     ``from_timestamp + k / fps`` is exactly where frame ``k`` of an episode plays.
     """
     options = {"movflags": "faststart"} if faststart else {}
-    inputs = [av.open(io.BytesIO(part)) for part in parts]
+    inputs = [av.open(io.BytesIO(part), "r") for part in parts]
     try:
         template = inputs[0].streams.video[0]
         header = bytes(template.codec_context.extradata or b"")
         for number, container in enumerate(inputs):
             if bytes(container.streams.video[0].codec_context.extradata or b"") != header:
                 raise StreamLoaderError(f"{out_path}: part {number} has other codec headers than part 0")
-        time_base = template.time_base
+        time_base = cast(Fraction, template.time_base)  # a demuxed MP4 stream has a time base
         ticks = time_base.denominator / (fps * time_base.numerator)
         if ticks != int(ticks):
             raise StreamLoaderError(f"{out_path}: time base {time_base} is not a multiple of 1/{fps} s")
@@ -200,7 +201,7 @@ def concatenate_episodes(
                 for packet in container.demux(container.streams.video[0]):
                     if packet.dts is None:
                         continue
-                    packet.pts += offset
+                    packet.pts = cast(int, packet.pts) + offset  # an MP4 packet with a dts has a pts
                     packet.dts += offset
                     packet.duration = ticks
                     packet.stream = stream

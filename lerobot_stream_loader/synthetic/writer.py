@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..meta.stats import Stats, image_stats, sampled_frame_positions
 from .depth import depth_metres, depth_video_info, encode_depth_episode
 from .layout import (
     VIDEO_PATH,
@@ -23,7 +24,6 @@ from .layout import (
     video_key,
 )
 from .pattern import FrameRenderer
-from .stats import Stats, image_stats, sampled_frame_positions
 from .tables import (
     aggregate_stats,
     features,
@@ -69,7 +69,7 @@ def write_sample_dataset(
 
     Episode lengths are drawn from ``frames_per_episode`` (inclusive) with ``seed``. Camera ``k`` is
     ``observation.images.cam{k}``, ``size`` is (width, height). Every video frame shows its global
-    ``index`` (see ``lerobot_stream_loader.testing``); ``observation.state`` and ``action`` rows are
+    ``index`` (see ``lerobot_stream_loader.synthetic.checks``); ``observation.state`` and ``action`` rows are
     ``testing.expected_state(index, state_dim)`` and ``testing.expected_action(index, action_dim)``.
     Videos: each episode encoded on its own, ``episodes_per_video_file`` episodes appended per MP4 by
     stream copy (``stagger_cameras``: camera ``k``'s first file holds ``k`` fewer, modulo the count).

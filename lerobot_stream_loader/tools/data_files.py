@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..meta import INFO_PATH, load_meta
-from ..paths import is_local
+from ..meta.dataset_meta import INFO_PATH, load_meta
+from ..storage.paths import is_local
 from .layout import write_json
 
 

@@ -14,14 +14,16 @@ import threading
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
+from av.video.codeccontext import VideoCodecContext
 from av.video.reformatter import VideoReformatter
+from av.video.stream import VideoStream
 
-from ..encoder_open import open_encoder
-from .stats import RunningImageStats, Stats, downsampled_size
+from ..meta.stats import RunningImageStats, Stats, downsampled_size
+from ..util.encoder_open import open_encoder
 from .verify import THUMBNAIL, Fingerprinter
 
 os.environ.setdefault("SVT_LOG", "1")  # keep the AV1 encoder's banner quiet
@@ -95,7 +97,7 @@ def pick_vcodec() -> str:
 
 def _encodes(name: str) -> bool:
     try:
-        context = av.CodecContext.create(name, "w")
+        context = cast(VideoCodecContext, av.CodecContext.create(name, "w"))  # a video encoder's name
         context.width, context.height, context.pix_fmt = 64, 64, "yuv420p"
         context.time_base = Fraction(1, 30)
         context.open()
@@ -130,8 +132,8 @@ class FileEncoder:
         self._time_base = Fraction(1, fps)
         self._container = av.open(path, "w", format="mp4", options={"movflags": "+faststart"})
         try:
-            self._stream = self._container.add_stream(self.settings.vcodec, rate=fps,
-                                                      options=self.settings.encoder_options())
+            self._stream = cast(VideoStream, self._container.add_stream(  # vcodec names a video encoder
+                self.settings.vcodec, rate=fps, options=self.settings.encoder_options()))
             self._stream.width, self._stream.height = width, height
             self._stream.pix_fmt = self.settings.pix_fmt
             open_encoder(self._stream)

@@ -16,8 +16,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..meta import INFO_PATH, STATS_PATH, DatasetMeta
-from ..meta_files import DEFAULT_CHUNKS_SIZE, EPISODES_PATH, TASKS_PATH
+from ..meta.dataset_meta import INFO_PATH, STATS_PATH, DatasetMeta
+from ..meta.files import DEFAULT_CHUNKS_SIZE, EPISODES_PATH, TASKS_PATH
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StreamLoaderError
-from ..paths import is_local, normalize_root
+from ..storage.paths import is_local, normalize_root
 from .publish import RemoteOutput, is_url_output, output_options
 
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..index_sidecar import SIDECAR_PATH, build_entries, save_sidecar
-from ..meta import load_meta
+from ..fetch.sidecar import SIDECAR_PATH
+from ..meta.dataset_meta import load_meta
 from ..storage import open_reader
+from .index_sidecar import build_entries, save_sidecar
 from .output import ToolError
 from .realign import realign_parquets_to_videos
 from .shuffle import shuffle_episodes

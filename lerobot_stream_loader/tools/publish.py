@@ -20,7 +20,7 @@ import fsspec
 from tqdm import tqdm
 
 from ..errors import StreamLoaderError
-from ..paths import normalize_root
+from ..storage.paths import normalize_root
 
 INFO = "meta/info.json"
 READ_ONLY = ("http", "https", "hf")

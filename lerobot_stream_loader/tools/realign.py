@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 from tqdm import tqdm
 
-from ..meta import DatasetMeta
+from ..meta.dataset_meta import DatasetMeta
 from .layout import (
     FileGroup,
     copy_meta_files,
@@ -114,14 +114,14 @@ def realign_parquets_to_videos(
     groups = make_groups(common_runs(meta), meta.info)
     plan = plan_videos(meta, groups)
     if not copy_videos:
-        _check_videos_in_place(meta, SourceFiles.of(meta, storage_options), groups, plan, output)
+        _check_videos_in_place(meta, SourceFiles.of(meta), groups, plan, output)
     check_output(source, output, overwrite=overwrite, allow=() if copy_videos else ("videos",))
     result = RealignResult(str(output), meta.total_episodes, meta.total_frames, len(groups),
                            len(groups) * len(meta.video_keys))
     result.remuxed_cameras = [k for k, actions in plan.items() if "cut" in actions]
     with staged_output(output, what=f"realign of {meta.root}", keep=() if copy_videos else ("videos",),
                        progress=progress) as tmp:
-        files = SourceFiles.of(meta, storage_options)
+        files = SourceFiles.of(meta)
         write_aligned(meta, files, groups, plan, tmp, result, copy_videos=copy_videos, progress=progress)
         if before_commit is not None:
             before_commit(tmp)

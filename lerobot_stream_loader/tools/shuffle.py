@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ..features.depth import is_depth_feature
-from ..meta import DatasetMeta
-from ..sample.depth import DEPTH_CRF
+from ..meta.dataset_meta import DatasetMeta
+from ..meta.depth import is_depth_feature
+from ..synthetic.depth import DEPTH_CRF
 from .encoder import CodecSettings
 from .layout import FileGroup, copy_meta_files, finish_info, make_groups, write_info
 from .main_script import spawn_unsafe_reason
@@ -102,7 +102,7 @@ def shuffle_episodes(
     meta = open_source(os.fspath(source), storage_options)
     check_output(os.fspath(source), output, overwrite=overwrite)
     settings = CodecSettings(vcodec, pix_fmt, g, crf, preset).resolved()
-    files = SourceFiles.of(meta, storage_options)
+    files = SourceFiles.of(meta)
     info = dict(meta.info)
     if video_files_size_in_mb is not None:
         info["video_files_size_in_mb"] = video_files_size_in_mb
@@ -202,8 +202,10 @@ def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None,
     try:
         for name in sorted(tasks, key=lambda n: -_work(tasks[n])):  # longest first: no straggler at the end
             task = tasks[name]
-            fn = run_video_task if isinstance(task, VideoTask) else run_data_task
-            futures[executor.submit(fn, task)] = name
+            if isinstance(task, VideoTask):
+                futures[executor.submit(run_video_task, task)] = name
+            else:
+                futures[executor.submit(run_data_task, task)] = name
         outcomes: dict[str, dict[str, Any]] = {}
         bar = tqdm(total=len(futures), desc="shuffle", unit="task", disable=not progress)
         for future in as_completed(futures):

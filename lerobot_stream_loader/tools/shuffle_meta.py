@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..features.depth import depth_keys
-from ..meta import STATS_PATH, DatasetMeta
+from ..meta.dataset_meta import STATS_PATH, DatasetMeta
+from ..meta.depth import depth_keys
+from ..meta.stats import STAT_KEYS, aggregate, to_lists
 from .encoder import CodecSettings
 from .layout import FileGroup, group_of, set_column, write_episode_tables, write_json
 from .shuffle_tasks import RENUMBERED, DataTask, EpisodeMove, VideoTask
-from .stats import STAT_KEYS, aggregate, to_lists
 
 
 def write_shuffled_meta(meta: DatasetMeta, moves: list[EpisodeMove], groups: list[FileGroup],

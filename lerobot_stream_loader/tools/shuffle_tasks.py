@@ -19,15 +19,15 @@ import av
 import numpy as np
 import pyarrow as pa
 
-from ..deadline import run_while_progressing
 from ..errors import StalledError
-from ..meta import EpisodeMeta
+from ..meta.dataset_meta import EpisodeMeta
+from ..meta.stats import to_lists, vector_stats
 from ..mp4 import synthesize_mp4
+from ..util.deadline import run_while_progressing
 from .encoder import HARDWARE_ENCODERS, CameraResult, CodecSettings, FileEncoder
 from .layout import write_parquet
 from .remux import check_episode_keyframes, episode_bounds
 from .source import EpisodeRows, SourceFiles, VideoSource
-from .stats import to_lists, vector_stats
 from .verify import OutputCheckError, check_reencoded
 
 TOLERANCE_S = 1e-4

@@ -17,20 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..credentials import (
-    Secret,
-    basic_auth_header,
-    hide_secrets,
-    reveal_secrets,
-    secret_values,
-    with_url_credentials,
-)
-from ..episode_assembly import READ_AHEAD_FRAMES
 from ..errors import DatasetFormatError, range_not_supported
-from ..log_scrub import scrub_from_logs
-from ..meta import DatasetMeta, EpisodeMeta, load_meta
+from ..fetch.assembly import READ_AHEAD_FRAMES
+from ..meta.dataset_meta import DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4Index, Span, index_mp4
-from ..paths import join, normalize_root
+from ..storage.credentials import basic_auth_header, reveal_secrets, secret_values
+from ..storage.location import Location
+from ..storage.log_scrub import scrub_from_logs
+from ..storage.paths import join
 
 
 def open_source(source: str, storage_options: dict[str, Any] | None = None) -> DatasetMeta:
@@ -41,27 +35,26 @@ def open_source(source: str, storage_options: dict[str, Any] | None = None) -> D
 class SourceFiles:
     """Files below a dataset root, opened through fsspec on first use (picklable)."""
 
-    def __init__(self, root: str, storage_options: dict[str, Any] | None = None,
-                 basic_auth: Secret | None = None) -> None:
-        self.root, auth = with_url_credentials(normalize_root(root), {})  # a URL's user part: basic auth
-        self.storage_options = hide_secrets(dict(storage_options or {}))  # pickled to workers unreadable
-        self._basic_auth: Secret | None = auth.get("basic_auth", basic_auth)
+    def __init__(self, location: Location) -> None:
+        self.location = location  # credentials hidden: pickled to workers unreadable
+        self.root = location.root
         self._fs: tuple[fsspec.AbstractFileSystem, str] | None = None
 
     @classmethod
-    def of(cls, meta: DatasetMeta, storage_options: dict[str, Any] | None = None) -> SourceFiles:
-        """The files of ``meta``'s dataset, with the credentials its root URL carried."""
-        return cls(meta.root, storage_options, meta.basic_auth)
+    def of(cls, meta: DatasetMeta) -> SourceFiles:
+        """The files of ``meta``'s dataset, reached as its metadata was."""
+        return cls(meta.location)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fs": None}
 
     def _resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
         if self._fs is None:
-            scrub_from_logs(secret_values([self.storage_options, self._basic_auth]))
-            options = reveal_secrets(self.storage_options)
-            if self._basic_auth is not None:  # sent with every request; aiohttp drops it on a cross-host redirect
-                options["headers"] = {**(options.get("headers") or {}), **basic_auth_header(self._basic_auth.reveal())}
+            auth = self.location.basic_auth
+            scrub_from_logs(secret_values([self.location.storage_options, auth]))
+            options = reveal_secrets(self.location.storage_options)
+            if auth is not None:  # sent with every request; aiohttp drops it on a cross-host redirect
+                options["headers"] = {**(options.get("headers") or {}), **basic_auth_header(auth.reveal())}
             self._fs = fsspec.core.url_to_fs(self.root, **options)
         return self._fs
 

@@ -1,7 +1,7 @@
 """validate(root): check a dataset's counts, files, alignment, video spans and sample frames.
 
 Problems are collected, not raised, so one run reports everything; an unaligned dataset is noted,
-not a problem. Datasets written by ``lerobot_stream_loader.sample`` (marked by its own key in
+not a problem. Datasets written by ``lerobot_stream_loader.synthetic`` (marked by its own key in
 info.json, kept by the tools; never inferred from ``robot_type``) also have the index drawn in
 sampled frames checked against their rows' ``observation.state``.
 """
@@ -16,13 +16,13 @@ from typing import Any
 import av
 import numpy as np
 
-from ..episode_assembly import READ_AHEAD_FRAMES
 from ..errors import DatasetFormatError, RangeNotSupported
-from ..features.depth import GRAY12_FORMATS, DepthQuantization, is_depth_feature
-from ..meta import INFO_PATH, DatasetMeta, EpisodeMeta, load_meta
+from ..fetch.assembly import READ_AHEAD_FRAMES
+from ..meta.dataset_meta import INFO_PATH, DatasetMeta, EpisodeMeta, load_meta
+from ..meta.depth import GRAY12_FORMATS, DepthQuantization, is_depth_feature
 from ..mp4 import Mp4FormatError, synthesize_mp4
-from ..parquet_bytes import read_parquet_bytes
-from ..sample.tables import SAMPLE_PATTERN, SAMPLE_PATTERN_KEY
+from ..parquet.whole_file import read_parquet_bytes
+from ..synthetic.tables import SAMPLE_PATTERN, SAMPLE_PATTERN_KEY
 from .source import SourceFiles, VideoSource
 
 TOLERANCE_S = 1e-4
@@ -56,7 +56,7 @@ def validate(root: str | os.PathLike[str], *, storage_options: dict[str, Any] | 
         report.problems.append(f"metadata: {exc}")
         return report
     report.root = meta.root
-    files = SourceFiles.of(meta, storage_options)
+    files = SourceFiles.of(meta)
     try:  # one probe: without Range support every check below would fail on its own
         files.read(INFO_PATH, 1, 1)
     except RangeNotSupported as exc:
@@ -112,14 +112,14 @@ def _check_rows(meta: DatasetMeta, files: SourceFiles, report: ValidationReport)
     if total != meta.total_frames:
         report.problems.append(f"data files hold {total} rows, info.json total_frames is {meta.total_frames}")
     for episode in meta.episodes:
-        entry = found.get(episode.index)
-        if entry is None or entry["path"] != episode.data_path:
+        rows = found.get(episode.index)
+        if rows is None or rows["path"] != episode.data_path:
             report.problems.append(f"episode {episode.index}: no rows in {episode.data_path}")
             continue
         expected = np.arange(episode.from_index, episode.to_index)
-        if len(entry["index"]) != episode.length or not np.array_equal(entry["index"], expected):
+        if len(rows["index"]) != episode.length or not np.array_equal(rows["index"], expected):
             report.problems.append(f"episode {episode.index}: rows of {episode.data_path} have indices "
-                                   f"{_range(entry['index'])}, expected [{episode.from_index}, {episode.to_index})")
+                                   f"{_range(rows['index'])}, expected [{episode.from_index}, {episode.to_index})")
     return found
 
 
@@ -205,7 +205,7 @@ def _check_frame(meta: DatasetMeta, videos: VideoSource, key: str, episode: Epis
         raise DatasetFormatError(f"depth video decodes to {frame.format.name}, not 12-bit grey "
                                  f"({'/'.join(GRAY12_FORMATS)}): its depth cannot be dequantized exactly")
     if check_pattern and entry is not None and "state" in entry:
-        from ..testing import expected_state, read_depth_codes_index, read_frame_index
+        from ..synthetic.checks import expected_state, read_depth_codes_index, read_frame_index
 
         shown = (read_depth_codes_index(frame.to_ndarray(format="gray12le"), DepthQuantization.from_feature(key, feature))
                  if is_depth_feature(feature) else read_frame_index(frame.to_ndarray(format="rgb24")))

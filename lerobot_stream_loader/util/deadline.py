@@ -11,11 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from .errors import StalledError
+from ..errors import StalledError
 
 T = TypeVar("T")
+
+# What the call's thread leaves behind: (True, its result) or (False, the exception it raised).
+_Outcome = list[tuple[Literal[True], T] | tuple[Literal[False], BaseException]]
 
 
 def run_with_deadline(func: Callable[[], T], limit_s: float, what: str) -> T:
@@ -48,9 +51,9 @@ def run_while_progressing(func: Callable[[], T], progress: Callable[[], int], st
     return _result(outcome)
 
 
-def _start(func: Callable[[], T], what: str) -> tuple[threading.Event, list[tuple[bool, object]]]:
+def _start(func: Callable[[], T], what: str) -> tuple[threading.Event, _Outcome[T]]:
     done = threading.Event()
-    outcome: list[tuple[bool, object]] = []
+    outcome: _Outcome[T] = []
 
     def target() -> None:
         try:
@@ -64,8 +67,8 @@ def _start(func: Callable[[], T], what: str) -> tuple[threading.Event, list[tupl
     return done, outcome
 
 
-def _result(outcome: list[tuple[bool, object]]) -> T:
-    succeeded, value = outcome[0]
-    if succeeded:
-        return value  # type: ignore[return-value]
-    raise value  # type: ignore[misc]
+def _result(outcome: _Outcome[T]) -> T:
+    first = outcome[0]
+    if first[0]:
+        return first[1]
+    raise first[1]

@@ -25,12 +25,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lerobot_stream_loader.episode_assembly import EpisodeAssembler
-from lerobot_stream_loader.file_indexes import FileIndexes
-from lerobot_stream_loader.index_sidecar import SIDECAR_PATH, SidecarLookup, build_entries, save_sidecar
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.fetch.assembly import EpisodeAssembler
+from lerobot_stream_loader.fetch.file_indexes import FileIndexes
+from lerobot_stream_loader.fetch.sidecar import SIDECAR_PATH, SidecarLookup
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 from lerobot_stream_loader.mp4 import index_mp4
 from lerobot_stream_loader.storage import open_reader
+from lerobot_stream_loader.tools.index_sidecar import build_entries, save_sidecar
 
 HEADROOM = 1536 << 20
 TARGETS = ("info", "episodes", "data", "sidecar")

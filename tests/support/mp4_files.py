@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from lerobot_stream_loader.encoder_open import open_encoder
+from lerobot_stream_loader.util.encoder_open import open_encoder
 
 os.environ.setdefault("SVT_LOG", "1")  # keep the AV1 encoder's banner out of test logs
 ENCODERS = {"av1": "libsvtav1", "h264": "libx264", "hevc": "libx265"}

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 from torchcodec.decoders import VideoDecoder
 
-from lerobot_stream_loader.meta import load_meta
+from lerobot_stream_loader.meta.dataset_meta import load_meta
 
 
 @lru_cache(maxsize=64)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lerobot_stream_loader.sample import write_sample_dataset
+from lerobot_stream_loader.synthetic import write_sample_dataset
 
 
 def _freeze(value: object) -> object:

@@ -1,0 +1,170 @@
+"""What :class:`~lerobot_stream_loader.StreamingLeRobot` and
+:class:`~lerobot_stream_loader.MixedStreamingLeRobot` share: the epoch, this process's place among
+the readers, ``len()``, the resumable state and the skeleton of an iteration.
+
+A subclass says how its plan is made (:meth:`StreamingBase._fresh_plan`,
+:meth:`StreamingBase._elastic_plan`), what fingerprints it (:meth:`StreamingBase._fingerprint`) and
+which RGB video keys a batch's collate may convert (:meth:`StreamingBase.float_frame_keys`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
+
+from torch.utils.data import IterableDataset
+
+from .batch.collate import StreamingCollate
+from .plan.elastic import ElasticState
+from .plan.ranks import resolve_rank, resolve_worker
+from .plan.state import PlanState
+from .util.process_local import ProcessLocal
+
+if TYPE_CHECKING:
+    from typing_extensions import Self, Unpack
+
+
+class SkippablePlan(Protocol):
+    """A reader's plan for one epoch, from which the samples already read can be skipped."""
+
+    def skip(self, consumed: int) -> Self: ...
+
+
+PlanT = TypeVar("PlanT", bound=SkippablePlan)
+
+
+class ReaderPlace(TypedDict):
+    """This reader's place among all readers: what a subclass's planner is given as keywords."""
+
+    rank: int
+    world_size: int
+    worker_id: int
+    num_workers: int
+
+
+def check_place(rank: int | None, world_size: int | None) -> None:
+    """``rank`` and ``world_size`` come together or not at all."""
+    if (rank is None) != (world_size is None):
+        raise ValueError(f"give both rank and world_size or neither (rank={rank}, world_size={world_size})")
+
+
+def check_resources(**sizes: int | None) -> None:
+    """Every given resource size (pool_size, shuffle_buffer, cache_bytes, ...) is at least 1."""
+    if any(value is not None and value < 1 for value in sizes.values()):
+        raise ValueError(f"{', '.join(sizes)} must be >= 1; got "
+                         + ", ".join(f"{k}={v}" for k, v in sizes.items() if v is not None and v < 1))
+
+
+class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
+    """Epoch, ranks, length and resumable state of a streaming dataset (see the module's docstring)."""
+
+    _plan_name = "plan"  # how an elastic state's mismatch names what differs
+
+    def _start(self, rank: int | None, world_size: int | None) -> None:
+        """Set up the shared state; called by a subclass's constructor once its own fields are set."""
+        check_place(rank, world_size)
+        self._rank, self._world_size = rank, world_size
+        self._epoch = multiprocessing.Value("q", 0, lock=False)
+        self._consumed = 0
+        self._loaded: PlanState | ElasticState | None = None
+        self._resources: Any = None
+
+    # -- what a subclass provides ------------------------------------------------------------------------
+    def _fingerprint(self, world: int, workers: int) -> str:
+        raise NotImplementedError
+
+    def _fresh_plan(self, *, epoch: int, **place: Unpack[ReaderPlace]) -> PlanT:
+        raise NotImplementedError
+
+    def _elastic_plan(self, loaded: ElasticState, **place: Unpack[ReaderPlace]) -> PlanT:
+        raise NotImplementedError
+
+    def _samples_per_rank(self, world: int) -> int:
+        raise NotImplementedError
+
+    def float_frame_keys(self) -> set[str]:
+        """RGB video keys (as items name them) whose float32 frames a batch's collate may convert
+        from uint8 instead of the worker (none with ``return_uint8`` or ``image_transforms``)."""
+        raise NotImplementedError
+
+    def defer_float_frames(self, keys: Iterable[str]) -> None:
+        """From now on, leave the frames of ``keys`` (of :meth:`float_frame_keys`) uint8 in this
+        process's items: the batch's collate converts them (:class:`~.batch.collate.StreamingCollate`
+        calls this in each DataLoader worker)."""
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------------
+    @property
+    def collate_fn(self) -> StreamingCollate:
+        """``default_collate``'s batches with fewer copies (see :mod:`~lerobot_stream_loader.batch.collate`):
+        ``DataLoader(dataset, batch_size=..., collate_fn=dataset.collate_fn)``."""
+        return StreamingCollate(self.float_frame_keys())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the plan of ``epoch`` from the next iteration on (also in persistent workers)."""
+        self._epoch.value = int(epoch)
+
+    def _rank_world(self) -> tuple[int, int]:
+        return resolve_rank(self._rank, self._world_size)
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch, all DataLoader workers together: the same on every rank,
+        in every epoch, for any worker count."""
+        _, world = self._rank_world()
+        return self._samples_per_rank(world)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this reader is in its plan: a few integers (for StatefulDataLoader)."""
+        rank, world = self._rank_world()
+        worker, workers = resolve_worker()
+        return PlanState(epoch=self.epoch, consumed=self._consumed, rank=rank, world_size=world,
+                         worker_id=worker, num_workers=workers,
+                         fingerprint=self._fingerprint(world, workers)).to_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration skips the samples already consumed.
+
+        A reader's state saved with another world size or worker count raises ``ValueError`` when
+        iterating; to resume on another world size or worker count load
+        :func:`~lerobot_stream_loader.plan.elastic.elastic_state` of one rank's ``StatefulDataLoader`` state
+        instead (before the DataLoader starts its workers), or resume through
+        :class:`~lerobot_stream_loader.StreamingDataLoader`: the rest of the interrupted epoch is then
+        spread over the new readers (see :mod:`lerobot_stream_loader.plan.elastic` for the bound).
+        """
+        loaded = ElasticState.from_dict(state) if isinstance(state.get("consumed"), list | tuple) \
+            else PlanState.from_dict(dict(state))
+        self._loaded = loaded
+        self.set_epoch(loaded.epoch)
+
+    def _reader_plan(self) -> tuple[PlanT, ReaderPlace]:
+        """This reader's plan for the current epoch, the samples a loaded state consumed skipped, and
+        its place (rank, world_size, worker_id, num_workers)."""
+        rank, world = self._rank_world()
+        worker, workers = resolve_worker()
+        place: ReaderPlace = dict(rank=rank, world_size=world, worker_id=worker, num_workers=workers)
+        loaded, self._loaded = self._loaded, None
+        skip = 0
+        if isinstance(loaded, ElasticState) and loaded.epoch == self.epoch:  # later epochs: the new plan
+            if loaded.fingerprint != self._fingerprint(loaded.world_size, loaded.num_workers):
+                raise ValueError(f"the elastic state was saved for a different {self._plan_name}")
+            plan = self._elastic_plan(loaded, **place)
+        else:
+            plan = self._fresh_plan(epoch=self.epoch, **place)
+        if isinstance(loaded, PlanState):
+            loaded.check(rank=rank, worker_id=worker, world_size=world, num_workers=workers,
+                         fingerprint=self._fingerprint(world, workers))
+            skip = loaded.consumed
+        self._consumed = skip
+        return plan.skip(skip), place
+
+    def _counted(self, stream: Iterable[Any], close: Callable[[], None],
+                 finish: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Yield ``finish(x)`` for each ``x`` of ``stream``, counting what was yielded for
+        :meth:`state_dict`; ``close()`` when the iteration ends or is abandoned."""
+        try:
+            for value in stream:
+                self._consumed += 1
+                yield finish(value)
+        finally:
+            close()
