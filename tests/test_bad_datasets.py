@@ -242,6 +242,36 @@ def test_one_row_between_frames_fails_when_it_is_reached(copy: Path) -> None:
     assert f"t={bad_time:.6f}s" in str(err.value)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_rows_shifted_into_the_next_episodes_frames_never_yield_them(copy: Path, shuffle: bool) -> None:
+    """Episode 0's last rows moved 0.1 s later point at frames of episode 1, which follows it in the same
+    MP4 (within tolerance_s of them): a row must play a frame of its own episode's part of the file,
+    so they raise when their run of frames is decoded, naming the part; nothing wrong is yielded."""
+    meta = load_meta(copy)
+    episode, after = meta.episode(0), meta.episode(1)
+    assert after.videos[CAM].path == episode.videos[CAM].path
+    assert episode.videos[CAM].next_from_timestamp == after.videos[CAM].from_timestamp
+    moved = 3
+    first_moved = episode.to_index - moved
+    shift = round(0.1 * meta.fps) / meta.fps  # whole frames: the moved rows land exactly on frames
+
+    def shift_last_rows(table: pa.Table) -> pa.Table:
+        mine = pc.greater_equal(table.column("index"), first_moved)
+        mine = pc.and_(mine, pc.equal(table.column("episode_index"), 0))
+        column = table.column("timestamp")
+        shifted = pc.if_else(mine, pc.add(column, pa.scalar(shift, column.type)), column)
+        return set_column(table, "timestamp", shifted.combine_chunks())
+
+    _edit_data_rows(copy, episode.data_path, shift_last_rows)
+    seen = []
+    with pytest.raises(FrameMismatchError, match="outside the episode's part of the MP4") as err:
+        for item in StreamingLeRobot(copy, episodes=[0], return_uint8=True, shuffle=shuffle):
+            seen.append(item)
+    assert f"episode 0, camera {CAM} ({episode.videos[CAM].path})" in str(err.value)
+    assert not any(int(item["index"]) >= first_moved for item in seen)
+    assert all(read_frame_index(item[CAM]) == int(item["index"]) for item in seen)
+
+
 def _edit_data_rows(root: Path, data_path: str, change: Callable[[pa.Table], pa.Table]) -> None:
     path = root / data_path
     groups = pq.ParquetFile(path).metadata.num_row_groups

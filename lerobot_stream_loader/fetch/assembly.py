@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from ..errors import DatasetFormatError, FetchError, StreamLoaderError
 from ..meta.dataset_meta import DatasetMeta, EpisodeMeta
+from ..meta.episode_table import VideoSpan
 from ..mp4 import Mp4FormatError, Mp4Index, Span, synthesize_mp4
 from ..parquet.ranges import episode_rows, read_row_groups
 from ..parquet.shared_row_groups import GroupRows, SharedRowGroups, holds_many_episodes
@@ -147,7 +148,8 @@ class EpisodeAssembler:
         for key, (index, span) in spans.items():
             video = episode.videos[key]
             needed = video.from_timestamp + times.astype(np.float64)
-            matched[key] = RowFrames.match(_presented(index, span), needed)
+            part = _own_part(video, self.meta.fps)
+            matched[key] = RowFrames.match(_presented(index, span), needed, part)
             if matched[key].within(self.tolerance_s):
                 continue
             lo = min(video.from_timestamp, float(needed.min()) - self.tolerance_s)
@@ -158,13 +160,21 @@ class EpisodeAssembler:
                 continue  # no frame there at all: the camera names the missing time
             if (grown[1].byte_offset, grown[1].byte_length) != (span.byte_offset, span.byte_length):
                 wider[key] = grown
-                matched[key] = RowFrames.match(_presented(*grown), needed)
+                matched[key] = RowFrames.match(_presented(*grown), needed, part)
         if wider:
             blobs = self._read(where, [(episode.videos[k].path, s.byte_offset, s.byte_length)
                                        for k, (_, s) in wider.items()])
             spans.update(wider)
             payloads.update(zip(wider, blobs, strict=True))
         return matched
+
+
+def _own_part(video: VideoSpan, fps: float) -> tuple[float, float]:
+    """[start, end) seconds of the MP4 that hold an episode's frames: from its ``from_timestamp`` to
+    where the next episode of the file starts, half a frame of slack each side (``to_timestamp`` is
+    not the end: converters write it a frame short)."""
+    half = 0.5 / fps
+    return video.from_timestamp - half, video.next_from_timestamp - half
 
 
 def _presented(index: Mp4Index, span: Span) -> np.ndarray:

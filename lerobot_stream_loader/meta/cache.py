@@ -24,6 +24,7 @@ from ..storage.local_cache import file_lock, publish_folder
 from .episode_table import EpisodeTable
 
 _FILES = ("info.json", "tasks.json", "sources.json")
+LAYOUT = 2  # of an entry's files; an entry of another layout is another version, never misread
 FileVersion = tuple[str, int, "str | None"]
 
 
@@ -31,7 +32,7 @@ def entry_version(info_size: int, info_etag: str | None) -> str | None:
     """The cache version of a dataset whose info.json has this size and ETag; None without an ETag."""
     if not info_etag:
         return None
-    return hashlib.sha256(f"{info_size}:{info_etag}".encode()).hexdigest()[:20]
+    return hashlib.sha256(f"{info_size}:{info_etag}:{LAYOUT}".encode()).hexdigest()[:20]
 
 
 class MetaCache:

@@ -20,6 +20,7 @@ from ..storage.paths import check_relative
 STREAMING_COLUMNS = ("episode_index", "length", "dataset_from_index", "dataset_to_index",
                      "data/chunk_index", "data/file_index")
 VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
+NEXT_FROM = "next_from_timestamp"  # derived per camera: where the next episode of the same MP4 starts
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class VideoSpan:
     path: str
     from_timestamp: float
     to_timestamp: float
+    next_from_timestamp: float = float("inf")  # the next episode of the same MP4 starts here (inf: none)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,21 @@ class EpisodeMeta:
 def streaming_columns(video_keys: list[str]) -> list[str]:
     """Names of the episodes-table columns streaming reads (``tasks`` besides, when present)."""
     return [*STREAMING_COLUMNS, *(f"videos/{key}/{c}" for key in video_keys for c in VIDEO_COLUMNS)]
+
+
+def stored_columns(video_keys: list[str]) -> list[str]:
+    """The streaming columns and the ones derived from them (what the metadata cache stores)."""
+    return [*streaming_columns(video_keys), *(f"videos/{key}/{NEXT_FROM}" for key in video_keys)]
+
+
+def next_starts(chunk: np.ndarray, file: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Per episode, the ``from_timestamp`` of the next episode in the same MP4 (inf for the last one):
+    the end of the part of the file an episode's frames may come from."""
+    order = np.lexsort((start, file, chunk))
+    same_file = (chunk[order][1:] == chunk[order][:-1]) & (file[order][1:] == file[order][:-1])
+    out = np.full(len(start), np.inf)
+    out[order[:-1]] = np.where(same_file, start[order][1:], np.inf)
+    return out
 
 
 def _ints(table: pa.Table, name: str) -> np.ndarray:
@@ -77,6 +94,10 @@ class EpisodeTable:
                 columns[name] = np.asarray(table.column(name).to_numpy(), dtype=np.float64)
             else:
                 columns[name] = _ints(table, name)
+        for key in keys:
+            video = f"videos/{key}/"
+            columns[video + NEXT_FROM] = next_starts(columns[video + "chunk_index"], columns[video + "file_index"],
+                                                     columns[video + "from_timestamp"])
         tasks = table.column("tasks").combine_chunks() if "tasks" in table.column_names else None
         return cls(columns, tasks, data_path=info["data_path"], video_path=info.get("video_path"),
                    video_keys=keys)
@@ -87,7 +108,7 @@ class EpisodeTable:
         of the machine; a process pickling the table sends the folder, not the columns)."""
         keys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]
         columns = {name: np.load(folder / "columns" / f"{name.replace('/', '__')}.npy", mmap_mode="r",
-                                 allow_pickle=False) for name in streaming_columns(keys)}
+                                 allow_pickle=False) for name in stored_columns(keys)}
         tasks = None
         if (folder / "tasks.arrow").is_file():
             with pa.ipc.open_file(pa.memory_map(str(folder / "tasks.arrow"))) as reader:
@@ -172,6 +193,7 @@ class EpisodeTable:
                 path=self.video_file(key, col[f"videos/{key}/chunk_index"][pos], col[f"videos/{key}/file_index"][pos]),
                 from_timestamp=float(col[f"videos/{key}/from_timestamp"][pos]),
                 to_timestamp=float(col[f"videos/{key}/to_timestamp"][pos]),
+                next_from_timestamp=float(col[f"videos/{key}/{NEXT_FROM}"][pos]),
             )
             for key in self.video_keys
         }
