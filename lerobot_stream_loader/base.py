@@ -13,7 +13,7 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 from .batch.collate import StreamingCollate
 from .plan.elastic import ElasticState
@@ -66,6 +66,8 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         check_place(rank, world_size)
         self._rank, self._world_size = rank, world_size
         self._epoch = multiprocessing.Value("q", 0, lock=False)
+        self._epoch_set = multiprocessing.Value("b", 0, lock=False)  # set_epoch() since the last pass began
+        self._passes = 0  # passes begun in the process that owns the dataset
         self._consumed = 0
         self._loaded: PlanState | ElasticState | None = None
         self._resources: Any = None
@@ -102,8 +104,28 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         return StreamingCollate(self.float_frame_keys())
 
     def set_epoch(self, epoch: int) -> None:
-        """Use the plan of ``epoch`` from the next iteration on (also in persistent workers)."""
+        """Use the plan of ``epoch`` for the next pass (also in persistent workers).
+
+        Without it, each new pass reads the next epoch: the first pass is epoch 0 (or the one a loaded
+        state holds), and every later pass begun in the process that owns the dataset advances the
+        epoch by one: a pass over the dataset itself, over a
+        :class:`~lerobot_stream_loader.StreamingDataLoader` (any worker count), or over a plain
+        ``DataLoader`` with ``num_workers=0``. A plain ``DataLoader`` with worker processes cannot tell
+        the dataset that a pass began: call ``set_epoch`` before each pass there. Calling it before
+        every pass pins the epochs.
+        """
         self._epoch.value = int(epoch)
+        self._epoch_set.value = 1
+
+    def begin_pass(self) -> None:
+        """A new pass begins (called by the owner of the iteration: ``__iter__`` in the main process,
+        :class:`~lerobot_stream_loader.StreamingDataLoader` when it runs workers): the epoch advances by
+        one unless it was set for this pass, or this is the first pass."""
+        if self._epoch_set.value:
+            self._epoch_set.value = 0
+        elif self._passes:
+            self._epoch.value += 1
+        self._passes += 1
 
     def _rank_world(self) -> tuple[int, int]:
         return resolve_rank(self._rank, self._world_size)
@@ -135,11 +157,15 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         loaded = ElasticState.from_dict(state) if isinstance(state.get("consumed"), list | tuple) \
             else PlanState.from_dict(dict(state))
         self._loaded = loaded
-        self.set_epoch(loaded.epoch)
+        self._epoch.value = loaded.epoch
+        if get_worker_info() is None:  # in a worker, the pass that loads it has begun already
+            self._epoch_set.value = 1
 
     def _reader_plan(self) -> tuple[PlanT, ReaderPlace]:
         """This reader's plan for the current epoch, the samples a loaded state consumed skipped, and
         its place (rank, world_size, worker_id, num_workers)."""
+        if get_worker_info() is None:
+            self.begin_pass()
         rank, world = self._rank_world()
         worker, workers = resolve_worker()
         place: ReaderPlace = dict(rank=rank, world_size=world, worker_id=worker, num_workers=workers)

@@ -46,6 +46,11 @@ class StreamingDataLoader(StatefulDataLoader):
             warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
             super().__init__(*args, **kwargs)
 
+    def __iter__(self) -> Any:
+        if isinstance(self.dataset, StreamingBase) and self.num_workers > 0:
+            self.dataset.begin_pass()  # with no workers the dataset sees the pass begin itself
+        return super().__iter__()
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             super().load_state_dict(state_dict)

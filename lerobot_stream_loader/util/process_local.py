@@ -1,8 +1,9 @@
 """What a streaming dataset holds per process.
 
 Readers, threads and decoders (``_resources``, with the ``pid`` that opened them) belong to one process:
-they are never pickled and are closed only there. The epoch counter is shared with DataLoader workers
-started from the dataset; a plain pickle gets a private copy.
+they are never pickled and are closed only there. The epoch counter (and whether it was set for the
+next pass) is shared with DataLoader workers started from the dataset; a plain pickle gets a
+private copy.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from typing import Any
 
 
 class LocalEpoch:
-    """A process-local epoch counter with the interface of ``multiprocessing.Value``."""
+    """A process-local counter with the interface of ``multiprocessing.Value``."""
 
     def __init__(self, value: int) -> None:
         self.value = value
 
 
 class ProcessLocal:
-    """Mixin: ``close()``, garbage collection and pickling for ``_resources`` and ``_epoch``."""
+    """Mixin: ``close()``, garbage collection and pickling for ``_resources``, ``_epoch`` and
+    ``_epoch_set`` (the epoch was set for the next pass)."""
 
     _resources: Any
     _epoch: Any
+    _epoch_set: Any
 
     @property
     def epoch(self) -> int:
@@ -44,6 +47,7 @@ class ProcessLocal:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_resources"] = None
-        if get_spawning_popen() is None:  # plain pickling (not a worker start): a private epoch counter
+        if get_spawning_popen() is None:  # plain pickling (not a worker start): private counters
             state["_epoch"] = LocalEpoch(self.epoch)
+            state["_epoch_set"] = LocalEpoch(int(self._epoch_set.value))
         return state
