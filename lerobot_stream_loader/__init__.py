@@ -18,9 +18,11 @@ from .errors import DatasetFormatError, FetchError, FrameMismatchError, RangeNot
 if TYPE_CHECKING:
     from .batch.device_frames import frames_to_device
     from .dataset import StreamingLeRobot
+    from .fetch.bad_episodes import SkippedEpisodeWarning, TooManyBadEpisodes
     from .loader import StreamingDataLoader
     from .mix import MixedStreamingLeRobot
     from .plan.elastic import elastic_state
+    from .plan.state import skipped_episodes
 
 __version__ = "0.1.0"
 
@@ -30,12 +32,15 @@ __all__ = [
     "FrameMismatchError",
     "MixedStreamingLeRobot",
     "RangeNotSupported",
+    "SkippedEpisodeWarning",
     "StreamLoaderError",
     "StreamingDataLoader",
     "StreamingLeRobot",
+    "TooManyBadEpisodes",
     "__version__",
     "elastic_state",
     "frames_to_device",
+    "skipped_episodes",
 ]
 
 
@@ -57,6 +62,14 @@ def __getattr__(name: str) -> Any:
         from .batch.device_frames import frames_to_device
 
         return frames_to_device
+    if name in ("SkippedEpisodeWarning", "TooManyBadEpisodes"):
+        from .fetch import bad_episodes
+
+        return getattr(bad_episodes, name)
+    if name == "skipped_episodes":
+        from .plan.state import skipped_episodes
+
+        return skipped_episodes
     if name == "elastic_state":
         from .plan.elastic import elastic_state
 

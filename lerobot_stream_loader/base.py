@@ -69,6 +69,7 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         self._epoch_set = multiprocessing.Value("b", 0, lock=False)  # set_epoch() since the last pass began
         self._passes = 0  # passes begun in the process that owns the dataset
         self._consumed = 0
+        self._resumed_skipped: list[dict[str, Any]] = []  # what the loaded state's reader had skipped
         self._loaded: PlanState | ElasticState | None = None
         self._resources: Any = None
 
@@ -84,6 +85,10 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
 
     def _samples_per_rank(self, world: int) -> int:
         raise NotImplementedError
+
+    def _skipped_now(self) -> list[dict[str, Any]]:
+        """The episodes this reader skipped in the current pass (for :meth:`state_dict`)."""
+        return []
 
     def float_frame_keys(self) -> set[str]:
         """RGB video keys (as items name them) whose float32 frames a batch's collate may convert
@@ -141,8 +146,8 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         rank, world = self._rank_world()
         worker, workers = resolve_worker()
         return PlanState(epoch=self.epoch, consumed=self._consumed, rank=rank, world_size=world,
-                         worker_id=worker, num_workers=workers,
-                         fingerprint=self._fingerprint(world, workers)).to_dict()
+                         worker_id=worker, num_workers=workers, fingerprint=self._fingerprint(world, workers),
+                         skipped=tuple(self._skipped_now())).to_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`: the next iteration skips the samples already consumed.
@@ -171,6 +176,7 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         place: ReaderPlace = dict(rank=rank, world_size=world, worker_id=worker, num_workers=workers)
         loaded, self._loaded = self._loaded, None
         skip = 0
+        self._resumed_skipped = []
         if isinstance(loaded, ElasticState) and loaded.epoch == self.epoch:  # later epochs: the new plan
             if loaded.fingerprint != self._fingerprint(loaded.world_size, loaded.num_workers):
                 raise ValueError(f"the elastic state was saved for a different {self._plan_name}")
@@ -181,6 +187,7 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
             loaded.check(rank=rank, worker_id=worker, world_size=world, num_workers=workers,
                          fingerprint=self._fingerprint(world, workers))
             skip = loaded.consumed
+            self._resumed_skipped = [dict(x) for x in loaded.skipped]
         self._consumed = skip
         return plan.skip(skip), place
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .base import ReaderPlace, StreamingBase, check_resources
+from .fetch.bad_episodes import DEFAULT_MAX_BAD_FRACTION, BadEpisodes, check_policy
 from .fetch.episode_cache import DEFAULT_BUDGET_BYTES
 from .fetch.frame_match import DEFAULT_TOLERANCE_S
 from .items.builder import ItemBuilder
@@ -69,6 +70,17 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
         source: local folder, ``hf://datasets/<user>/<name>``, ``s3://...``, ``https://...``, or a bare
             ``user/name`` (a Hub dataset).
         episodes: restrict to these episode indices.
+        exclude_episodes: leave these episode indices out (after ``episodes``), e.g. the ``bad_episodes``
+            of ``lerobot-stream validate ROOT --frames all --json``.
+        on_bad_episode: ``"raise"`` (default): an episode whose own data fails (rows that disagree
+            with the episodes table, a frame missing, outside ``tolerance_s`` or outside the episode's
+            part of its MP4, undecodable or missing video bytes, a file that is gone) ends the
+            iteration with an error naming it; ``"skip"``: it is skipped, named once per process in a
+            :class:`~lerobot_stream_loader.fetch.bad_episodes.SkippedEpisodeWarning`, and its samples
+            are stood in for by other samples of the same reader, so every rank still yields
+            ``len(dataset)`` samples (docs/reliability.md#bad-episodes).
+        max_bad_fraction: with ``"skip"``, a reader that finds more than ``max(1, max_bad_fraction x
+            its episodes)`` bad episodes stops with ``TooManyBadEpisodes``.
         delta_timestamps: ``{key: [dt, ...]}``: windows of frames/values around each sample (a renamed
             key by either name).
         rename: ``{stored key: new key}``: items (and ``<key>_is_pad``) carry the new names.
@@ -120,6 +132,9 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
         source: str | os.PathLike[str],
         *,
         episodes: Sequence[int] | None = None,
+        exclude_episodes: Sequence[int] | None = None,
+        on_bad_episode: str = "raise",
+        max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
         delta_timestamps: Mapping[str, Sequence[float]] | None = None,
         rename: Mapping[str, str] | None = None,
         image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -151,8 +166,10 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
                           reader_options=reader_options, cache_dir=cache_dir, check_files=False) as (meta, reader):
             # one reader for the whole construction: metadata, then the MP4 sizes that size the pool
             self.meta = LeRobotMeta(meta)
-            self._setup(episodes, delta_timestamps, rename, image_transforms, image_size, return_uint8,
+            self._setup(episodes, exclude_episodes, delta_timestamps, rename, image_transforms, image_size, return_uint8,
                         depth_output_unit, tolerance_s, shuffle, seed, drop_last, num_workers)
+            check_policy(on_bad_episode, max_bad_fraction)
+            self.on_bad_episode, self.max_bad_fraction = on_bad_episode, float(max_bad_fraction)
             check_resources(pool_size=pool_size, shuffle_buffer=shuffle_buffer, cache_bytes=cache_bytes,
                             prefetch_episodes=prefetch_episodes, fetch_threads=fetch_threads, decoders=decoders)
             if disk_cache_bytes < 0:
@@ -174,13 +191,15 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
         self._fingerprints: dict[tuple[int, int], str] = {}
         self._start(rank, world_size)
         self._collate_converts: set[str] = set()  # stored keys whose frames a StreamingCollate converts
+        self._bad = BadEpisodes()  # the current pass's skipped episodes, in this process
+        self._warned: dict[int, str] = {}  # every episode this process skipped (named once each)
 
-    def _setup(self, episodes: Sequence[int] | None, delta_timestamps: Mapping[str, Sequence[float]] | None,
+    def _setup(self, episodes: Sequence[int] | None, exclude: Sequence[int] | None, delta_timestamps: Mapping[str, Sequence[float]] | None,
                rename: Mapping[str, str] | None, image_transforms: Callable[[torch.Tensor], torch.Tensor] | None,
                image_size: tuple[int, int] | None, return_uint8: bool, depth_output_unit: str,
                tolerance_s: float, shuffle: bool, seed: int, drop_last: bool, num_workers: int | None) -> None:
         """Check and keep the item options against the metadata."""
-        self.episodes = self._select(episodes)
+        self.episodes = self._select(episodes, exclude)
         self.rename = KeyRenamer(rename, self.meta.features, where=self.meta.root)
         delta_timestamps = stored_names(self.rename, delta_timestamps)
         if is_local(self.meta.root):  # only the selected episodes' files must be there
@@ -220,17 +239,25 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
             self.episodes = self.meta.episode_table.index
         self._plan_episodes = plan_input(self.meta, self.episodes)
 
-    def _select(self, episodes: Sequence[int] | None) -> np.ndarray:
+    def _select(self, episodes: Sequence[int] | None, exclude: Sequence[int] | None) -> np.ndarray:
         known = self.meta.episode_table.index
-        if episodes is None:
-            return known
+        chosen = known if episodes is None else self._existing(episodes, "episodes")
+        if episodes is not None and not len(chosen):
+            raise ValueError("episodes=[] selects nothing")
+        if exclude is not None:
+            chosen = np.setdiff1d(chosen, self._existing(exclude, "exclude_episodes"))
+            if not len(chosen):
+                raise ValueError(f"{self.meta.root}: exclude_episodes leaves no episode to read")
+        return chosen
+
+    def _existing(self, episodes: Sequence[int], name: str) -> np.ndarray:
+        """``episodes`` sorted and distinct; ``ValueError`` naming those the dataset does not have."""
+        known = self.meta.episode_table.index
         chosen = np.unique(np.asarray(list(episodes), dtype=np.int64))
         missing = np.setdiff1d(chosen, known)
         if len(missing):
-            raise ValueError(f"{self.meta.root}: episodes {missing[:10].tolist()} do not exist "
+            raise ValueError(f"{self.meta.root}: {name} {missing[:10].tolist()} do not exist "
                              f"(the dataset has episodes {int(known[0])}..{int(known[-1])})")
-        if not len(chosen):
-            raise ValueError("episodes=[] selects nothing")
         return chosen
 
     # -- what LeRobotDataset offers beside meta ---------------------------------------------------------
@@ -293,9 +320,28 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
             warnings.warn(f"StreamingLeRobot(num_workers={self.num_workers}) but the DataLoader runs {workers} "
                           "worker(s); the argument is not needed (len() does not depend on it)", stacklevel=2)
         plan, _ = self._reader_plan()
+        self._bad = self._bad_episodes(len(plan.admit_episodes), self._resumed_skipped)
         stream = WorkerStream(self._worker_resources(), plan, self._builder(),
-                              prefetch=self.settings["prefetch_episodes"])
+                              prefetch=self.settings["prefetch_episodes"], bad=self._bad)
         yield from self._counted(stream, stream.close, self.rename.item)
+
+    def _bad_episodes(self, planned: int, resumed: list[dict[str, Any]]) -> BadEpisodes:
+        """This pass's policy on bad episodes (those a resumed state had skipped: skipped again unread)."""
+        bad = BadEpisodes(self.on_bad_episode, self.max_bad_fraction, where=self.meta.root, planned=planned,
+                          warned=self._warned)
+        bad.known({int(e["episode_index"]): str(e["cause"]) for e in resumed})
+        return bad
+
+    @property
+    def skipped_episodes(self) -> list[dict[str, Any]]:
+        """The episodes this process has skipped (``on_bad_episode="skip"``), each once:
+        ``[{"episode_index": N, "cause": "..."}]``. DataLoader workers skip in their own processes: read
+        theirs from the loader's state, ``skipped_episodes(loader.state_dict())``
+        (:func:`lerobot_stream_loader.skipped_episodes`)."""
+        return [{"episode_index": e, "cause": c} for e, c in sorted(self._warned.items())]
+
+    def _skipped_now(self) -> list[dict[str, Any]]:
+        return [{"episode_index": e, "cause": c} for e, c in self._bad.found.items()]
 
     def _worker_resources(self) -> WorkerResources:
         """Reader and file indexes of this process, kept across epochs (never shared across processes)."""

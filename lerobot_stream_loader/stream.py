@@ -23,14 +23,17 @@ from typing import Any, Protocol, TypedDict, cast
 import numpy as np
 from torch.utils.data import get_worker_info
 
+from .fetch.bad_episodes import BAD_DATA_ERRORS, BadEpisodes, TooManyBadEpisodes
 from .fetch.disk_cache import DiskCachedReader, EpisodeDiskCache
 from .fetch.episode_cache import EpisodeCache, EpisodeData
 from .fetch.file_indexes import FileIndexes, IndexCaches
 from .fetch.sidecar import SidecarLookup
+from .fetch.worker_exit import WorkerStopped
 from .fetch.worker_exit import watch as watch_for_worker_exit
 from .items.builder import ItemBuilder
 from .items.decode import DecoderKey
 from .items.episode import EpisodeItems
+from .items.item import Item
 from .meta.dataset_meta import DatasetMeta
 from .plan.shard import ShardPlan
 from .storage import RangeReader
@@ -119,17 +122,16 @@ class EpisodeSource(Protocol):
 
 
 def decode_runs(plan: ShardPlan) -> list[tuple[int, np.ndarray]]:
-    """(segment, positions) of the plan's samples in decode order, in runs of at most
-    ``plan.run_length`` consecutive decode ranks of one segment (frames increase within a run)."""
+    """(segment, positions) of the plan's samples in decode order, in runs of consecutive samples of
+    one segment (frames increase within a run) that share a block of ``plan.run_length`` decode ranks.
+
+    Blocks of ranks, not of samples: a plan resumed after k samples (``plan.skip(k)`` keeps the decode
+    ranks) is decoded in the same runs, less the samples already read, so whatever depends on the
+    runs (which samples of an episode with a broken frame were read before the break) is the same."""
     order = np.lexsort((np.arange(len(plan)), plan.decode_rank))
-    segments, ranks = plan.segment[order], plan.decode_rank[order]
-    cuts = np.flatnonzero((np.diff(segments) != 0) | (np.diff(ranks) != 1)) + 1
-    runs = []
-    for chunk in np.split(order, cuts):
-        for lo in range(0, len(chunk), plan.run_length):
-            part = chunk[lo:lo + plan.run_length]
-            runs.append((int(plan.segment[part[0]]), part))
-    return runs
+    segments, blocks = plan.segment[order], plan.decode_rank[order] // plan.run_length
+    cuts = np.flatnonzero((np.diff(segments) != 0) | (np.diff(blocks) != 0)) + 1
+    return [(int(plan.segment[chunk[0]]), chunk) for chunk in np.split(order, cuts) if len(chunk)]
 
 
 def _of_episode(episode: int) -> Callable[[DecoderKey], bool]:
@@ -138,15 +140,23 @@ def _of_episode(episode: int) -> Callable[[DecoderKey], bool]:
 
 
 class WorkerStream:
-    """Iterates the items of one shard plan."""
+    """Iterates the items of one shard plan.
+
+    With ``bad`` skipping, a bad episode's samples are not read: each one is stood in for by the
+    sample at the nearest later position whose episode is good (decoded ahead, as the plan's order
+    allows), or, at the end of the plan, by the last good sample yielded. What stands in depends only
+    on the plan and on which episodes are bad, and a resumed plan decodes in the same runs
+    (:func:`decode_runs`), so the same defects give the same stream, also after a resume."""
 
     def __init__(self, resources: WorkerResources, plan: ShardPlan, builder: ItemBuilder, *,
-                 prefetch: int, cache: EpisodeSource | None = None) -> None:
+                 prefetch: int, cache: EpisodeSource | None = None, bad: BadEpisodes | None = None) -> None:
         """``cache``: where episodes come from (default: a cache of this stream's own); a given one is
-        not closed by :meth:`close` (a mixture's streams share one)."""
+        not closed by :meth:`close` (a mixture's streams share one). ``bad``: the policy on bad
+        episodes (default: raise)."""
         self.plan = plan
         self.builder = builder
         self.prefetch = prefetch
+        self.bad = bad if bad is not None else BadEpisodes()
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else EpisodeCache(
             resources.meta, resources.reader, indexes=resources.indexes, budget_bytes=resources.cache_bytes,
@@ -154,43 +164,107 @@ class WorkerStream:
             tolerance_s=builder.tolerance_s)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        plan, cache, builder = self.plan, self.cache, self.builder
-        runs = decode_runs(plan)
-        admit = plan.admit_episodes.tolist()
-        opened = [int(r[0]) for r in runs]
-        first_run: dict[int, int] = {}
-        last_run: dict[int, int] = {}
-        for r, segment in enumerate(opened):
-            first_run.setdefault(segment, r)
-            last_run[segment] = r
-        fetch_order = list(first_run)  # segments by first decode
-        fetch_from = [first_run[segment] for segment in fetch_order]
-        frames = plan.frame_index
-        buffer: dict[int, dict[str, Any]] = {}
-        in_use: dict[int, EpisodeItems] = {}
-        next_fetch = next_run = 0
-        for k in range(len(plan)):
-            while k not in buffer:
-                segment, positions = runs[next_run]
-                ahead = min(len(fetch_order), bisect.bisect_right(fetch_from, next_run) + self.prefetch)
-                while next_fetch < ahead:
-                    cache.prefetch(admit[fetch_order[next_fetch]])
-                    next_fetch += 1
-                episode = admit[segment]
-                items = in_use.get(segment)
-                if items is None:
-                    items = in_use[segment] = EpisodeItems(cache.get(episode), builder.meta)
-                for pos, item in zip(positions.tolist(), builder.items(items, frames[positions]), strict=True):
-                    buffer[pos] = item
-                if next_run == last_run[segment]:
-                    del in_use[segment]
-                    cache.release(episode)
-                    builder.decoders.discard(_of_episode(episode))
-                    return_freed_memory()
-                next_run += 1
-            yield builder.finish(buffer.pop(k))
+        decoder = _RunDecoder(self)
+        episode_of = self.plan.episode_index.tolist()
+        found = self.bad.found
+        last: dict[str, Any] | None = None
+        for k in range(len(self.plan)):
+            while k not in decoder.buffer and episode_of[k] not in found:
+                decoder.next_run()
+            if k in decoder.buffer:
+                last = self.builder.finish(decoder.buffer.pop(k))
+                yield last
+                continue
+            stand_in = decoder.stand_in(k + 1, episode_of)
+            if stand_in is not None:
+                yield self.builder.finish(Item(stand_in))
+            elif last is not None:
+                yield Item(last)
+            else:
+                raise TooManyBadEpisodes(f"{self.bad.where}: every episode of this reader is bad "
+                                         f"({sorted(found)[:20]}): no sample to stand in for them")
 
     def close(self) -> None:
         if self._owns_cache:
             cast(EpisodeCache, self.cache).close()  # its own cache is the EpisodeCache made in __init__
         self.builder.decoders.clear()
+
+
+class _RunDecoder:
+    """A stream's decoding: runs of its plan in decode order into a buffer of built items, episodes
+    fetched ahead and released after their last run; a bad episode's failure goes to the policy."""
+
+    def __init__(self, stream: WorkerStream) -> None:
+        plan = stream.plan
+        self.stream = stream
+        self.runs = decode_runs(plan)
+        self.admit = plan.admit_episodes.tolist()
+        opened = [int(r[0]) for r in self.runs]
+        first_run: dict[int, int] = {}
+        self.last_run: dict[int, int] = {}
+        for r, segment in enumerate(opened):
+            first_run.setdefault(segment, r)
+            self.last_run[segment] = r
+        self.fetch_order = list(first_run)  # segments by first decode
+        self.fetch_from = [first_run[segment] for segment in self.fetch_order]
+        self.buffer: dict[int, dict[str, Any]] = {}
+        self.in_use: dict[int, EpisodeItems] = {}
+        self.next_fetch = self.next = 0
+
+    def next_run(self) -> None:
+        """Decode the next run into the buffer (nothing for a bad episode's run)."""
+        stream, cache, builder = self.stream, self.stream.cache, self.stream.builder
+        segment, positions = self.runs[self.next]
+        ahead = min(len(self.fetch_order), bisect.bisect_right(self.fetch_from, self.next) + stream.prefetch)
+        while self.next_fetch < ahead:
+            cache.prefetch(self.admit[self.fetch_order[self.next_fetch]])
+            self.next_fetch += 1
+        episode = self.admit[segment]
+        if episode not in stream.bad.found:
+            try:
+                items = self.in_use.get(segment)
+                if items is None:
+                    items = self.in_use[segment] = EpisodeItems(cache.get(episode), builder.meta)
+                    if stream.bad.skipping:
+                        check_rows(items, builder.tolerance_s, stream.bad.where)
+                frames = stream.plan.frame_index[positions]
+                for pos, item in zip(positions.tolist(), builder.items(items, frames), strict=True):
+                    self.buffer[pos] = item
+            except WorkerStopped:
+                raise
+            except BAD_DATA_ERRORS as exc:
+                stream.bad.failed(episode, exc)  # raises unless skipping
+                self._forget(episode)
+        if self.next == self.last_run[segment]:
+            self.in_use.pop(segment, None)
+            cache.release(episode)
+            builder.decoders.discard(_of_episode(episode))
+            return_freed_memory()
+        self.next += 1
+
+    def _forget(self, episode: int) -> None:
+        """Drop a bad episode's samples waiting in the buffer (none of them is yielded)."""
+        of = self.stream.plan.episode_index
+        for pos in [p for p in self.buffer if of[p] == episode]:
+            del self.buffer[pos]
+
+    def stand_in(self, start: int, episode_of: list[int]) -> dict[str, Any] | None:
+        """The buffered sample at the first position from ``start`` on whose episode is good (decoding
+        ahead as needed), or None when no later sample is good."""
+        found = self.stream.bad.found
+        for j in range(start, len(episode_of)):
+            while j not in self.buffer and episode_of[j] not in found:
+                self.next_run()
+            if j in self.buffer:
+                return self.buffer[j]
+        return None
+
+
+def check_rows(items: EpisodeItems, tolerance_s: float, where: str) -> None:
+    """Every row has its frame within ``tolerance_s`` in its own episode's part of each MP4 (raises as
+    a camera would when the row is asked for: a skipped episode is found when it is fetched)."""
+    data = items.data
+    for key, video in data.videos.items():
+        if video.row_frames is not None:
+            video.row_frames.positions_of(None, tolerance_s,
+                                          f"{where}: episode {data.episode.index}, camera {key} ({video.path})")

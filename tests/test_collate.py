@@ -7,7 +7,7 @@ from multiprocessing.reduction import ForkingPickler
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from lerobot_stream_loader import MixedStreamingLeRobot, StreamingDataLoader, StreamingLeRobot
 from lerobot_stream_loader.batch import buffers as batch_buffers
@@ -21,6 +21,11 @@ def root(make_sample):
     # 160x120 frames: a batch of 8 frames is over the size whose shared memory is reused
     return make_sample(episodes=6, cameras=2, size=(160, 120), frames_per_episode=(20, 30), episodes_per_video_file=3,
                        seed=61)
+
+
+def torch_collate(batch: list) -> dict:
+    """torch's own default_collate of the items as plain dicts: the reference every batch must equal."""
+    return default_collate([dict(item) for item in batch])
 
 
 def _batches(loader) -> list[dict]:
@@ -47,7 +52,7 @@ def test_batches_equal_default_collates(root, options, workers):
     def dataset():
         return StreamingLeRobot(root, shuffle=True, seed=3, **options)
 
-    want = _batches(DataLoader(dataset(), batch_size=8, num_workers=workers))
+    want = _batches(DataLoader(dataset(), batch_size=8, num_workers=workers, collate_fn=torch_collate))
     loader = StreamingDataLoader(dataset(), batch_size=8, num_workers=workers)
     assert isinstance(loader.collate_fn, StreamingCollate)
     got = [next(iter([b])) for b in loader]  # every batch kept: none of their memory may be reused
@@ -59,7 +64,7 @@ def assert_loaders_agree(root, workers: int = 2, **options) -> None:
     def dataset():
         return StreamingLeRobot(root, shuffle=True, seed=3, **options)
 
-    want = _batches(DataLoader(dataset(), batch_size=4, num_workers=workers))
+    want = _batches(DataLoader(dataset(), batch_size=4, num_workers=workers, collate_fn=torch_collate))
     _assert_same(_batches(StreamingDataLoader(dataset(), batch_size=4, num_workers=workers)), want)
 
 
@@ -73,7 +78,8 @@ def test_depth_video_and_parquet_images_collate_as_default_collate_does(make_sam
 
 
 def test_dropped_batches_memory_is_reused_and_kept_ones_stay_intact(root):
-    want = _batches(DataLoader(StreamingLeRobot(root, shuffle=True, seed=4), batch_size=8, num_workers=1))
+    want = _batches(DataLoader(StreamingLeRobot(root, shuffle=True, seed=4), batch_size=8, num_workers=1,
+                               collate_fn=torch_collate))
     kept: dict[int, dict] = {}
     slots = []
     loader = StreamingDataLoader(StreamingLeRobot(root, shuffle=True, seed=4), batch_size=8, num_workers=1)
@@ -143,7 +149,7 @@ def test_workers_leave_float_frames_uint8_for_the_collate(root, mixture):
     assert batches[0]["arrived"] == "torch.float32"  # the first batch's items were finished before
     assert {b["arrived"] for b in batches[1:]} == {"torch.uint8"}
     assert all(b[CAM0].dtype == torch.float32 for b in batches)
-    want = _batches(DataLoader(dataset(), batch_size=8, num_workers=1))
+    want = _batches(DataLoader(dataset(), batch_size=8, num_workers=1, collate_fn=torch_collate))
     _assert_same([{k: v for k, v in b.items() if k != "arrived"} for b in batches], want)
 
 
@@ -154,7 +160,7 @@ def test_mixture_batches_equal_default_collates(root, make_sample):
         return MixedStreamingLeRobot([StreamingLeRobot(root), StreamingLeRobot(other)], weights=[0.6, 0.4],
                                      samples_per_epoch=96, seed=2)
 
-    want = _batches(DataLoader(mixture(), batch_size=8, num_workers=2))
+    want = _batches(DataLoader(mixture(), batch_size=8, num_workers=2, collate_fn=torch_collate))
     _assert_same(_batches(StreamingDataLoader(mixture(), batch_size=8, num_workers=2)), want)
 
 
@@ -163,3 +169,18 @@ def test_a_collate_given_is_kept_and_the_collate_pickles(root):
     assert StreamingDataLoader(StreamingLeRobot(root), batch_size=4, collate_fn=mine).collate_fn is mine
     assert pickle.loads(pickle.dumps(StreamingLeRobot(root).collate_fn)).float_keys == {CAM0, CAM1}
     assert StreamingLeRobot(root, return_uint8=True).collate_fn.float_keys == frozenset()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_plain_dataloader_collates_with_the_fast_collate(root, workers):
+    """The one-liner ``DataLoader(StreamingLeRobot(...), batch_size=...)``: default_collate hands the
+    items to StreamingCollate (registered for their type), and the batches are torch's own."""
+    def dataset():
+        return StreamingLeRobot(root, shuffle=True, seed=3)
+
+    want = _batches(DataLoader(dataset(), batch_size=8, num_workers=workers, collate_fn=torch_collate))
+    got = [b for b in DataLoader(dataset(), batch_size=8, num_workers=workers)]
+    _assert_same(got, want)
+    item = next(iter(dataset()))
+    assert isinstance(item, dict) and dict(item) == item
+    assert default_collate([item, item])[CAM0].data_ptr() != item[CAM0].data_ptr()

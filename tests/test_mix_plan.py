@@ -20,8 +20,8 @@ from lerobot_stream_loader.mix.plan import (
 from lerobot_stream_loader.plan.elastic import ElasticState
 
 
-def _frames(segments: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[tuple[int, int]]:
-    return [(int(e), f) for e, a, b in zip(*segments, strict=True) for f in range(int(a), int(b))]
+def _frames(segments: tuple[np.ndarray, ...]) -> list[tuple[int, int]]:
+    return [(int(e), f) for e, a, b in zip(*segments[:3], strict=True) for f in range(int(a), int(b))]
 
 
 def test_source_counts_are_exact_and_proportional() -> None:
@@ -181,3 +181,30 @@ def test_elastic_rest_of_a_mixture_epoch_is_read_once_by_the_new_readers(old, ne
     assert set(seen) == set(epoch), "no sample of the epoch skipped"
     assert sum((seen - epoch).values()) < world1, "at most one repeat per new rank"
     assert max(per_rank) == min(per_rank), "every new rank yields the same count"
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_cycled_source_finishes_each_pass_within_a_reader_before_repeating(shuffle: bool) -> None:
+    """540 frames asked for 600 times: one reader yields all 540 before any repeats, and every frame
+    comes once or twice; with two readers, each reader's own draws hold a pass before the next."""
+    lengths = np.array([60, 90, 30, 120, 45, 75, 50, 70])  # 540 frames
+    source = SourceEpisodes(np.arange(len(lengths)), lengths)
+    counts = np.array([600])
+
+    def draws(workers: int, worker: int) -> list[tuple[int, int]]:
+        plan = plan_reader([source], counts, pool_sizes=[3], shuffle_buffers=[32], seed=2, epoch=0, rank=0,
+                           world_size=1, worker_id=worker, num_workers=workers, shuffle=shuffle, drop_last=False)
+        p = plan.plans[0]
+        return list(zip(p.episode_index.tolist(), p.frame_index.tolist(), strict=True))
+
+    one = draws(1, 0)
+    assert len(one) == 600 and len(set(one[:540])) == 540
+    assert set(Counter(one).values()) <= {1, 2}
+    both = draws(2, 0) + draws(2, 1)
+    assert sorted(Counter(both).values()) == sorted(Counter(one).values())
+    for worker in range(2):
+        mine = draws(2, worker)
+        (lo, hi), = reader_ranges(600, world_size=1, rank=0, num_workers=2, worker_id=worker, drop_last=False)
+        first_pass = _frames(source_segments(source, number=0, count=600, lo=lo, hi=min(hi, 540), seed=2,
+                                             epoch=0, shuffle=shuffle))
+        assert set(mine[:len(first_pass)]) == set(first_pass)  # this reader's first pass comes first

@@ -168,7 +168,7 @@ def test_shuffle_false_is_dataset_order():
     ]
     assert joined == [(ep.index, f) for ep in MEDIUM for f in range(ep.length)]
     assert all(np.array_equal(p.first_pos, np.sort(p.first_pos)) for p in plans.values())
-    assert all(np.array_equal(p.decode_rank, np.arange(len(p))) for p in plans.values())
+    assert all((np.diff(p.decode_rank) > 0).all() for p in plans.values())  # decoded in position order
 
 
 def digest(plan: ShardPlan) -> str:

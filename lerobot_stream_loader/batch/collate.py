@@ -9,23 +9,29 @@ items (keys, dtypes, shapes, values), and in a DataLoader worker:
   frames uint8 (a quarter of the bytes) and the division by 255 writes straight into the batch,
   bit for bit the dataset's own conversion.
 
-:class:`~lerobot_stream_loader.StreamingDataLoader` uses it by default; with a plain DataLoader pass
-``collate_fn=dataset.collate_fn``.
+:class:`~lerobot_stream_loader.StreamingDataLoader` uses it by default, and so does a plain
+``DataLoader``: ``default_collate`` hands a batch of :class:`~lerobot_stream_loader.items.item.Item`
+to it (registered in torch's ``default_collate_fn_map``, its extension point for element types).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import default_collate, get_worker_info
+from torch.utils.data._utils.collate import default_collate_fn_map
 
+from ..items.item import Item
 from ..items.planar import copy_planar, fast_deinterleave
 from ..items.video import float_frames
 from .buffers import MIN_POOLED_BYTES, BatchBuffers
+
+_AUTO: tuple[int, StreamingCollate] | None = None  # (pid, the collate default_collate hands items to)
 
 DEFAULT_IN_FLIGHT = 4  # batches a worker's buffers may have out at once: prefetch_factor 2 + 2 in use
 
@@ -123,3 +129,17 @@ def _fill(out: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
         else:
             out[i].copy_(value)
     return out
+
+
+def _collate_items(batch: list[Any], *, collate_fn_map: Any = None) -> Any:
+    """``default_collate`` of items: the dataset's own collate in a DataLoader worker (its RGB frames
+    then arrive uint8 and become float32 in the batch), a plain :class:`StreamingCollate` elsewhere."""
+    global _AUTO
+    if _AUTO is None or _AUTO[0] != os.getpid():  # a forked worker makes its own
+        worker = get_worker_info()
+        made = getattr(worker.dataset, "collate_fn", None) if worker is not None else None
+        _AUTO = os.getpid(), made if isinstance(made, StreamingCollate) else StreamingCollate()
+    return _AUTO[1](batch)
+
+
+default_collate_fn_map[Item] = _collate_items

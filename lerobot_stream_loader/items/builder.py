@@ -18,6 +18,7 @@ from ..meta.depth import DEFAULT_DEPTH_UNIT
 from .cameras import camera_features, defers
 from .decode import DecoderLRU
 from .episode import EpisodeItems
+from .item import Item
 from .windows import DeltaWindows, pad_key
 
 
@@ -84,7 +85,7 @@ class ItemBuilder:
 
     def _item(self, episode: EpisodeItems, frame: int, windows: dict[str, Any],
               pixels: dict[str, torch.Tensor]) -> dict[str, Any]:
-        item: dict[str, Any] = {}
+        item: dict[str, Any] = Item()
         for name, column in episode.columns.items():
             window = windows.get(name)
             if window is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .item import Item
 from .windows import pad_key
 
 RESERVED_KEYS = ("task", "dataset_index")
@@ -55,7 +56,7 @@ class KeyRenamer:
         """An item with its keys renamed (in place when nothing is renamed)."""
         if not self.mapping:
             return item
-        return {self._items.get(key, key): value for key, value in item.items()}
+        return Item((self._items.get(key, key), value) for key, value in item.items())
 
 
 def stored_names(renamer: KeyRenamer, delta_timestamps: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import av
 import numpy as np
 import torch
 
-from ..errors import DatasetFormatError
+from ..errors import DatasetFormatError, StreamLoaderError
 from ..meta.depth import DepthQuantization
 from .decode import DecoderLRU, EpisodeVideoDecoder
 from .depth_video import DepthVideoDecoder
@@ -45,8 +46,14 @@ class VideoCamera:
         video = episode.data.videos[self.key]
         ep_index = episode.data.episode.index
         positions = self._positions(episode, frames)
-        decoder = self.decoders.get((ep_index, self.key), lambda: self.open(video, self._what(episode)))
-        pixels = decoder.frames(positions)
+        try:
+            decoder = self.decoders.get((ep_index, self.key), lambda: self.open(video, self._what(episode)))
+            pixels = decoder.frames(positions)
+        except StreamLoaderError:
+            raise
+        except (RuntimeError, av.error.FFmpegError) as exc:  # the decoders' word for bytes they cannot decode
+            raise DatasetFormatError(f"{self._what(episode)}: the episode's video does not decode "
+                                     f"({type(exc).__name__}: {exc})") from exc
         return self.convert(pixels) if convert else pixels
 
     def _positions(self, episode: EpisodeItems, frames: np.ndarray) -> np.ndarray:

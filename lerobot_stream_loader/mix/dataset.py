@@ -20,6 +20,7 @@ import torch
 
 from ..base import ReaderPlace, StreamingBase, check_resources
 from ..dataset import StreamingLeRobot
+from ..fetch.bad_episodes import BadEpisodes
 from ..fetch.episode_cache import DEFAULT_BUDGET_BYTES
 from ..fetch.file_indexes import IndexCaches
 from ..meta.lerobot_view import LeRobotMeta
@@ -116,6 +117,7 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
             cache_bytes=cache_bytes, fetch_threads=fetch_threads, prefetch_depth=prefetch_episodes,
             prefetch=budget.prefetch_depths(self.counts, prefetch_episodes), decoders=self.decoders)
         self.meta = self._meta()
+        self._bad: list[BadEpisodes] = []  # each source's policy and findings in the current pass
         self._start(rank, world_size)
 
     def _meta(self) -> MixtureMeta:
@@ -148,6 +150,16 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
     def _samples_per_rank(self, world: int) -> int:
         return samples_per_rank(self.samples_per_epoch, world, self.drop_last)
 
+    def _skipped_now(self) -> list[dict[str, Any]]:
+        return [{"source": i, "episode_index": e, "cause": c}
+                for i, bad in enumerate(self._bad) for e, c in bad.found.items()]
+
+    @property
+    def skipped_episodes(self) -> list[dict[str, Any]]:
+        """The episodes this process has skipped, per source: ``[{"source": i, "episode_index": N,
+        "cause": "..."}]`` (workers': ``skipped_episodes(loader.state_dict())``)."""
+        return [{"source": i, **e} for i, s in enumerate(self.sources) for e in s.skipped_episodes]
+
     def _fingerprint(self, world: int, workers: int) -> str:
         return fingerprint(self._episodes, self.counts, world_size=world, num_workers=workers, seed=self.seed,
                            shuffle=self.shuffle, drop_last=self.drop_last, pool_sizes=self.pool_sizes,
@@ -167,7 +179,10 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         plan, _ = self._reader_plan()
         builders = [s._builder for s in self.sources]
-        stream = MixtureStream(plan, self._worker_resources(), builders, **self.settings)
+        self._bad = [source._bad_episodes(len(p.admit_episodes) if p is not None else 0,
+                                          [e for e in self._resumed_skipped if e.get("source") == i])
+                     for i, (source, p) in enumerate(zip(self.sources, plan.plans, strict=True))]
+        stream = MixtureStream(plan, self._worker_resources(), builders, **self.settings, bad=self._bad)
         yield from self._counted(stream, stream.close,
                                  lambda pair: self.schema.adapt(self.sources[pair[0]].rename.item(pair[1]), pair[0]))
 

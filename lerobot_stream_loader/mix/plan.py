@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..plan.shard import ShardPlan, order_segments, plan_rng, rank_share
+from ..plan.shard import ShardPlan, concatenate, order_segments, plan_rng, rank_share
 
 _PLAN_VERSION = 1
 
@@ -115,8 +115,9 @@ class SourceEpisodes:
 
 
 def source_segments(source: SourceEpisodes, *, number: int, count: int, lo: int, hi: int, seed: int,
-                    epoch: int, shuffle: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(episode, start, stop) of positions ``[lo, hi)`` of source ``number``'s ``count`` samples of the epoch."""
+                    epoch: int, shuffle: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(episode, start, stop, pass) of positions ``[lo, hi)`` of source ``number``'s ``count`` samples of
+    the epoch; ``pass`` numbers the passes over the source's frames that the positions fall in."""
     frames = source.frames
     base = 0 if shuffle else epoch * count
     a, b = base + lo, base + hi
@@ -134,12 +135,12 @@ def source_segments(source: SourceEpisodes, *, number: int, count: int, lo: int,
         seg_stop = length[k0:k1 + 1].astype(np.int64)
         seg_start[0] = x0 - starts[0]
         seg_stop[-1] = x1 - starts[-1]
-        parts.append((source.index[order[k0:k1 + 1]], seg_start, seg_stop))
+        parts.append((source.index[order[k0:k1 + 1]], seg_start, seg_stop, np.full(k1 + 1 - k0, p)))
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    episode, start, stop = (np.concatenate(x) for x in zip(*parts, strict=True))
-    return episode, start, stop
+        return empty, empty, empty, empty
+    episode, start, stop, passes = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return episode, start, stop, passes
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def plan_reader(sources: list[SourceEpisodes], counts: np.ndarray, *, pool_sizes
     total = int(counts.sum())
     ranges = reader_ranges(total, world_size=world_size, rank=rank, num_workers=num_workers,
                            worker_id=worker_id, drop_last=drop_last)
-    segments: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in sources]
+    segments: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in sources]
     runs = []
     for lo, hi in ranges:  # a wrapped second run follows the first
         first, last = interleave_prefix(counts, lo), interleave_prefix(counts, hi)
@@ -193,10 +194,14 @@ def plan_reader(sources: list[SourceEpisodes], counts: np.ndarray, *, pool_sizes
         if not parts:
             plans.append(None)
             continue
-        episode, start, stop = (np.concatenate(x) for x in zip(*parts, strict=True))
+        episode, start, stop, passes = (np.concatenate(x) for x in zip(*parts, strict=True))
         rng = plan_rng(seed, epoch, 5, i, rank, worker_id) if shuffle else None
-        plans.append(order_segments(episode, start, stop, pool_size=pool_sizes[i],
-                                    shuffle_buffer=shuffle_buffers[i], rng=rng))
+        # each pass over the source's frames in this reader ends before the next one begins
+        cuts = np.flatnonzero(np.diff(passes) != 0) + 1
+        plans.append(concatenate([order_segments(e, a, b, pool_size=pool_sizes[i], shuffle_buffer=shuffle_buffers[i],
+                                                 rng=rng)
+                                  for e, a, b in zip(np.split(episode, cuts), np.split(start, cuts),
+                                                     np.split(stop, cuts), strict=True)]))
     return ReaderPlan(source_of, plans)
 
 

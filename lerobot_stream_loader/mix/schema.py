@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..items.item import Item
 from ..items.windows import pad_key
 from ..meta.depth import is_depth_feature
 
@@ -167,7 +168,7 @@ class Schema:
     def adapt(self, item: dict[str, Any], number: int) -> dict[str, Any]:
         """Source ``number``'s (renamed) item with the mixture's keys, checked, plus ``dataset_index``."""
         has = self.has[number]
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = Item()
         for key, spec in self.keys.items():
             if key in has:
                 value = item.get(key, _ABSENT)

@@ -15,6 +15,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from ..fetch.assembly import EpisodeAssembler, EpisodeData
+from ..fetch.bad_episodes import BadEpisodes
 from ..fetch.episode_cache import FetchCache
 from ..fetch.file_indexes import IndexCaches
 from ..items.decode import DecoderKey, DecoderLRU, EpisodeVideoDecoder
@@ -113,7 +114,8 @@ class MixtureStream:
 
     def __init__(self, plan: ReaderPlan, resources: MixtureResources, builders: list[Any], *,
                  cache_bytes: int, fetch_threads: int, prefetch_depth: int, prefetch: list[int],
-                 decoders: int) -> None:
+                 decoders: int, bad: list[BadEpisodes] | None = None) -> None:
+        """``bad``: each source's policy on bad episodes (default: raise)."""
         self.plan = plan
         self.cache = FetchCache(resources.fetch, budget_bytes=cache_bytes,
                                 prefetch_depth=prefetch_depth, threads=fetch_threads)
@@ -125,7 +127,8 @@ class MixtureStream:
             builder = builders[i](SourceDecoderView(self.decoders, i))
             # no resources: they only serve a stream's own cache; the sources open theirs on first fetch
             self.streams[i] = WorkerStream(None, source_plan, builder, prefetch=prefetch[i],  # type: ignore[arg-type]
-                                           cache=SourceCacheView(self.cache, i))
+                                           cache=SourceCacheView(self.cache, i),
+                                           bad=bad[i] if bad is not None else None)
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         self._prefetch_first_episodes()

@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from .shard import PlanEpisodes, ShardPlan, _finish, _shard_ranges, assign_shards, plan_shard
+from .shard import PlanEpisodes, ShardPlan, _finish, _shard_ranges, aligned_ranks, assign_shards, plan_shard
 from .state import PlanState
 
 
@@ -167,4 +167,5 @@ class UnreadRest:
         decode_rank = np.argsort(np.argsort(order, kind="stable"), kind="stable")
         if padded:
             decode_rank[len(take) - padded:] = len(take) - padded + np.arange(padded)
-        return _finish(episode[take], frame[take], new_segment, admit, decode_rank, self._run, padded, 0)
+        return _finish(episode[take], frame[take], new_segment, admit,
+                       aligned_ranks(decode_rank, new_segment, self._run), self._run, padded, 0)

@@ -296,6 +296,21 @@ def _finish(episode: np.ndarray, frame: np.ndarray, segment: np.ndarray, admit: 
                      decode_rank, run, padded, start)
 
 
+def concatenate(plans: list[ShardPlan]) -> ShardPlan:
+    """One plan reading ``plans`` one after the other (each decoded and yielded before the next)."""
+    if len(plans) == 1:
+        return plans[0]
+    run = plans[0].run_length
+    segment_offsets = np.cumsum([0] + [len(p.admit_episodes) for p in plans[:-1]])
+    ends = [(-(-(int(p.decode_rank.max()) + 1) // run) * run) if len(p) else 0 for p in plans]
+    rank_offsets = np.cumsum([0] + ends[:-1])  # multiples of run: runs stay blocks of ranks
+    return _finish(np.concatenate([p.episode_index for p in plans]), np.concatenate([p.frame_index for p in plans]),
+                   np.concatenate([p.segment + o for p, o in zip(plans, segment_offsets, strict=True)]),
+                   np.concatenate([p.admit_episodes for p in plans]),
+                   np.concatenate([p.decode_rank + o for p, o in zip(plans, rank_offsets, strict=True)]),
+                   run, 0, 0)
+
+
 def plan_shard(
     episodes: PlanEpisodes | Sequence[PlanEpisode],
     *,
@@ -362,4 +377,21 @@ def order_segments(
     decode_rank[len(take) - padded:] = n + np.arange(padded)  # padding is decoded last
     segment = np.repeat(np.arange(len(lengths)), lengths)[take]
     frame = take - np.repeat(np.cumsum(lengths) - lengths - seg_start, lengths)[take]
-    return _finish(seg_episode[segment], frame, segment, seg_episode, decode_rank, run, padded, 0)
+    return _finish(seg_episode[segment], frame, segment, seg_episode, aligned_ranks(decode_rank, segment, run),
+                   run, padded, 0)
+
+
+def aligned_ranks(rank: np.ndarray, segment: np.ndarray, run: int) -> np.ndarray:
+    """The same decode order, numbered so that each decode run -- consecutive ranks of one segment,
+    at most ``run`` of them -- starts at a multiple of ``run``: runs are then blocks of ranks, which a
+    resumed plan (a slice that keeps its ranks) still decodes in the same groups."""
+    if not len(rank):
+        return rank
+    order = np.lexsort((np.arange(len(rank)), rank))
+    seg, ranks = segment[order], rank[order]
+    chunk_start = np.r_[True, (np.diff(seg) != 0) | (np.diff(ranks) != 1)]
+    within = np.arange(len(ranks)) - np.flatnonzero(chunk_start)[np.cumsum(chunk_start) - 1]
+    run_id = np.cumsum(chunk_start | (within % run == 0)) - 1
+    out = np.empty_like(rank)
+    out[order] = run_id * run + within % run
+    return out

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,9 @@ def fingerprint(
 
 @dataclass(frozen=True)
 class PlanState:
-    """Where one reader is: epoch, samples of its plan consumed, and what the plan was built from."""
+    """Where one reader is: epoch, samples of its plan consumed, what the plan was built from, and the
+    episodes it skipped in this epoch so far (``{"episode_index", "cause"}``, plus ``"source"`` in a
+    mixture; see :func:`skipped_episodes`)."""
 
     epoch: int
     consumed: int
@@ -46,16 +48,20 @@ class PlanState:
     worker_id: int
     num_workers: int
     fingerprint: str
+    skipped: tuple[dict[str, Any], ...] = ()
 
-    def to_dict(self) -> dict[str, int | str]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "skipped": [dict(s) for s in self.skipped]}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> PlanState:
-        missing = sorted(set(cls.__dataclass_fields__) - set(state))
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        missing = sorted(set(required) - set(state))
         if missing:
             raise ValueError(f"plan state is missing {missing}; got keys {sorted(state)}")
-        return cls(**{name: state[name] for name in cls.__dataclass_fields__})
+        values = {name: state[name] for name in cls.__dataclass_fields__ if name in state}
+        values["skipped"] = tuple(dict(s) for s in values.get("skipped", ()))
+        return cls(**values)
 
     def check(
         self, *, rank: int, world_size: int, worker_id: int, num_workers: int, fingerprint: str
@@ -80,3 +86,26 @@ class PlanState:
                 "plan state was saved for a different plan (seed, shuffle, drop_last, pool_size, shuffle_buffer or "
                 f"episode list differ): fingerprint {self.fingerprint} != {fingerprint}"
             )
+
+
+def skipped_episodes(state: Any) -> list[dict[str, Any]]:
+    """The episodes skipped in the current epoch (``on_bad_episode="skip"``) that a checkpoint records:
+    of a dataset's ``state_dict()``, or of a whole ``StatefulDataLoader`` / ``StreamingDataLoader``
+    state (every worker's), each once: ``[{"episode_index": N, "cause": "..."}, ...]`` (with
+    ``"source"`` for a mixture's)."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Mapping):
+            if "fingerprint" in value and isinstance(value.get("skipped"), list | tuple):
+                for entry in value["skipped"]:
+                    out.setdefault((entry.get("source"), entry["episode_index"]), dict(entry))
+                return
+            for inner in value.values():
+                walk(inner)
+        elif isinstance(value, list | tuple):
+            for inner in value:
+                walk(inner)
+
+    walk(state)
+    return [out[key] for key in sorted(out, key=lambda k: (k[0] is not None, k[0] or 0, k[1]))]
