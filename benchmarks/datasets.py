@@ -48,9 +48,14 @@ SPECS = {
     ("full", "av1"): DatasetSpec("full-av1", 60, (640, 480), (100, 200), "av1", 2, False, 10, 15),
     # H.264 with B-frames (libx264 defaults, keyframe every 30 frames), fewer episodes.
     ("full", "h264"): DatasetSpec("full-h264", 20, (640, 480), (100, 200), "h264", 30, True, 5, 5),
+    # DROID's shape: 3 cameras 320x180 at 15 fps, episodes of 150..300 frames, 20 per MP4.
+    ("full", "droid"): DatasetSpec("full-droid", 160, (320, 180), (150, 300), "av1", 2, False, 20, 20,
+                                   cameras=3, fps=15),
     # Smoke-run size: a couple of files per camera, a few seconds of decoding in all.
     ("small", "av1"): DatasetSpec("small-av1", 12, (320, 240), (40, 80), "av1", 2, False, 4, 5),
     ("small", "h264"): DatasetSpec("small-h264", 12, (320, 240), (40, 80), "h264", 30, True, 4, 5),
+    ("small", "droid"): DatasetSpec("small-droid", 16, (320, 180), (40, 80), "av1", 2, False, 4, 4,
+                                    cameras=3, fps=15),
 }
 
 
@@ -59,7 +64,7 @@ def spec_for(small: bool, variant: str = "av1") -> DatasetSpec:
     try:
         return SPECS[("small" if small else "full", variant)]
     except KeyError:
-        raise ValueError(f"unknown dataset variant {variant!r}: expected 'av1' or 'h264'") from None
+        raise ValueError(f"unknown dataset variant {variant!r}: expected 'av1', 'h264' or 'droid'") from None
 
 
 def ensure_dataset(spec: DatasetSpec, *, root: Path = DATA_DIR, log=print) -> Path:
@@ -123,9 +128,9 @@ def dataset_bytes(path: Path) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", help="the smoke-run dataset")
-    parser.add_argument("--variant", choices=["av1", "h264", "all"], default="all")
+    parser.add_argument("--variant", choices=["av1", "h264", "droid", "all"], default="all")
     args = parser.parse_args(argv)
-    for variant in (["av1", "h264"] if args.variant == "all" else [args.variant]):
+    for variant in (["av1", "h264", "droid"] if args.variant == "all" else [args.variant]):
         path = ensure_dataset(spec_for(args.small, variant))
         print(path, dataset_bytes(path))
     return 0

@@ -1,9 +1,10 @@
 """LeRobot's own readers as benchmark tracks, run with the LeRobot reference environment's Python.
 
-``<lerobot venv>/bin/python benchmarks/lerobot_track.py ROOT {map,streaming} SAMPLES WORKERS BATCH SEED``
+``<lerobot venv>/bin/python benchmarks/lerobot_track.py ROOT {map,map-uint8,streaming} SAMPLES WORKERS BATCH SEED``
 prints one JSON line: steady samples/s (from the batch that completes the first round of workers),
 seconds to the first batch, and the distinct episodes of every batch. ``map`` is ``LeRobotDataset``
-(local files, float32 frames) behind a shuffling DataLoader; ``streaming`` is LeRobot's
+(local files, float32 frames) behind a shuffling DataLoader, ``map-uint8`` the same with
+``return_uint8=True`` (what LeRobot's training script reads); ``streaming`` is LeRobot's
 ``StreamingLeRobotDataset`` on the same folder.
 """
 
@@ -27,10 +28,10 @@ def main(argv: list[str]) -> int:
     from torch.utils.data import DataLoader
 
     start = time.perf_counter()
-    if kind == "map":
+    if kind in ("map", "map-uint8"):
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-        dataset = LeRobotDataset(repo_id="local/bench", root=root)
+        dataset = LeRobotDataset(repo_id="local/bench", root=root, return_uint8=kind == "map-uint8")
         loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
                             generator=torch.Generator().manual_seed(seed))
     else:

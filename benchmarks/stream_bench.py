@@ -190,10 +190,11 @@ def run_variant(bench: Bench, local: Path, label: str, names: list[str], workers
         print(f"[stream] disk cache filled in {time.perf_counter() - start:.1f} s", flush=True)
     common = dict(shuffle=True, seed=args.seed, pool_size=args.pool_size)
 
-    def ours(source: str, epoch: int = 0, **options: Any) -> Callable[[], Any]:
+    def ours(source: str, epoch: int = 0, plain: bool = False, **options: Any) -> Callable[[], Any]:
         def make() -> Any:
             dataset = tracks.BenchStreaming(source, **common, **options)
             dataset.set_epoch(epoch)
+            dataset.plain_collate = plain  # the one-liner: DataLoader(StreamingLeRobot(...)), no collate_fn
             return dataset
         return make
 
@@ -201,6 +202,8 @@ def run_variant(bench: Bench, local: Path, label: str, names: list[str], workers
         "ours-local": ours(str(local), return_uint8=True),
         "ours-local-f32": ours(str(local)),
         "ours-local-224": ours(str(local), return_uint8=True, image_size=(224, 224)),
+        "ours-local-plain": ours(str(local), plain=True, return_uint8=True),
+        "ours-local-f32-plain": ours(str(local), plain=True),
         "ours-http": ours(remote, backend="http", return_uint8=True),
         "ours-http-f32": ours(remote, backend="http"),
         # epoch 1 of a run whose epoch 0 filled the disk cache (warm_disk_cache)
@@ -215,11 +218,11 @@ def run_variant(bench: Bench, local: Path, label: str, names: list[str], workers
             elif name == "limit":
                 files = [local / p for p in meta.video_files]
                 cells.append(Cell(name, None, args.samples, run=lambda files=files: _limit_row(bench, files, cameras)))
-            elif name in ("lerobot", "lerobot-streaming"):
+            elif name in ("lerobot", "lerobot-uint8", "lerobot-streaming"):
                 if tracks.lerobot_python() is None:
                     print(f"[stream] no LeRobot environment (LEROBOT_REFERENCE_VENV): {name} skipped", flush=True)
                     continue
-                kind = "map" if name == "lerobot" else "streaming"
+                kind = {"lerobot": "map", "lerobot-uint8": "map-uint8"}.get(name, "streaming")
                 cells.append(Cell(name, None, args.samples, run=lambda kind=kind, w=workers: _lerobot_row(
                     bench, local, kind, w)))
         for row in bench.run_cells(cells, workers):
@@ -304,6 +307,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracks", nargs="+", default=list(tracks.TRACKS), choices=tracks.TRACKS)
     parser.add_argument("--note", default="", help="a sentence on the run's conditions, printed under the title")
     parser.add_argument("--h264", action="store_true", help="also run ours-http on the H.264 B-frame variant")
+    parser.add_argument("--no-droid", dest="droid", action="store_false",
+                        help="leave out the DROID-shaped variant (3 cameras 320x180, 15 fps)")
     parser.add_argument("--output", type=Path, help="results folder (default benchmarks/results, with --small "
                         "benchmarks/results/small, which is not committed)")
     args = parser.parse_args(argv)
@@ -322,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["LEROBOT_STREAM_CACHE"] = args.scratch  # no sidecar from an earlier run's local cache
     local = ensure_dataset(spec_for(args.small, "av1"))
     h264 = ensure_dataset(spec_for(args.small, "h264")) if args.h264 else None
+    droid = ensure_dataset(spec_for(args.small, "droid")) if args.droid else None
     load0 = os.getloadavg()
     started = time.perf_counter()
     with NginxServer(DATA_DIR, max_lifetime=1800) as nginx, \
@@ -334,10 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         if h264 is not None:
             rows += run_variant(bench, h264, "h264", [t for t in args.tracks if t in ("limit", "ours-http")],
                                 [max(args.workers)])
+        if droid is not None:
+            rows += run_variant(bench, droid, "droid", [t for t in args.tracks if t in tracks.DROID_TRACKS],
+                                args.workers)
         no_sidecar = first_batch_without_sidecar(bench, local, args.workers) if "ours-http" in args.tracks else {}
     context = dict(args=args, argv=argv, calibration=calibration, no_sidecar=no_sidecar,
                    load=(load0, os.getloadavg()), elapsed=time.perf_counter() - started,
-                   datasets={p.name: dataset_bytes(p) for p in (local, h264) if p is not None})
+                   datasets={p.name: dataset_bytes(p) for p in (local, h264, droid) if p is not None})
     md, png = write_report(rows, context, args.output)
     print(Path(md).read_text())
     print(f"[stream] wrote {md} and {png}")

@@ -49,7 +49,10 @@ LABELS = {
     "ours-http": "ours, HTTP, uint8",
     "ours-http-f32": "ours, HTTP, float32",
     "ours-http-disk": "ours, HTTP, disk cache (epoch 2), uint8",
+    "ours-local-plain": "ours, the one-liner DataLoader(StreamingLeRobot(...)), uint8",
+    "ours-local-f32-plain": "ours, the one-liner DataLoader(StreamingLeRobot(...)), float32",
     "lerobot": "LeRobot LeRobotDataset, local, float32",
+    "lerobot-uint8": "LeRobot LeRobotDataset, local, uint8 (return_uint8, as lerobot-train reads)",
     "lerobot-streaming": "LeRobot StreamingLeRobotDataset, local",
 }
 SMALL_NOTE = ("**Smoke run (`--small`): targets are not judged.** The dataset and the passes are too small for "
@@ -88,6 +91,12 @@ def targets(rows: list[dict], context: dict, workers: int) -> list[str]:
     if ours_f32 and lerobot:
         ratio = ours_f32["rate"] / lerobot["rate"]
         line(ratio >= 3, f"float32 from local disk >= 3 x LeRobot's LeRobotDataset (same workers): {ratio:.1f} x")
+    for plain, fast in (("ours-local-plain", "ours-local"), ("ours-local-f32-plain", "ours-local-f32")):
+        one, row = find(plain), find(fast)
+        if one and row:
+            ratio = one["rate"] / row["rate"]
+            line(ratio >= 0.9, f"{label(one)} >= 0.9 x {label(row)}: {ratio:.2f} x")
+    out += droid_targets(rows, workers, line)
     disk, local = find("ours-http-disk"), find("ours-local")
     if disk and local:
         ratio = disk["rate"] / local["rate"]
@@ -99,13 +108,39 @@ def targets(rows: list[dict], context: dict, workers: int) -> list[str]:
     return out
 
 
+def droid_targets(rows: list[dict], workers: int, line: Any) -> list[str]:
+    """The targets at DROID's shape (3 cameras 320x180): our fast path against the limit and LeRobot's
+    reader as its trainer reads it, the one-liner against the fast path, episodes per batch."""
+    def find(track: str) -> dict | None:
+        return _find(rows, track, workers, "droid") or \
+            (_find(rows, track, os.cpu_count() or 1, "droid") if track == "limit" else None)
+
+    limit, fast, plain, lerobot = (find(t) for t in ("limit", "ours-local", "ours-local-plain", "lerobot-uint8"))
+    if fast and limit:
+        ratio = fast["rate"] / limit["rate"]
+        line(ratio >= 0.75, f"DROID's shape: {label(fast)} >= 0.75 x the limit: {ratio:.2f} x")
+    if fast and lerobot:
+        ratio = fast["rate"] / lerobot["rate"]
+        line(ratio >= 3, f"DROID's shape: {label(fast)} >= 3 x {label(lerobot)}: {ratio:.1f} x")
+    if fast and plain:
+        ratio = plain["rate"] / fast["rate"]
+        line(ratio >= 0.9, f"DROID's shape: the one-liner >= 0.9 x the fast path: {ratio:.2f} x")
+    if fast and fast.get("uniform"):
+        ratio = fast["distinct"] / fast["uniform"]
+        line(ratio >= 0.8, f"DROID's shape: episodes per batch >= 0.8 x a uniform random sampler's: "
+             f"{fast['distinct']:.1f} / {fast['uniform']:.1f} = {ratio:.2f} x")
+    return []
+
+
 # cache_bytes (512 MiB) + decoded samples (256 MiB of uint8 frames) + 128 decoders x 3 MiB + 300 MiB of
 # interpreter, libraries and items in flight: the documented per-worker budget at default settings
 MEMORY_BOUND = (512 + 256 + 384 + 300) << 20
 
 
-def summary(rows: list[dict], workers_list: list[int]) -> list[str]:
-    """samples/s of every track as a ratio of the limit, and episodes per batch against a random sampler."""
+def summary(rows: list[dict], workers_list: list[int], variant: str = "av1") -> list[str]:
+    """samples/s of every track of ``variant`` as a ratio of the limit, and episodes per batch against a
+    random sampler."""
+    rows = [r for r in rows if r.get("variant", "av1") == variant]
     head = ["| track | " + " | ".join(f"{w} workers: samples/s | x limit | episodes/batch (x uniform)"
                                      for w in workers_list) + " |",
             "|---|" + "---:|---:|---:|" * len(workers_list)]
@@ -114,8 +149,9 @@ def summary(rows: list[dict], workers_list: list[int]) -> list[str]:
     for name in names:
         cells = []
         for w in workers_list:
-            row = _find(rows, name, w) or (_find(rows, name, os.cpu_count() or 1) if name == "limit" else None)
-            limit = _find(rows, "limit", w) or _find(rows, "limit", os.cpu_count() or 1)
+            row = _find(rows, name, w, variant) or \
+                (_find(rows, name, os.cpu_count() or 1, variant) if name == "limit" else None)
+            limit = _find(rows, "limit", w, variant) or _find(rows, "limit", os.cpu_count() or 1, variant)
             if row is None:
                 cells += ["-", "-", "-"]
                 continue
@@ -165,6 +201,8 @@ def write_report(rows: list[dict], context: dict, folder: Path) -> tuple[Path, P
     if args.small:
         md += [SMALL_NOTE, ""]
     md += ["## Summary", ""] + summary(rows, args.workers)
+    if any(r.get("variant") == "droid" for r in rows):
+        md += ["", "### DROID's shape: 3 cameras 320x180, 15 fps", ""] + summary(rows, args.workers, "droid")
     md += ["", "samples/s: steady rate, median of runs; x limit: over the sequential decode of the same MP4s "
            "(one process per core). episodes/batch: distinct episodes in a batch of "
            f"{args.batch_size} from 5 % into the epoch, against the expectation of a uniform random sampler over "

@@ -38,7 +38,9 @@ from lerobot_stream_loader.fetch.episode_cache import EpisodeCache
 from lerobot_stream_loader.items.builder import ItemBuilder
 
 TRACKS = ("limit", "ours-local", "ours-local-f32", "ours-local-224", "ours-http", "ours-http-f32", "ours-http-disk",
-          "lerobot", "lerobot-streaming")
+          "ours-local-plain", "ours-local-f32-plain", "lerobot", "lerobot-uint8", "lerobot-streaming")
+# DROID's shape (3 cameras 320x180): the limit, our fast path and the one-liner, LeRobot as its trainer reads
+DROID_TRACKS = ("limit", "ours-local", "ours-local-plain", "lerobot-uint8")
 
 
 class Monitor(threading.Thread):
@@ -147,7 +149,9 @@ class TimedCollate:
     ``StreamingDataLoader`` uses it; else ``default_collate``), timed into this process's probe."""
 
     def __init__(self, dataset: Any) -> None:
-        self.inner = getattr(dataset, "collate_fn", default_collate)
+        # the one-liner's tracks (plain_collate): what a plain DataLoader collates with, torch's default_collate
+        plain = getattr(dataset, "plain_collate", False)
+        self.inner = default_collate if plain else getattr(dataset, "collate_fn", default_collate)
 
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
         start = time.perf_counter()
@@ -195,6 +199,7 @@ class BenchStreaming(StreamingLeRobot):
     """StreamingLeRobot whose iteration is timed per stage into :class:`Probe` (the ``ours-*`` tracks)."""
 
     probe_folder = ""
+    plain_collate = False  # collate as a plain DataLoader does (torch's default_collate)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         probe = Probe.get(self.probe_folder)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .mix import MixedStreamingLeRobot
     from .plan.elastic import elastic_state
     from .plan.state import skipped_episodes
+    from .util.stage_clock import describe as describe_stats
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ __all__ = [
     "StreamingLeRobot",
     "TooManyBadEpisodes",
     "__version__",
+    "describe_stats",
     "elastic_state",
     "frames_to_device",
     "skipped_episodes",
@@ -66,6 +68,10 @@ def __getattr__(name: str) -> Any:
         from .fetch import bad_episodes
 
         return getattr(bad_episodes, name)
+    if name == "describe_stats":
+        from .util.stage_clock import describe
+
+        return describe
     if name == "skipped_episodes":
         from .plan.state import skipped_episodes
 

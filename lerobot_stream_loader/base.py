@@ -20,6 +20,7 @@ from .plan.elastic import ElasticState
 from .plan.ranks import resolve_rank, resolve_worker
 from .plan.state import PlanState
 from .util.process_local import ProcessLocal
+from .util.stage_clock import clock
 
 if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
@@ -90,6 +91,20 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         """The episodes this reader skipped in the current pass (for :meth:`state_dict`)."""
         return []
 
+    def _io_stats(self) -> dict[str, int]:
+        """This process's storage and cache counters of the current pass (for :meth:`stats`)."""
+        return {}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the current pass in this process: ``wall`` seconds, ``seconds`` per stage
+        (``fetch_wait``: waiting on episodes being fetched; ``decode``: decoding and building items;
+        ``collate``), ``samples``, ``frames_decoded``, ``stand_ins``, ``fetched_bytes``, ``fetches``,
+        ``retries``, ``throttled``, ``episodes_fetched``, ``cache_hits``/``cache_misses`` (ready / not yet
+        requested when asked for), ``disk_cache_hits``/``misses``,
+        ``skipped_episodes``. Every worker's, summed, with rates:
+        :meth:`lerobot_stream_loader.StreamingDataLoader.stats`."""
+        return {**clock().snapshot(), **self._io_stats(), "skipped_episodes": len(self._skipped_now())}
+
     def float_frame_keys(self) -> set[str]:
         """RGB video keys (as items name them) whose float32 frames a batch's collate may convert
         from uint8 instead of the worker (none with ``return_uint8`` or ``image_transforms``)."""
@@ -147,7 +162,7 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         worker, workers = resolve_worker()
         return PlanState(epoch=self.epoch, consumed=self._consumed, rank=rank, world_size=world,
                          worker_id=worker, num_workers=workers, fingerprint=self._fingerprint(world, workers),
-                         skipped=tuple(self._skipped_now())).to_dict()
+                         skipped=tuple(self._skipped_now()), stats=self.stats()).to_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`: the next iteration skips the samples already consumed.
@@ -171,6 +186,7 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         its place (rank, world_size, worker_id, num_workers)."""
         if get_worker_info() is None:
             self.begin_pass()
+        clock().start()
         rank, world = self._rank_world()
         worker, workers = resolve_worker()
         place: ReaderPlace = dict(rank=rank, world_size=world, worker_id=worker, num_workers=workers)
@@ -196,8 +212,10 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         """Yield ``finish(x)`` for each ``x`` of ``stream``, counting what was yielded for
         :meth:`state_dict`; ``close()`` when the iteration ends or is abandoned."""
         try:
+            stages = clock()
             for value in stream:
                 self._consumed += 1
+                stages.add("samples")
                 yield finish(value)
         finally:
             close()

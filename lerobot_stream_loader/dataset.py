@@ -25,13 +25,14 @@ from .items.rename import KeyRenamer, stored_names
 from .items.windows import DeltaWindows
 from .meta.dataset_meta import DatasetMeta, open_dataset
 from .meta.depth import DEFAULT_DEPTH_UNIT, check_depth_features, check_unit, is_depth_feature
-from .meta.episode_files import check_episode_files
+from .meta.episode_files import check_episode_files, files_of_episodes
 from .meta.lerobot_view import LeRobotMeta
 from .plan.elastic import ElasticState, remaining_plan
 from .plan.ranks import resolve_worker
 from .plan.shard import PlanEpisodes, ShardPlan, group_episodes, plan_shard, samples_per_rank
 from .plan.sizing import MAX_AUTO_DECODERS, auto_pool_size, auto_shuffle_buffer
 from .plan.state import fingerprint
+from .storage.job_resolve import share_job_resolves
 from .storage.paths import is_local
 from .stream import ResourceSettings, WorkerResources, WorkerStream
 
@@ -125,6 +126,12 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
             the second epoch on, cached episodes are read from local disk, not the network. Entries are
             atomic and checksummed (a torn or corrupt one is fetched again). 0 (default): off.
         reader_options: extra keyword arguments for the range reader (timeouts, retries, coalescing).
+        resolve: how far a Hub dataset's resolved download URLs are shared
+            (docs/reliability.md#requests-to-the-hub): ``"machine"`` (default): by every rank and
+            worker of the machine, through ``cache_dir``; ``"job"``: one process resolves the selected
+            episodes' files for the whole job (a collective call under torch.distributed; else through
+            ``cache_dir``, job-wide when every node sees it); ``"process"``: each process resolves the
+            files it opens. Other roots ignore it.
     """
 
     def __init__(
@@ -160,14 +167,18 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
         reader_options: dict[str, Any] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         disk_cache_bytes: int = 0,
+        resolve: str = "machine",
     ) -> None:
         super().__init__()
         with open_dataset(source, revision=revision, backend=backend, storage_options=storage_options,
-                          reader_options=reader_options, cache_dir=cache_dir, check_files=False) as (meta, reader):
+                          reader_options=reader_options, cache_dir=cache_dir, check_files=False,
+                          resolve=resolve) as (meta, reader):
             # one reader for the whole construction: metadata, then the MP4 sizes that size the pool
             self.meta = LeRobotMeta(meta)
             self._setup(episodes, exclude_episodes, delta_timestamps, rename, image_transforms, image_size, return_uint8,
                         depth_output_unit, tolerance_s, shuffle, seed, drop_last, num_workers)
+            if resolve == "job":
+                share_job_resolves(meta.location, list(files_of_episodes(meta, self.episodes)))
             check_policy(on_bad_episode, max_bad_fraction)
             self.on_bad_episode, self.max_bad_fraction = on_bad_episode, float(max_bad_fraction)
             check_resources(pool_size=pool_size, shuffle_buffer=shuffle_buffer, cache_bytes=cache_bytes,
@@ -193,6 +204,8 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
         self._collate_converts: set[str] = set()  # stored keys whose frames a StreamingCollate converts
         self._bad = BadEpisodes()  # the current pass's skipped episodes, in this process
         self._warned: dict[int, str] = {}  # every episode this process skipped (named once each)
+        self._io_base: dict[str, int] = {}  # this process's storage counters when its pass began
+        self._pass_cache: Any = None  # the current pass's episode cache counters (CacheStats)
 
     def _setup(self, episodes: Sequence[int] | None, exclude: Sequence[int] | None, delta_timestamps: Mapping[str, Sequence[float]] | None,
                rename: Mapping[str, str] | None, image_transforms: Callable[[torch.Tensor], torch.Tensor] | None,
@@ -321,8 +334,10 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
                           "worker(s); the argument is not needed (len() does not depend on it)", stacklevel=2)
         plan, _ = self._reader_plan()
         self._bad = self._bad_episodes(len(plan.admit_episodes), self._resumed_skipped)
-        stream = WorkerStream(self._worker_resources(), plan, self._builder(),
-                              prefetch=self.settings["prefetch_episodes"], bad=self._bad)
+        resources = self._worker_resources()
+        stream = WorkerStream(resources, plan, self._builder(), prefetch=self.settings["prefetch_episodes"],
+                              bad=self._bad)
+        self._io_base, self._pass_cache = resources.io_counters(), getattr(stream.cache, "stats", None)
         yield from self._counted(stream, stream.close, self.rename.item)
 
     def _bad_episodes(self, planned: int, resumed: list[dict[str, Any]]) -> BadEpisodes:
@@ -342,6 +357,14 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
 
     def _skipped_now(self) -> list[dict[str, Any]]:
         return [{"episode_index": e, "cause": c} for e, c in self._bad.found.items()]
+
+    def _io_stats(self) -> dict[str, int]:
+        resources, cache = self._resources, self._pass_cache
+        if resources is None or resources.pid != os.getpid() or cache is None:
+            return {}
+        base = self._io_base
+        out = {name: value - base.get(name, 0) for name, value in resources.io_counters().items()}
+        return {**out, "episodes_fetched": cache.fetched, "cache_hits": cache.hits, "cache_misses": cache.misses}
 
     def _worker_resources(self) -> WorkerResources:
         """Reader and file indexes of this process, kept across epochs (never shared across processes)."""

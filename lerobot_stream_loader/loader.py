@@ -19,6 +19,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from .base import StreamingBase
 from .plan.elastic import ElasticState, elastic_state
+from .util.stage_clock import merge
 
 
 class StreamingDataLoader(StatefulDataLoader):
@@ -51,6 +52,19 @@ class StreamingDataLoader(StatefulDataLoader):
             self.dataset.begin_pass()  # with no workers the dataset sees the pass begin itself
         return super().__iter__()
 
+    def stats(self) -> dict[str, Any]:
+        """Counters of the current pass, every worker's summed (:meth:`StreamingLeRobot.stats
+        <lerobot_stream_loader.base.StreamingBase.stats>` lists them), with ``samples_per_s``,
+        ``fetch_mb_per_s`` and ``decode_frames_per_s``; ``describe_stats(loader.stats())`` is one log
+        line. Workers report theirs with each batch (torchdata's state snapshots), so the numbers lag
+        by the batches in flight."""
+        if not isinstance(self.dataset, StreamingBase):
+            raise TypeError(f"stats() needs a StreamingLeRobot or MixedStreamingLeRobot, not a "
+                            f"{type(self.dataset).__name__}")
+        if self.num_workers == 0:
+            return merge([self.dataset.stats()])
+        return merge(_reader_stats(self.state_dict()))
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             super().load_state_dict(state_dict)
@@ -74,6 +88,15 @@ class StreamingDataLoader(StatefulDataLoader):
 
 
 _SIGNATURE = inspect.signature(StatefulDataLoader.__init__)
+
+
+def _reader_stats(state: Any) -> list[dict[str, Any]]:
+    """Every reader's ``stats`` in a loader state (the dataset states of its worker snapshots)."""
+    if isinstance(state, Mapping):
+        if "fingerprint" in state and isinstance(state.get("stats"), Mapping):
+            return [dict(state["stats"])]
+        return [s for value in state.values() for s in _reader_stats(value)]
+    return []
 
 
 def _saved_workers(state: Mapping[str, Any]) -> int | None:

@@ -34,11 +34,13 @@ from .items.builder import ItemBuilder
 from .items.decode import DecoderKey
 from .items.episode import EpisodeItems
 from .items.item import Item
+from .items.video import VideoCamera
 from .meta.dataset_meta import DatasetMeta
 from .plan.shard import ShardPlan
 from .storage import RangeReader
 from .storage.local_cache import dataset_cache_dir
 from .storage.paths import is_local
+from .util.stage_clock import clock
 
 
 def _load_libc() -> ctypes.CDLL | None:
@@ -110,6 +112,21 @@ class WorkerResources:
     def close(self) -> None:
         self.reader.close()
 
+    def io_counters(self) -> dict[str, int]:
+        """Storage counters of this process's reader so far (and its disk cache's, when it has one)."""
+        return io_counters(self.reader)
+
+
+def io_counters(reader: RangeReader) -> dict[str, int]:
+    """A reader's counters a loader reports: bytes and range requests sent, retries, throttled answers;
+    disk cache hits and misses when it reads through one."""
+    stats = reader.stats.snapshot()
+    out = {name: int(stats[name]) for name in ("fetched_bytes", "fetches", "retries", "throttled")}
+    disk = getattr(reader, "disk_cache", None)
+    if disk is not None:
+        out["disk_cache_hits"], out["disk_cache_misses"] = disk.stats["hits"], disk.stats["misses"]
+    return out
+
 
 class EpisodeSource(Protocol):
     """What a stream needs of a cache: episodes by index, fetched ahead, released after use."""
@@ -168,14 +185,17 @@ class WorkerStream:
         episode_of = self.plan.episode_index.tolist()
         found = self.bad.found
         last: dict[str, Any] | None = None
+        stages = clock()
         for k in range(len(self.plan)):
             while k not in decoder.buffer and episode_of[k] not in found:
                 decoder.next_run()
             if k in decoder.buffer:
-                last = self.builder.finish(decoder.buffer.pop(k))
+                with stages.timed("decode"):  # the float conversion, image_transforms
+                    last = self.builder.finish(decoder.buffer.pop(k))
                 yield last
                 continue
             stand_in = decoder.stand_in(k + 1, episode_of)
+            stages.add("stand_ins")
             if stand_in is not None:
                 yield self.builder.finish(Item(stand_in))
             elif last is not None:
@@ -210,6 +230,7 @@ class _RunDecoder:
         self.buffer: dict[int, dict[str, Any]] = {}
         self.in_use: dict[int, EpisodeItems] = {}
         self.next_fetch = self.next = 0
+        self.video_cameras = sum(isinstance(c, VideoCamera) for c in stream.builder.cameras.values())
 
     def next_run(self) -> None:
         """Decode the next run into the buffer (nothing for a bad episode's run)."""
@@ -220,15 +241,22 @@ class _RunDecoder:
             cache.prefetch(self.admit[self.fetch_order[self.next_fetch]])
             self.next_fetch += 1
         episode = self.admit[segment]
+        stages = clock()
         if episode not in stream.bad.found:
             try:
                 items = self.in_use.get(segment)
                 if items is None:
-                    items = self.in_use[segment] = EpisodeItems(cache.get(episode), builder.meta)
+                    with stages.timed("fetch_wait"):
+                        data = cache.get(episode)
+                    items = self.in_use[segment] = EpisodeItems(data, builder.meta)
                     if stream.bad.skipping:
                         check_rows(items, builder.tolerance_s, stream.bad.where)
                 frames = stream.plan.frame_index[positions]
-                for pos, item in zip(positions.tolist(), builder.items(items, frames), strict=True):
+                with stages.timed("decode"):
+                    built = builder.items(items, frames)
+                stages.add("samples_decoded", len(frames))
+                stages.add("frames_decoded", len(frames) * self.video_cameras)
+                for pos, item in zip(positions.tolist(), built, strict=True):
                     self.buffer[pos] = item
             except WorkerStopped:
                 raise

@@ -15,7 +15,7 @@ NAME = PACKAGE.name
 # peers that do not import each other). The package's top-level modules are the face.
 RANKS = {
     "errors": 0, "util": 1, "storage": 2, "parquet": 2, "mp4": 2, "meta": 3, "plan": 4, "fetch": 5,
-    "items": 6, "batch": 7, "<face>": 8, "mix": 9, "synthetic": 10, "tools": 11, "cli": 12,
+    "items": 6, "batch": 7, "<face>": 8, "mix": 9, "train": 9.5, "synthetic": 10, "tools": 11, "cli": 12,
 }
 MAX_TOP_LEVEL_MODULES = 12
 MAX_LINES = 400

@@ -29,6 +29,7 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 from ..items.item import Item
 from ..items.planar import copy_planar, fast_deinterleave
 from ..items.video import float_frames
+from ..util.stage_clock import clock
 from .buffers import MIN_POOLED_BYTES, BatchBuffers
 
 _AUTO: tuple[int, StreamingCollate] | None = None  # (pid, the collate default_collate hands items to)
@@ -49,7 +50,11 @@ class StreamingCollate:
         self.in_flight = max(1, int(in_flight))
         self._deferring = False
 
-    def __call__(self, samples: list[Any]) -> Any:  # a DataLoader hands its collate_fn a list
+    def __call__(self, samples: list[Any]) -> Any:
+        with clock().timed("collate"):
+            return self._collate(samples)
+
+    def _collate(self, samples: list[Any]) -> Any:  # a DataLoader hands its collate_fn a list
         if not samples or not isinstance(samples[0], Mapping):
             return default_collate(samples)
         worker = get_worker_info()

@@ -19,6 +19,8 @@ _COMMAND_MODULES = (
     "index",
     "clip",
     "tools_commands",
+    "train",
+    "bench",
 )
 
 

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import DatasetFormatError, StreamLoaderError
 from ..meta.depth import DepthQuantization
+from ..util.stage_clock import clock
 from .decode import DecoderLRU, EpisodeVideoDecoder
 from .depth_video import DepthVideoDecoder
 from .planar import as_planar
@@ -48,7 +49,8 @@ class VideoCamera:
         positions = self._positions(episode, frames)
         try:
             decoder = self.decoders.get((ep_index, self.key), lambda: self.open(video, self._what(episode)))
-            pixels = decoder.frames(positions)
+            with clock().timed("decoder"):
+                pixels = decoder.frames(positions)
         except StreamLoaderError:
             raise
         except (RuntimeError, av.error.FFmpegError) as exc:  # the decoders' word for bytes they cannot decode

@@ -24,6 +24,7 @@ from ..storage.credentials import Secret, reveal_secrets
 from ..storage.local_cache import dataset_cache_dir, offline
 from ..storage.location import Location
 from ..storage.paths import PathEscapeError, check_relative, is_bare_repo_id, is_local, join
+from ..storage.resolve_cache import hub_reader_options
 from .cache import MetaCache
 from .checks import check_episodes_table, check_info
 from .episode_table import EpisodeMeta, EpisodeTable, VideoSpan
@@ -184,6 +185,7 @@ def open_dataset(
     all_columns: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
+    resolve: str | None = None,
 ) -> Iterator[tuple[DatasetMeta, RangeReader]]:
     """The metadata of ``root`` and the range reader it was read through, open for more reads
     (closed when the ``with`` block ends): one reader from the source to its last setting-up read.
@@ -205,7 +207,17 @@ def open_dataset(
     offline tools, which write nothing outside their output). A Hub root without a revision is read at
     LeRobot's ``v3.0`` tag when the dataset has it, else at ``main``
     (:mod:`~lerobot_stream_loader.meta.hub_revision`: one more request).
+
+    ``resolve`` (Hub roots read over HTTP): how far resolved download URLs are shared, ``"machine"``
+    (through ``cache_dir``), ``"job"`` or ``"process"`` (:mod:`~lerobot_stream_loader.storage.resolve_cache`);
+    by default ``"machine"``, or ``"process"`` when the machine's caches are left alone (``use_cache=False``
+    or ``all_columns``: the offline tools, which write nothing outside their output).
     """
+    if resolve is None:
+        resolve = "machine" if use_cache and not all_columns else "process"
+    reader_options = hub_reader_options(root if not isinstance(root, Location) else root.root, revision=revision,
+                                        backend=backend, reader_options=reader_options, resolve=resolve,
+                                        cache_dir=cache_dir)
     location = Location.of(root, revision=revision, backend=backend, storage_options=storage_options,
                            reader_options=reader_options)
     with _named_for_users(root, location):

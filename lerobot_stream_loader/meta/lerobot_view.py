@@ -1,8 +1,9 @@
 """``StreamingLeRobot.meta``: the dataset metadata with the surface of LeRobot's ``LeRobotDatasetMetadata``.
 
-It offers what a LeRobot user reads (``features``, ``fps``, ``robot_type``, ``camera_keys``,
-``video_keys``, ``image_keys``, ``depth_keys``, ``total_frames``, ``total_episodes``, ``total_tasks``,
-``stats``, ``tasks``, ``names``, ``shapes``, ``get_task_index``) and passes every other attribute
+It offers what a LeRobot user, LeRobot's training script and its policy factories read
+(``features``, ``fps``, ``robot_type``, ``camera_keys``, ``video_keys``, ``image_keys``, ``depth_keys``,
+``has_language_columns``, ``repo_id``, ``total_frames``, ``total_episodes``, ``total_tasks``, ``stats``,
+``tasks``, ``names``, ``shapes``, ``get_task_index``) and passes every other attribute
 through to the :class:`~lerobot_stream_loader.meta.dataset_meta.DatasetMeta` it wraps (``root``, ``episode()``,
 ``info``, ...). ``stats`` is built on first access: numpy arrays nested as LeRobot's ``load_stats``
 returns them. ``tasks`` is a pandas DataFrame indexed by the task string with a ``task_index``
@@ -15,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from ..storage.hf import parse_hf_root
 from .dataset_meta import DatasetMeta
 from .depth import rescale_depth_stats
+
+LANGUAGE_COLUMNS = ("language_persistent", "language_events")  # LeRobot's language annotation columns
 
 
 def stats_as_numpy(stats: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +67,22 @@ class LeRobotMeta:
     def depth_keys(self) -> list[str]:
         """Cameras holding depth maps (``info.is_depth_map``, or the legacy ``video.is_depth_map``)."""
         return [k for k, f in self.source.features.items() if _is_depth(f)]
+
+    @property
+    def has_language_columns(self) -> bool:
+        """Whether the dataset has LeRobot's language columns (its trainer then collates with its own function)."""
+        return any(column in self.source.features for column in LANGUAGE_COLUMNS)
+
+    @property
+    def repo_id(self) -> str:
+        """The Hub id (``user/name``) of a Hub dataset, else the dataset's root (a URL or local path)."""
+        root = self.source.root
+        if root.startswith("hf://"):
+            try:
+                return parse_hf_root(root).repo_id
+            except ValueError:
+                pass
+        return root
 
     @property
     def total_tasks(self) -> int:

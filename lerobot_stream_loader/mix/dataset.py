@@ -23,7 +23,8 @@ from ..dataset import StreamingLeRobot
 from ..fetch.bad_episodes import BadEpisodes
 from ..fetch.episode_cache import DEFAULT_BUDGET_BYTES
 from ..fetch.file_indexes import IndexCaches
-from ..meta.lerobot_view import LeRobotMeta
+from ..meta.depth import depth_keys
+from ..meta.lerobot_view import LANGUAGE_COLUMNS, LeRobotMeta
 from ..meta.stats import combine_datasets
 from ..plan.elastic import ElasticState
 from ..plan.sizing import MAX_AUTO_DECODERS
@@ -48,6 +49,55 @@ class MixtureMeta:
     camera_keys: list[str]
     total_frames: int
     total_episodes: int
+
+    # -- what LeRobot's training script and policy factories read, as LeRobotDatasetMetadata has it --------
+    @property
+    def video_keys(self) -> list[str]:
+        return [k for k, f in self.features.items() if f.get("dtype") == "video"]
+
+    @property
+    def image_keys(self) -> list[str]:
+        return [k for k, f in self.features.items() if f.get("dtype") == "image"]
+
+    @property
+    def depth_keys(self) -> list[str]:
+        """Kept cameras holding depth maps."""
+        return depth_keys(self.features)
+
+    @property
+    def has_language_columns(self) -> bool:
+        return any(column in self.features for column in LANGUAGE_COLUMNS)
+
+    @property
+    def fps(self) -> int | None:
+        """The sources' frame rate; None when they differ (each source's windows use its own)."""
+        rates = {s.fps for s in self.sources}
+        return rates.pop() if len(rates) == 1 else None
+
+    @property
+    def robot_type(self) -> str | None:
+        """The sources' robot type; None when they differ or record none."""
+        kinds = {s.robot_type for s in self.sources}
+        return kinds.pop() if len(kinds) == 1 else None
+
+    @property
+    def repo_id(self) -> str:
+        """The sources' ids (:attr:`LeRobotMeta.repo_id`), comma-separated."""
+        return ", ".join(s.repo_id for s in self.sources)
+
+    @property
+    def tasks(self) -> Any:
+        """Every source's task strings once, as a pandas DataFrame indexed by the task with a ``task_index``
+        column numbering them in this list (items keep their own source's ``task_index``)."""
+        import pandas as pd
+
+        texts = list(dict.fromkeys(t for s in self.sources for _, t in sorted(s.task_texts.items())))
+        return pd.DataFrame({"task_index": np.arange(len(texts), dtype=np.int64)},
+                            index=pd.Index(texts, name="task"))
+
+    @property
+    def total_tasks(self) -> int:
+        return len({t for s in self.sources for t in s.task_texts.values()})
 
 
 class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
@@ -118,6 +168,8 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
             prefetch=budget.prefetch_depths(self.counts, prefetch_episodes), decoders=self.decoders)
         self.meta = self._meta()
         self._bad: list[BadEpisodes] = []  # each source's policy and findings in the current pass
+        self._io_base: dict[str, int] = {}  # this process's storage counters when its pass began
+        self._pass_cache: Any = None  # the current pass's shared episode cache counters
         self._start(rank, world_size)
 
     def _meta(self) -> MixtureMeta:
@@ -149,6 +201,14 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
 
     def _samples_per_rank(self, world: int) -> int:
         return samples_per_rank(self.samples_per_epoch, world, self.drop_last)
+
+    def _io_stats(self) -> dict[str, int]:
+        resources, cache = self._resources, self._pass_cache
+        if resources is None or resources.pid != os.getpid() or cache is None:
+            return {}
+        base = self._io_base
+        out = {name: value - base.get(name, 0) for name, value in resources.io_counters().items()}
+        return {**out, "episodes_fetched": cache.fetched, "cache_hits": cache.hits, "cache_misses": cache.misses}
 
     def _skipped_now(self) -> list[dict[str, Any]]:
         return [{"source": i, "episode_index": e, "cause": c}
@@ -182,7 +242,9 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
         self._bad = [source._bad_episodes(len(p.admit_episodes) if p is not None else 0,
                                           [e for e in self._resumed_skipped if e.get("source") == i])
                      for i, (source, p) in enumerate(zip(self.sources, plan.plans, strict=True))]
-        stream = MixtureStream(plan, self._worker_resources(), builders, **self.settings, bad=self._bad)
+        resources = self._worker_resources()
+        stream = MixtureStream(plan, resources, builders, **self.settings, bad=self._bad)
+        self._io_base, self._pass_cache = resources.io_counters(), stream.cache.stats
         yield from self._counted(stream, stream.close,
                                  lambda pair: self.schema.adapt(self.sources[pair[0]].rename.item(pair[1]), pair[0]))
 

@@ -98,6 +98,14 @@ class MixtureResources:
             resources.close()
         self.sources.clear()
 
+    def io_counters(self) -> dict[str, int]:
+        """Storage counters of every source opened in this process, summed."""
+        out: dict[str, int] = {}
+        for resources, _ in list(self.sources.values()):
+            for name, value in resources.io_counters().items():
+                out[name] = out.get(name, 0) + value
+        return out
+
 
 class MixtureSettings(TypedDict):
     """A mixture's options for :class:`MixtureStream` (its ``settings``, passed as keywords)."""

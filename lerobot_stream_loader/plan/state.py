@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -49,13 +49,14 @@ class PlanState:
     num_workers: int
     fingerprint: str
     skipped: tuple[dict[str, Any], ...] = ()
+    stats: dict[str, Any] = field(default_factory=dict, compare=False)  # counters of the pass (not resumed)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "skipped": [dict(s) for s in self.skipped]}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> PlanState:
-        required = [f.name for f in fields(cls) if f.default is MISSING]
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
         missing = sorted(set(required) - set(state))
         if missing:
             raise ValueError(f"plan state is missing {missing}; got keys {sorted(state)}")

@@ -51,7 +51,9 @@ def open_reader(root: str | os.PathLike[str], backend: str = "auto", **options: 
     own origin only; a user part in an http(s) root is taken out of it into this option); for http: ``token`` (None: huggingface_hub's token,
     False: none), ``endpoint``, ``full_response_limit``, ``keepalive`` (False: close each connection
     after its response, so idle readers hold none); for fsspec: ``storage_options``; ``revision``
-    for hf roots. The defaults are tabled in docs/reliability.md.
+    for hf roots, and ``resolve`` (``"machine"``, ``"job"`` or ``"process"``), ``cache_dir`` and
+    ``resolve_timeout``: how resolved Hub download URLs are shared (docs/reliability.md#requests-to-the-hub).
+    The defaults are tabled in docs/reliability.md.
     """
     root, options = with_url_credentials(os.fspath(root), hide_secrets(options))
     scrub_from_logs(secret_values(options))  # kept out of botocore's, httpx's ... log records

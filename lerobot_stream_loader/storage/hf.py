@@ -2,11 +2,16 @@
 
 ``hf://datasets/<namespace>/<name>[@<revision>][/<prefix>]`` and
 ``hf://buckets/<namespace>/<name>[/<prefix>]`` map to the Hub's resolve endpoint
-(``HF_ENDPOINT`` or huggingface_hub's default). A file is resolved once with HEAD requests that
-follow the redirect by hand, so the Authorization header is only ever sent to the Hub's own origin
-(scheme, host and port). The Hub's redirect carries the size (``X-Linked-Size``), so its target (usually
-a signed CDN URL) is taken without touching it; other redirects are followed with HEAD. The final URL
-and size are cached until the caller asks for a fresh resolution after a 403/410.
+(``HF_ENDPOINT`` or huggingface_hub's default). A file is resolved with HEAD requests that follow the
+redirect by hand, so the Authorization header is only ever sent to the Hub's own origin (scheme, host
+and port). The Hub's redirect carries the size (``X-Linked-Size``), so its target (usually a signed CDN
+URL) is taken without touching it; other redirects are followed with HEAD.
+
+Resolved URLs are kept until shortly before they expire, and resolved again after a 403/410. How far
+they are shared (``share``): ``"process"``, this locator's memory only; ``"machine"`` (default), also
+the machine's cache folder, so that every rank and worker of the machine resolves a file once per URL
+lifetime (:mod:`~lerobot_stream_loader.storage.resolve_cache`); ``"job"``, also the job's board of
+rank 0 when one is announced there (:mod:`~lerobot_stream_loader.storage.job_board`).
 """
 
 from __future__ import annotations
@@ -16,12 +21,25 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpx
 
 from ..errors import FetchError
+from .job_board import JobBoard, connect_board, forget_board
+from .local_cache import default_cache_dir
 from .reader import AccessDenied, ReaderStats, RemoteFileNotFound, redact_url
+from .resolve_cache import (
+    Resolved,
+    ResolveStore,
+    check_resolve_mode,
+    resolve_scope,
+    stamped,
+    token_fingerprint,
+)
+
+__all__ = ["HubLocator", "HubRoot", "Resolved", "hub_endpoint", "origin", "parse_hf_root"]
 
 HeadFn = Callable[[str, Mapping[str, str]], httpx.Response]
 
@@ -96,17 +114,12 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """Where a file's bytes are fetched from, and its size when the server told us."""
-
-    url: str
-    size: int | None
-    etag: str | None = None
-
-
 class HubLocator:
-    """Resolve files below an ``hf://`` root to download URLs; the only holder of the token."""
+    """Resolve files below an ``hf://`` root to download URLs; the only holder of the token.
+
+    ``share``: ``"process"``, ``"machine"`` or ``"job"`` (module doc); ``cache_dir``: the machine's cache
+    folder (default :func:`~lerobot_stream_loader.storage.local_cache.default_cache_dir`);
+    ``lock_timeout``: the longest wait for another reader's resolve of the same file."""
 
     can_refresh = True
 
@@ -119,6 +132,9 @@ class HubLocator:
         endpoint: str | None = None,
         token: str | bool | None = None,
         stats: ReaderStats | None = None,
+        share: str = "machine",
+        cache_dir: str | os.PathLike[str] | None = None,
+        lock_timeout: float = 120.0,
     ) -> None:
         self.root = parse_hf_root(root, revision)
         self.endpoint = hub_endpoint(endpoint)
@@ -130,10 +146,23 @@ class HubLocator:
         self._head = head
         self._stats = stats or ReaderStats()
         self._cache: dict[str, Resolved] = {}
+        self._borrowed: set[str] = set()  # paths whose URL held came from another reader (machine, job)
         self._lock = threading.Lock()
+        self.share = check_resolve_mode(share)
+        self.scope = resolve_scope(self.endpoint, self.root.kind, self.root.repo_id, self.root.revision,
+                                   self.__token)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.store = (None if share == "process"
+                      else ResolveStore(self.cache_dir, self.scope, lock_timeout=lock_timeout))
+        self.limit_key = token_fingerprint(f"{self.endpoint}\x00{token_fingerprint(self.__token)}")
 
     def __repr__(self) -> str:
-        return f"HubLocator({self.root.uri()!r}, endpoint={self.endpoint!r})"
+        return f"HubLocator({self.root.uri()!r}, endpoint={self.endpoint!r}, share={self.share!r})"
+
+    @property
+    def hold_file(self) -> Path | None:
+        """Where the machine's readers of this token note a rate-limit hold (None: kept in memory)."""
+        return None if self.store is None else self.store.base / f"{self.limit_key}.hold"
 
     def describe(self, path: str) -> str:
         """The file's hf:// URI, for messages."""
@@ -154,15 +183,90 @@ class HubLocator:
         return {}
 
     def target(self, path: str, *, refresh: bool = False) -> Resolved:
-        """The cached download URL and size of ``path``; resolved again when ``refresh``."""
+        """The download URL, size and ETag of ``path``: this locator's until shortly before the URL
+        expires, else the machine's (or the job's), else resolved; ``refresh``: the URL held was refused."""
         with self._lock:
-            cached = None if refresh else self._cache.get(path)
-        if cached is not None:
-            return cached
-        resolved = self._resolve(path)
+            mine = self._cache.get(path)
+        if mine is not None and not refresh and mine.fresh():
+            return mine
+        refused = mine.url if refresh and mine is not None else None
+        resolved, borrowed = (self._resolve(path), False) if self.store is None else self._shared(path, refused)
         with self._lock:
             self._cache[path] = resolved
+            if borrowed:
+                self._borrowed.add(path)
+            else:
+                self._borrowed.discard(path)
         return resolved
+
+    def borrowed(self, path: str) -> bool:
+        """Whether the URL held for ``path`` came from another reader (its refusal deserves a resolve)."""
+        with self._lock:
+            return path in self._borrowed
+
+    def renew(self, path: str) -> Resolved:
+        """Resolve ``path`` now and share the answer with the machine."""
+        resolved = self._resolve(path)
+        if self.store is not None:
+            self.store.put(path, resolved)
+        with self._lock:
+            self._cache[path] = resolved
+            self._borrowed.discard(path)
+        return resolved
+
+    def _shared(self, path: str, refused: str | None) -> tuple[Resolved, bool]:
+        """(URL of ``path``, whether another reader resolved it): the machine's, the job's, or resolved."""
+        assert self.store is not None
+        found = self._stored(path, refused)
+        if found is not None:
+            return found, True
+        with self.store.locked(path):  # one reader of the machine resolves, the others wait for its answer
+            found = self._stored(path, refused)
+            if found is not None:
+                return found, True
+            board = self._board()
+            if board is not None:
+                found = self._ask(board, path)
+                if found is not None and found.fresh() and found.url != refused:
+                    self.store.put(path, found)
+                    return found, True
+            try:
+                resolved = self._resolve(path)
+            except RemoteFileNotFound:
+                self.store.put_missing(path)  # optional files (the index sidecar) are looked for by every reader
+                raise
+            self.store.put(path, resolved)
+            if board is not None:
+                self._tell(board, path, resolved)
+            return resolved, False
+
+    def _stored(self, path: str, refused: str | None) -> Resolved | None:
+        """The machine's usable entry of ``path``; ``RemoteFileNotFound`` when the Hub lately said it has none."""
+        assert self.store is not None
+        found, missing = self.store.lookup(path)
+        if missing:
+            raise RemoteFileNotFound(f"{self.describe(path)}: not found (HTTP 404)")
+        return found if found is not None and found.fresh() and found.url != refused else None
+
+    def _board(self) -> JobBoard | None:
+        """The job's board announced in the machine's folder (``share="job"`` only)."""
+        if self.share != "job" or self.store is None:
+            return None
+        announced = self.store.read("job.json")
+        return connect_board(announced.get("board")) if announced else None
+
+    def _ask(self, board: JobBoard, path: str) -> Resolved | None:
+        try:
+            return board.get(self.scope, path)
+        except (RuntimeError, OSError):
+            forget_board(board)
+            return None
+
+    def _tell(self, board: JobBoard, path: str, resolved: Resolved) -> None:
+        try:
+            board.put(self.scope, path, resolved)
+        except (RuntimeError, OSError):
+            forget_board(board)
 
     def _resolve(self, path: str) -> Resolved:
         self._stats.add(resolves=1)
@@ -176,12 +280,12 @@ class HubLocator:
             if 300 <= status < 400 and "location" in resp.headers:
                 url = urljoin(url, resp.headers["location"])
                 if size is not None:  # the Hub told the size: the redirect target is the download URL
-                    return Resolved(url, size, resp.headers.get("x-linked-etag"))
+                    return stamped(Resolved(url, size, resp.headers.get("x-linked-etag")))
                 continue
             if status == 200:
                 if size is None and "content-length" in resp.headers:
                     size = int(resp.headers["content-length"])
-                return Resolved(url, size)
+                return stamped(Resolved(url, size, resp.headers.get("etag")))
             where = f"{self.describe(path)} ({redact_url(url)})"
             if status == 404:
                 raise RemoteFileNotFound(f"{where}: not found (HTTP 404)")

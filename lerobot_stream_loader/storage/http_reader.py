@@ -8,16 +8,22 @@ is at most ``full_response_limit`` bytes, else the request is retried. Connectio
 ranges are retried with exponential backoff and jitter (honouring ``Retry-After``) within a bounded
 number of attempts and seconds. A 401/403/410 makes an ``hf://`` reader resolve the file again once.
 Redirects are followed by hand so that each hop gets only the headers meant for its host.
+
+Resolving an ``hf://`` file is one request against the Hub's per-token budget. A 429 there is
+backpressure, not a failure: the wait it names (``RateLimit``'s reset, else ``Retry-After``) holds every
+resolve of the token on the machine (:mod:`~lerobot_stream_loader.storage.hub_limits`), within
+``resolve_timeout`` seconds per resolve (default one 5-minute window and a minute).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import random
 import re
 import ssl
 import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import quote, urljoin
 
@@ -26,6 +32,8 @@ import httpx
 from ..errors import FetchError, range_not_supported
 from .credentials import basic_auth_header
 from .hf import HubLocator, Resolved, origin
+from .hub_limits import RateLimit, ResolveHold, limited_wait
+from .hub_limits import retry_after as _retry_after
 from .reader import (
     DEFAULT_COALESCE_GAP,
     DEFAULT_SPLIT_SIZE,
@@ -38,6 +46,7 @@ from .reader import (
 )
 
 _MAX_REDIRECTS = 5
+RESOLVE_TIMEOUT_S = 360.0  # one 5-minute rate-limit window of the Hub, and a minute
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
@@ -48,6 +57,8 @@ class Locator(Protocol):
     can_refresh: bool
 
     def target(self, path: str, *, refresh: bool = False) -> Resolved: ...
+
+    def borrowed(self, path: str) -> bool: ...
 
     def headers_for(self, url: str) -> dict[str, str]: ...
 
@@ -68,6 +79,9 @@ class UrlLocator:
     def target(self, path: str, *, refresh: bool = False) -> Resolved:
         return Resolved(f"{self.root}/{quote(path)}", None)
 
+    def borrowed(self, path: str) -> bool:
+        return False
+
     def headers_for(self, url: str) -> dict[str, str]:
         return dict(self._headers) if origin(url) == self._origin else {}
 
@@ -83,17 +97,12 @@ class _Denied(Exception):
         self.status = status
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+class _RateLimited(Exception):
+    """The Hub answered a resolve with 429: wait ``wait`` seconds (None: it did not say)."""
+
+    def __init__(self, wait: float | None, limit: RateLimit | None) -> None:
+        super().__init__("HTTP 429")
+        self.wait, self.limit = wait, limit
 
 
 @functools.cache
@@ -104,7 +113,12 @@ def shared_ssl_context() -> ssl.SSLContext:
 
 
 class HttpRangeReader(BaseRangeReader):
-    """RangeReader over http(s):// roots and hf:// roots (resolved through the Hub)."""
+    """RangeReader over http(s):// roots and hf:// roots (resolved through the Hub).
+
+    For ``hf://`` roots: ``resolve`` (``"machine"``: resolved URLs shared through ``cache_dir`` by every
+    reader of the machine; ``"job"``: also through the job's board; ``"process"``: kept in this reader
+    only), ``cache_dir`` (default: the machine's cache folder), ``resolve_timeout`` (seconds one resolve
+    may take, rate-limit waits and the wait for another reader's resolve included)."""
 
     def __init__(
         self,
@@ -123,22 +137,31 @@ class HttpRangeReader(BaseRangeReader):
         endpoint: str | None = None,
         keepalive: bool = True,
         basic_auth: str | None = None,
+        resolve: str = "machine",
+        cache_dir: str | os.PathLike[str] | None = None,
+        resolve_timeout: float = RESOLVE_TIMEOUT_S,
     ) -> None:
         super().__init__(
             max_workers=max_workers, coalesce_gap=coalesce_gap, split_size=split_size, retry=retry
         )
         self.root = root
         self.full_response_limit = full_response_limit
+        self.resolve_timeout = float(resolve_timeout)
         self._locator: Locator
+        self._hold: ResolveHold | None = None
         if root.startswith("hf://"):
             if basic_auth is not None:
                 raise ValueError("basic_auth applies to http(s):// roots; a Hub root takes a token")
-            self._locator = HubLocator(
-                root, head=self._head, revision=revision, endpoint=endpoint, token=token, stats=self.stats
-            )
+            hub = HubLocator(root, head=self._resolve_head, revision=revision, endpoint=endpoint, token=token,
+                             stats=self.stats, share=resolve, cache_dir=cache_dir,
+                             lock_timeout=self.resolve_timeout)
+            self._hold = ResolveHold(hub.limit_key, hub.hold_file, hub.endpoint)
+            self._locator = hub
         elif root.startswith(("http://", "https://")):
             if revision is not None:
                 raise ValueError(f"revision={revision!r} only applies to hf:// roots, not {redact_url(root)}")
+            if resolve != "machine" or cache_dir is not None:
+                raise ValueError(f"resolve= and cache_dir= apply to hf:// roots, not {redact_url(root)}")
             self._locator = UrlLocator(root, basic_auth)
         else:
             raise ValueError(f"the HTTP backend needs an http(s):// or hf:// root, got {root!r}")
@@ -155,6 +178,11 @@ class HttpRangeReader(BaseRangeReader):
         shown = self.root if self.root.startswith("hf://") else redact_url(self.root)
         return f"HttpRangeReader({shown!r}, max_workers={self.max_workers})"
 
+    @property
+    def hub_locator(self) -> HubLocator | None:
+        """The locator of an ``hf://`` root (None for http(s) roots)."""
+        return self._locator if isinstance(self._locator, HubLocator) else None
+
     def _describe(self, path: str) -> str:
         return self._locator.describe(path)
 
@@ -162,8 +190,38 @@ class HttpRangeReader(BaseRangeReader):
         self._client.close()
 
     # -- requests -------------------------------------------------------------------------------
-    def _head(self, url: str, headers: Mapping[str, str]) -> httpx.Response:
-        """HEAD ``url`` (no redirect following), retrying transport errors, 429 and 5xx."""
+    def _resolve_head(self, url: str, headers: Mapping[str, str]) -> httpx.Response:
+        """HEAD a Hub resolve URL: the machine's rate-limit hold waited out first, a 429 noted as one,
+        all within ``resolve_timeout``."""
+        assert self._hold is not None
+        deadline = time.monotonic() + self.resolve_timeout
+        unnamed = 0
+        while True:
+            self._wait_for_hold(url, deadline)
+            try:
+                return self._head(url, headers, rate_limited=True)
+            except _RateLimited as exc:
+                unnamed = unnamed + 1 if exc.wait is None else 0
+                wait = exc.wait if exc.wait is not None else self.retry.delay(unnamed)
+                self._hold.note(max(wait, 1.0), exc.limit)  # "t=0": the window resets in under a second
+
+    def _wait_for_hold(self, url: str, deadline: float) -> None:
+        assert self._hold is not None
+        left = self._hold.remaining()
+        if left <= 0:
+            return
+        wait = left + random.uniform(0.0, min(5.0, 0.1 * left))  # readers held together do not return together
+        if time.monotonic() + wait > deadline:
+            raise FetchError(f"HEAD {redact_url(url)}: the Hub's resolver rate limit holds resolves for "
+                             f"{left:.0f} s more, past resolve_timeout ({self.resolve_timeout:g} s)")
+        self._hold.waiting(left)
+        self.stats.add(retries=1, throttled=1, retry_wait_seconds=wait)
+        if self._closing.wait(wait):
+            raise FetchError(f"HEAD {redact_url(url)}: the reader was closed")
+
+    def _head(self, url: str, headers: Mapping[str, str], *, rate_limited: bool = False) -> httpx.Response:
+        """HEAD ``url`` (no redirect following), retrying transport errors, 429 and 5xx (with
+        ``rate_limited``, a 429 raises :class:`_RateLimited` for the caller's hold instead)."""
 
         def once(deadline: float) -> httpx.Response:
             try:
@@ -171,6 +229,8 @@ class HttpRangeReader(BaseRangeReader):
             except _TRANSIENT as exc:
                 raise Retryable(f"{type(exc).__name__}: {exc}") from exc
             self.stats.add(head_requests=1)
+            if resp.status_code == 429 and rate_limited:
+                raise _RateLimited(*limited_wait(resp.headers))
             if resp.status_code == 429 or resp.status_code >= 500:
                 raise Retryable(f"HTTP {resp.status_code}", _retry_after(resp.headers.get("retry-after")))
             return resp
@@ -213,17 +273,18 @@ class HttpRangeReader(BaseRangeReader):
     # -- ranges -----------------------------------------------------------------------------------
     def _fetch(self, path: str, offset: int, length: int) -> bytes:
         what = f"{self._describe(path)} bytes {offset}-{offset + length - 1}"
-        refreshed = False
+        refreshes = 0  # a URL another reader resolved again may be refused too: then this one resolves
         while True:
-            target = self._locator.target(path, refresh=refreshed)
+            target = self._locator.target(path, refresh=refreshes > 0)
             try:
                 return self._with_retries(what, functools.partial(self._get_once, target, offset, length))
             except _Denied as exc:
-                if self._locator.can_refresh and not refreshed:
-                    refreshed = True
+                borrowed = refreshes == 1 and self._locator.borrowed(path)
+                if self._locator.can_refresh and (refreshes == 0 or borrowed):
+                    refreshes += 1
                     self.stats.add(reresolves=1)
                     continue
-                again = " even after resolving the file again" if refreshed else ""
+                again = " even after resolving the file again" if refreshes else ""
                 raise AccessDenied(f"{what}: access refused ({exc}){again}") from None
 
     def _get_once(self, target: Resolved, offset: int, length: int, deadline: float) -> bytes:

@@ -5,6 +5,7 @@ returns the episode indices the defect makes bad, so that a test can compare the
 reader or ``validate`` reports. Data parquet files keep their row-group layout (each row group is
 rewritten on its own); nothing else of the dataset is fixed up (``meta/`` is left as it was).
 
+- :func:`edit_episode_rows`: change an episode's rows with any function (the others are made of it).
 - :func:`shift_rows`: move an episode's row timestamps (e.g. whole frames later, past the tolerance
   and into the frames of the next episode of the same MP4).
 - :func:`drop_rows`: remove rows of an episode from its data file.
@@ -62,10 +63,12 @@ def _rows_of(table: pa.Table, episode: int, rows: slice) -> np.ndarray:
     return mask
 
 
-def _episode_rows_in_groups(root: Path, data_path: str, episode: int, rows: slice,
-                            edit: Callable[[pa.Table, np.ndarray], pa.Table]) -> None:
-    """Apply ``edit(group, mask)`` to every row group, ``mask`` marking the chosen rows of the episode
-    (positions in the whole episode, even when it spans several row groups)."""
+def edit_episode_rows(root: Path, episode: int, edit: Callable[[pa.Table, np.ndarray], pa.Table],
+                      rows: slice = slice(None)) -> set[int]:
+    """Apply ``edit(group, mask)`` to every row group of ``episode``'s data file, ``mask`` marking the
+    rows ``rows`` of the episode (positions within the whole episode, even when it spans several row
+    groups); ``edit`` returns the group's new rows. Returns ``{episode}``."""
+    data_path = _meta(root).episode(episode).data_path
     whole = pq.read_table(root / data_path, columns=["episode_index", "index"])
     chosen = set(whole.column("index").to_numpy()[_rows_of(whole, episode, rows)].tolist())
 
@@ -75,6 +78,7 @@ def _episode_rows_in_groups(root: Path, data_path: str, episode: int, rows: slic
         return edit(group, mask)
 
     edit_data_file(root, data_path, change)
+    return {episode}
 
 
 def shift_rows(root: Path, episode: int, seconds: float, rows: slice = slice(None)) -> set[int]:
@@ -88,16 +92,13 @@ def shift_rows(root: Path, episode: int, seconds: float, rows: slice = slice(Non
         where = group.schema.get_field_index("timestamp")
         return group.set_column(where, group.schema.field(where), moved.combine_chunks())
 
-    _episode_rows_in_groups(root, _meta(root).episode(episode).data_path, episode, rows, edit)
-    return {episode}
+    return edit_episode_rows(root, episode, edit, rows)
 
 
 def drop_rows(root: Path, episode: int, rows: slice = slice(-2, None)) -> set[int]:
     """Remove rows ``rows`` (positions within the episode, default its last two) of ``episode`` from
     its data file, changing nothing else; returns ``{episode}``."""
-    _episode_rows_in_groups(root, _meta(root).episode(episode).data_path, episode, rows,
-                            lambda group, mask: group.filter(pa.array(~mask)))
-    return {episode}
+    return edit_episode_rows(root, episode, lambda group, mask: group.filter(pa.array(~mask)), rows)
 
 
 def episodes_using(root: Path, relative: str) -> set[int]:

@@ -18,6 +18,7 @@ Typical use (fixtures registered through ``pytest_plugins`` in tests/conftest.py
 from __future__ import annotations
 
 import http.client
+import math
 import os
 import random
 import secrets
@@ -486,6 +487,7 @@ class _Signature:
     path: str
     uses: int = 0
     valid: bool = True
+    expires_at: float | None = None
 
 
 @dataclass
@@ -499,6 +501,14 @@ class HubStandIn:
     has to ask the CDN for the size). With ``token`` set, resolving needs ``Authorization: Bearer <token>`` (else 401).
     ``resolves`` counts resolutions per file, ``authorizations`` keeps the Authorization headers
     received (None when absent).
+
+    Like the Hub: the redirect carries ``X-Linked-Etag`` and ``X-Repo-Commit``; with ``url_lifetime``
+    (seconds) a signed URL names its expiry in its query (``X-Amz-Date`` + ``X-Amz-Expires`` and
+    ``Expires=``) and the CDN refuses it after that. With ``resolver_budget``, each token (or anonymous
+    caller) may resolve that many times per fixed window of ``window_s`` seconds; beyond, the answer is
+    429 with ``Retry-After`` and the Hub's ``RateLimit: "resolvers";r=0;t=<s>`` and ``RateLimit-Policy``
+    (every answer carries ``RateLimit`` then). ``resolve_requests`` counts every request to
+    ``/resolve/`` per path asked (429s included), ``limited`` the 429s answered.
     """
 
     files_root: Path
@@ -507,13 +517,19 @@ class HubStandIn:
     uses_per_signature: int | None = None
     expired_status: int = 403
     send_linked_size: bool = True
+    url_lifetime: float | None = None
+    resolver_budget: int | None = None
+    window_s: float = 300.0
     resolves: Counter = field(default_factory=Counter)
+    resolve_requests: Counter = field(default_factory=Counter)
+    limited: int = 0
     authorizations: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.files_root = Path(self.files_root).resolve()
         self._repos: dict[tuple[str, str, str | None], str] = {}
         self._sigs: dict[str, _Signature] = {}
+        self._windows: dict[str, tuple[float, int]] = {}  # caller -> (window start, resolves in it)
         self._lock = threading.Lock()
         self.cdn.gate = self._gate
         self._api = LoopbackHTTPServer(self._handle)
@@ -547,6 +563,8 @@ class HubStandIn:
             sig = self._sigs.get(sig_id)
             if sig is None or sig.path != unquote(parts.path).lstrip("/") or not sig.valid:
                 return self.expired_status
+            if sig.expires_at is not None and time.time() >= sig.expires_at:
+                return self.expired_status
             sig.uses += 1
             if self.uses_per_signature is not None and sig.uses > self.uses_per_signature:
                 sig.valid = False
@@ -564,6 +582,9 @@ class HubStandIn:
             key, rel = ("buckets", f"{segments[1]}/{segments[2]}", None), segments[4:]
         else:
             return answer(h, 404, b"no such route\n")
+        budget = self._budget(auth or "anonymous", "/".join(rel))
+        if budget is not None and "Retry-After" in budget:
+            return answer(h, 429, b"rate limited\n", budget)
         if self.token is not None and auth != f"Bearer {self.token}":
             return answer(h, 401, b"invalid credentials\n")
         folder = self._repos.get(key)
@@ -572,14 +593,43 @@ class HubStandIn:
         if folder is None or ".." in rel or not rel or not file.is_file():
             return answer(h, 404, b"entry not found\n", {"X-Error-Code": "EntryNotFound"})
         sig_id = secrets.token_hex(8)
+        now = int(time.time())
+        expires = now + int(self.url_lifetime) if self.url_lifetime is not None else None
         with self._lock:
-            self._sigs[sig_id] = _Signature(target)
+            self._sigs[sig_id] = _Signature(target, expires_at=expires)
             self.resolves[target] += 1
-        location = f"{self.cdn.url}/{quote(target)}?sig={sig_id}&X-Amz-Signature={secrets.token_hex(8)}"
-        headers = {"Location": location, "X-Repo-Commit": "0" * 40}
+        query = f"sig={sig_id}"
+        if expires is not None:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+            query += f"&X-Amz-Date={stamp}&X-Amz-Expires={int(self.url_lifetime or 0)}&Expires={expires}"
+        location = f"{self.cdn.url}/{quote(target)}?{query}&X-Amz-Signature={secrets.token_hex(8)}"
+        stat = file.stat()
+        headers = {"Location": location, "X-Repo-Commit": "0" * 40,
+                   "X-Linked-Etag": f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"', **(budget or {})}
         if self.send_linked_size:
-            headers["X-Linked-Size"] = str(file.stat().st_size)
+            headers["X-Linked-Size"] = str(stat.st_size)
         return answer(h, 302, b"", headers)
+
+    def _budget(self, caller: str, path: str) -> dict[str, str] | None:
+        """Count a resolve of ``caller`` in its window; the RateLimit headers to answer (None: no budget);
+        with ``Retry-After`` among them when the budget is spent."""
+        with self._lock:
+            self.resolve_requests[path] += 1
+            if self.resolver_budget is None:
+                return None
+            now = time.time()
+            start = math.floor(now / self.window_s) * self.window_s
+            seen_start, used = self._windows.get(caller, (start, 0))
+            used = used if seen_start == start else 0
+            reset = max(1, math.ceil(start + self.window_s - now))
+            policy = f'"fixed window";"resolvers";q={self.resolver_budget};w={self.window_s:g}'
+            if used >= self.resolver_budget:
+                self.limited += 1
+                return {"RateLimit": f'"resolvers";r=0;t={reset}', "RateLimit-Policy": policy,
+                        "Retry-After": str(reset)}
+            self._windows[caller] = (start, used + 1)
+            left = self.resolver_budget - used - 1
+            return {"RateLimit": f'"resolvers";r={left};t={reset}', "RateLimit-Policy": policy}
 
 
 # ------------------------------------------------------------------------------------------ fixtures
