@@ -1,4 +1,4 @@
-"""One entry point for every benchmark: ``python -m benchmarks {stream,storage,mp4,tools,mix,scale,all} [--small] ...``.
+"""One entry point for every benchmark: ``python -m benchmarks {stream,storage,mp4,tools,mix,scale,validate,all} [--small] ...``.
 
 Arguments after the subcommand go to that benchmark (``all`` passes ``--small`` on to each). Every
 benchmark writes into ``benchmarks/results/``.
@@ -16,9 +16,11 @@ BENCHMARKS = {
     "storage": "benchmarks.storage_bench",
     "mix": "benchmarks.mix_bench",
     "scale": "benchmarks.scale_bench",
+    "validate": "benchmarks.validate_bench",
 }
-TAKES_SMALL = {"stream", "storage", "mix", "scale"}
-USAGE = "usage: python -m benchmarks {stream,storage,mp4,tools,mix,scale,all} [--small] [options of that benchmark]"
+TAKES_SMALL = {"stream", "storage", "mix", "scale", "validate"}
+USAGE = ("usage: python -m benchmarks {stream,storage,mp4,tools,mix,scale,validate,all} [--small] "
+         "[options of that benchmark]")
 
 
 def run(name: str, argv: list[str]) -> int:

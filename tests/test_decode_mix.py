@@ -96,7 +96,7 @@ def test_batches_mix_about_as_many_episodes_as_a_uniform_sampler():
 def test_unshuffled_plan_decodes_in_yield_order():
     episodes = episodes_of(lengths_of(10, 5, 40))
     plan = plan_shard(episodes, shuffle=False, worker_id=1, num_workers=3)
-    assert np.array_equal(plan.decode_rank, np.arange(len(plan)))
+    assert (np.diff(plan.decode_rank) > 0).all()  # decoded in position order
     assert all(len(positions) <= UNSHUFFLED_RUN for _, positions in decode_runs(plan))
 
 

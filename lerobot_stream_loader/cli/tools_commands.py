@@ -30,12 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_realign)
 
     parser = subparsers.add_parser(
-        "shuffle", help="write episodes in a seeded random order (re-encodes video)",
+        "shuffle", help="write episodes in a seeded random order (stream copy or re-encode)",
         description="Write a copy of SRC to OUT with its episodes physically in a seeded random order; "
-                    "videos are re-encoded by a streaming encoder, one task per output file and camera.")
+                    "videos are stream-copied (--vcodec copy: lossless, needs every episode to start on a "
+                    "keyframe) or re-encoded by a streaming encoder, one task per output file and camera. "
+                    "A killed run continues where it stopped when run again with --resume.")
     _source_output(parser)
     parser.add_argument("--seed", type=int, required=True, help="seed of the episode order")
-    _shuffle_options(parser)
+    _shuffle_options(parser, prepare=False)
     parser.set_defaults(func=_shuffle)
 
     parser = subparsers.add_parser(
@@ -45,14 +47,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _source_output(parser)
     parser.add_argument("--no-shuffle", dest="shuffle", action="store_false", help="realign only")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episode order (default 0)")
-    _shuffle_options(parser)
+    _shuffle_options(parser, prepare=True)
     parser.set_defaults(func=_prepare)
 
     parser = subparsers.add_parser(
         "validate", help="check a dataset (exit status 1 on problems)",
         description="Check counts, referenced files, data/video/meta alignment (reported), video spans "
-                    "and a few decoded frames per video file.")
+                    "and a few decoded frames per video file; with --frames all, every frame of every "
+                    "episode, as streaming reads it, naming the bad episodes ('bad_episodes' in --json).")
     parser.add_argument("root", metavar="ROOT", help="dataset root: local folder or fsspec URL")
+    parser.add_argument("--frames", choices=("sample", "all"), default="sample",
+                        help="decode a few frames per video file (sample, default) or every frame (all)")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="processes decoding with --frames all (default: one per CPU)")
     add_storage_options(parser)
     _json(parser)
     parser.set_defaults(func=_validate)
@@ -71,20 +78,31 @@ def _source_output(parser: argparse.ArgumentParser) -> None:
     _json(parser)
 
 
-def _shuffle_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vcodec", default="libsvtav1", help="encoder, or 'auto' (default libsvtav1)")
-    parser.add_argument("--crf", type=int, default=30, help="quality (default 30)")
-    parser.add_argument("--g", type=int, default=2, help="keyframe interval (default 2)")
-    parser.add_argument("--preset", default="12", help="encoder preset (default 12)")
+def _shuffle_options(parser: argparse.ArgumentParser, *, prepare: bool) -> None:
+    """Shuffle's options; ``prepare``: encoder options default to none given (copy where possible)."""
+    if prepare:
+        parser.add_argument("--vcodec", default=None,
+                            help="'copy' (stream copy), an encoder, or 'auto' (default: copy when every episode "
+                                 "starts on a keyframe and no --crf/--g/--preset is given, else libsvtav1)")
+    else:
+        parser.add_argument("--vcodec", default="libsvtav1",
+                            help="'copy' (stream copy, lossless), an encoder, or 'auto' (default libsvtav1)")
+    parser.add_argument("--crf", type=int, default=None if prepare else 30, help="quality (default 30)")
+    parser.add_argument("--g", type=int, default=None if prepare else 2, help="keyframe interval (default 2)")
+    parser.add_argument("--preset", default=None if prepare else "12", help="encoder preset (default 12)")
     parser.add_argument("--workers", type=positive_int, default=None, help="processes (default: one per CPU)")
     parser.add_argument("--max-episodes-per-file", type=positive_int, default=None,
                         help="also roll files over after this many episodes")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed run of the same arguments from the files it finished")
 
 
 def _shuffle_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    preset: int | str = int(args.preset) if args.preset.lstrip("-").isdigit() else args.preset
-    return {"vcodec": args.vcodec, "crf": args.crf, "g": args.g, "preset": preset,
-            "max_workers": args.workers, "max_episodes_per_file": args.max_episodes_per_file}
+    options: dict[str, Any] = {"vcodec": args.vcodec, "crf": args.crf, "g": args.g, "max_workers": args.workers,
+                               "max_episodes_per_file": args.max_episodes_per_file}
+    if args.preset is not None:
+        options["preset"] = int(args.preset) if args.preset.lstrip("-").isdigit() else args.preset
+    return {name: value for name, value in options.items() if value is not None or name == "max_workers"}
 
 
 def _storage_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,10 +140,12 @@ def _shuffle(args: argparse.Namespace) -> int:
     from ..tools import shuffle_episodes
 
     result = shuffle_episodes(args.source, args.output, args.seed, overwrite=args.overwrite,
-                              progress=not args.json, **_storage_kwargs(args), **_shuffle_kwargs(args))
+                              progress=not args.json, resume=args.resume, **_storage_kwargs(args),
+                              **_shuffle_kwargs(args))
+    kept = f", {result.resumed} files kept from the unfinished run" if result.resumed else ""
     return _finish(args, result.to_dict(),
                    f"shuffled {result.episodes} episodes ({result.frames} frames, {result.vcodec}) into "
-                   f"{result.data_files} files in {result.output} ({result.seconds} s)")
+                   f"{result.data_files} files in {result.output} ({result.seconds} s{kept})")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -133,7 +153,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     options = _shuffle_kwargs(args) if args.shuffle else {}
     result = prepare(args.source, args.output, shuffle=args.shuffle, seed=args.seed, overwrite=args.overwrite,
-                     progress=not args.json, **_storage_kwargs(args), **options)
+                     progress=not args.json, resume=args.resume, **_storage_kwargs(args), **options)
     how = "shuffled" if result.shuffled else "realigned"
     return _finish(args, result.to_dict(),
                    f"prepared {result.output} ({how}, sidecar {result.sidecar}, validation ok)")
@@ -142,7 +162,8 @@ def _prepare(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from ..tools import validate
 
-    report = validate(args.root, storage_options=args.storage_options)
+    report = validate(args.root, storage_options=args.storage_options, frames=args.frames, workers=args.workers,
+                      progress=args.frames == "all")  # the bar goes to stderr: --json output stays clean
     if args.json:
         print_json(report.to_dict())
     else:

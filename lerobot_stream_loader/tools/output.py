@@ -111,6 +111,14 @@ def staged_output(output: Output, *, what: str, keep: tuple[str, ...] = (),
         raise ToolError(f"{what} failed, nothing was written to {output}: {type(exc).__name__}: {exc}") from exc
 
 
+def commit_folder(folder: Path, output: Output, *, progress: bool = False) -> None:
+    """Move a finished local folder into place at ``output`` (a URL output: publish it there)."""
+    if isinstance(output, RemoteOutput):
+        output.publish(folder, progress=progress)
+    else:
+        _commit(folder, output, ())
+
+
 def _commit(tmp: Path, output: Path, keep: tuple[str, ...]) -> None:
     moved: list[str] = []
     try:

@@ -1,7 +1,9 @@
 """prepare: the common case in one call: shuffle (or realign), data_files, MP4 index sidecar, validate.
 
-The sidecar and the validation run on the finished temporary folder, so a dataset that does not
-validate is never renamed into ``output_dir`` (nor, for a URL output, uploaded).
+The shuffle stream-copies videos when the source allows it (every episode starts on a keyframe) and
+no encoder option is given, else re-encodes. The sidecar and the validation run on the finished
+staging folder, so a dataset that does not validate is never renamed into ``output_dir`` (nor, for a
+URL output, uploaded). A killed shuffling ``prepare`` continues with ``resume=True`` (``--resume``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ..storage import open_reader
 from .index_sidecar import build_entries, save_sidecar
 from .output import ToolError
 from .realign import realign_parquets_to_videos
-from .shuffle import shuffle_episodes
+from .shuffle import run_shuffle
 from .validate import ValidationReport, validate
 
 
@@ -39,12 +41,16 @@ class PrepareResult:
 def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], *, shuffle: bool = True,
             seed: int = 0, overwrite: bool = False, storage_options: dict[str, Any] | None = None,
             progress: bool = False, output_storage_options: dict[str, Any] | None = None,
-            staging_dir: str | os.PathLike[str] | None = None, **shuffle_options: Any) -> PrepareResult:
+            staging_dir: str | os.PathLike[str] | None = None, resume: bool = False,
+            **shuffle_options: Any) -> PrepareResult:
     """Write a streaming-ready copy of ``source`` to ``output_dir``.
 
-    ``shuffle=True`` (default) re-encodes episodes in a seeded order (``shuffle_options`` go to
-    :func:`shuffle_episodes`: ``vcodec``, ``executor``, ...); ``shuffle=False`` realigns without
-    re-encoding. ``output_dir`` is a local folder or a writable fsspec URL (``output_storage_options``
+    ``shuffle=True`` (default) writes the episodes in a seeded order (``shuffle_options`` go to
+    :func:`shuffle_episodes`: ``vcodec``, ``executor``, ...). Without ``vcodec`` and the encoder
+    options (``crf``, ``g``, ``preset``, ``pix_fmt``) videos are stream-copied when every episode
+    starts on a keyframe, else re-encoded with libsvtav1. ``resume=True`` continues a killed shuffling
+    run of the same arguments (see :func:`shuffle_episodes`). ``shuffle=False`` realigns without
+    re-encoding (at disk speed; it always starts from the beginning). ``output_dir`` is a local folder or a writable fsspec URL (``output_storage_options``
     and ``staging_dir`` as for :func:`shuffle_episodes`): the sidecar and the validation run on the local
     staged copy, which is uploaded (``meta/info.json`` last) only when it validates. Raises
     ``ToolError`` and writes nothing when any step or the validation fails.
@@ -66,10 +72,13 @@ def prepare(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], 
         state["entries"] = len(entries)
 
     if shuffle:
-        summary = shuffle_episodes(source, output_dir, seed, overwrite=overwrite, storage_options=storage_options,
-                                   progress=progress, before_commit=finish,
-                                   output_storage_options=output_storage_options, staging_dir=staging_dir,
-                                   **shuffle_options).to_dict()
+        vcodec = shuffle_options.pop("vcodec", None)
+        if vcodec is None and any(name in shuffle_options for name in ("crf", "g", "preset", "pix_fmt")):
+            vcodec = "libsvtav1"
+        summary = run_shuffle(source, output_dir, seed, vcodec, tool="prepare", overwrite=overwrite,
+                              storage_options=storage_options, progress=progress, before_commit=finish,
+                              output_storage_options=output_storage_options, staging_dir=staging_dir,
+                              resume=resume, **shuffle_options).to_dict()
     else:
         if shuffle_options:
             raise TypeError(f"options {sorted(shuffle_options)} only apply with shuffle=True")

@@ -61,13 +61,14 @@ def _shift_table(buf: bytearray, table_box: Box, dtype: str, shift: int) -> bool
     return True
 
 
-def episode_bounds(data: bytes, lengths: list[int], fps: int, name: str) -> list[tuple[float, float]]:
-    """(from_timestamp, to_timestamp) of consecutive episodes of ``lengths`` frames in an MP4.
+def episode_bounds(data: bytes | Mp4Index, lengths: list[int], fps: int, name: str) -> list[tuple[float, float]]:
+    """(from_timestamp, to_timestamp) of consecutive episodes of ``lengths`` frames in an MP4 (its
+    bytes or its index).
 
     ``from`` is the presentation time of the episode's first frame; ``to`` is the next episode's
     ``from`` (the last one: its last frame + one frame duration at ``fps``).
     """
-    index = index_mp4(data, name=name)
+    index = data if isinstance(data, Mp4Index) else index_mp4(data, name=name)
     seconds = index.display_seconds
     total = sum(lengths)
     if len(seconds) != total:
@@ -78,9 +79,9 @@ def episode_bounds(data: bytes, lengths: list[int], fps: int, name: str) -> list
     return list(zip(froms, tos))
 
 
-def check_episode_keyframes(data: bytes, lengths: list[int], name: str) -> None:
+def check_episode_keyframes(data: bytes | Mp4Index, lengths: list[int], name: str) -> None:
     """Every episode's first frame (in decode order too) must be a sync sample."""
-    index = index_mp4(data, name=name)
+    index = data if isinstance(data, Mp4Index) else index_mp4(data, name=name)
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(int)
     first_decoded = [int(index.display_order[s:s + n].min()) for s, n in zip(starts, lengths)]
     bad = [k for k, sample in enumerate(first_decoded) if not index.sync[sample]]

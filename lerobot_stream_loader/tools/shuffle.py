@@ -1,39 +1,53 @@
 """shuffle_episodes: a copy of a dataset whose episodes are physically in a seeded random order.
 
-Rows are copied with ``episode_index``/``index`` renumbered; videos are re-encoded in the new order
-by the streaming encoder (one task per output video file and camera, one per data file, run on any
-``concurrent.futures.Executor``). Data, videos and meta/episodes are aligned, files roll over at the
-dataset's size limits (estimated from the source bytes), image stats are recomputed while encoding.
+Rows are copied with ``episode_index``/``index`` renumbered; videos are either stream-copied
+(``vcodec="copy"``: every episode's samples moved as they are, lossless, at disk speed; see
+:mod:`.shuffle_copy`) or re-encoded in the new order by the streaming encoder. One task per output
+video file and camera, one per data file, run on any ``concurrent.futures.Executor``. Data, videos
+and meta/episodes are aligned, files roll over at the dataset's size limits (estimated from the
+source bytes). A run records each finished file in its staging folder and, killed, resumes from
+there (``resume=True``, :mod:`.resume`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, replace
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ..meta.dataset_meta import DatasetMeta
 from ..meta.depth import is_depth_feature
 from ..synthetic.depth import DEPTH_CRF
 from .encoder import CodecSettings
 from .layout import FileGroup, copy_meta_files, finish_info, make_groups, write_info
-from .main_script import spawn_unsafe_reason
-from .output import ToolError, check_output, open_output, staged_output
+from .output import check_output, open_output
+from .resume import partial_folder, resumable_output
+from .shuffle_copy import (
+    COPY,
+    CopyNotPossible,
+    CopyTask,
+    SourceSurvey,
+    copied_file_is_intact,
+    copy_problem,
+    survey_videos,
+)
 from .shuffle_meta import write_shuffled_meta
-from .shuffle_tasks import DataTask, EpisodeMove, VideoTask, run_data_task, run_video_task
+from .shuffle_tasks import DataTask, EpisodeMove, VideoTask
 from .source import SourceFiles, VideoSource, open_source
+from .task_runner import InlineExecutor, Task, local_executor, run_tasks
 
 MB = 1 << 20
 _log = logging.getLogger(__name__)
+__all__ = ["InlineExecutor", "ShuffleResult", "local_executor", "run_shuffle", "shuffle_episodes", "shuffle_order"]
 
 
 @dataclass
@@ -47,10 +61,11 @@ class ShuffleResult:
     order: list[int]  # source episode index of each output episode
     data_files: int
     video_files: int
-    vcodec: str
+    vcodec: str  # the encoder used, or "copy"
     tasks: int
     bytes_written: int = 0
     seconds: float = 0.0
+    resumed: int = 0  # files kept from an earlier, unfinished run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,27 +97,50 @@ def shuffle_episodes(
     before_commit: Callable[[Path], None] | None = None,
     output_storage_options: dict[str, Any] | None = None,
     staging_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> ShuffleResult:
     """Write ``source`` with its episodes in the order ``shuffle_order(N, seed)`` to ``output_dir``.
 
-    ``vcodec="auto"`` picks a working hardware encoder, else libsvtav1. ``executor``: where the tasks
-    run (default: a local process pool of ``max_workers`` or one per CPU). Size limits default to the
-    source's info.json. ``output_dir`` is a local folder or a writable fsspec URL (options:
-    ``output_storage_options``, else ``storage_options`` when the protocol is the source's); a URL
-    output is built in a local staging folder (in ``staging_dir``, default the system temp dir) and then
-    uploaded, ``meta/info.json`` last (a local output is built beside itself; ``staging_dir`` is for
-    URL outputs). With an executor whose workers run on other machines, tasks write into that folder
-    (or beside a local ``output_dir``): it must be on a file system they all see.
-    ``before_commit(folder)`` runs on the finished local folder before it is renamed into place (or
-    uploaded). Raises ``ToolError`` (nothing written) when any task fails.
+    ``vcodec="copy"`` moves every episode's video samples as they are (lossless, frames bit-identical,
+    no encoder settings apply); it needs every episode of every camera to start on a keyframe, else
+    :class:`CopyNotPossible` names the first one that does not. Any other ``vcodec`` re-encodes with
+    ``crf``, ``g``, ``preset``, ``pix_fmt``; ``"auto"`` picks a working hardware encoder, else libsvtav1.
+    ``executor``: where the tasks run (default: a local pool of ``max_workers`` or one per CPU).
+    Size limits default to the source's info.json. ``output_dir`` is a local folder or a writable
+    fsspec URL (options: ``output_storage_options``, else ``storage_options`` when the protocol is the
+    source's); the dataset is built in a staging folder (beside a local ``output_dir``; for a URL, in
+    ``staging_dir``, default the system temp dir) and then renamed into place or uploaded,
+    ``meta/info.json`` last. With an executor whose workers run on other machines, that folder must be
+    on a file system they all see. ``resume=True`` continues a run of the same arguments that was
+    killed, keeping the files it finished (each checked again), and keeps this run's finished files
+    if it fails. ``before_commit(folder)`` runs on the finished local folder before it is moved into
+    place. Raises ``ToolError`` (nothing written to ``output_dir``) when any task fails.
     """
+    return run_shuffle(source, output_dir, seed, vcodec, crf=crf, g=g, preset=preset, pix_fmt=pix_fmt,
+                       executor=executor, max_workers=max_workers, overwrite=overwrite,
+                       max_episodes_per_file=max_episodes_per_file, video_files_size_in_mb=video_files_size_in_mb,
+                       data_files_size_in_mb=data_files_size_in_mb, storage_options=storage_options,
+                       progress=progress, before_commit=before_commit, output_storage_options=output_storage_options,
+                       staging_dir=staging_dir, resume=resume)
+
+
+def run_shuffle(source: str | os.PathLike[str], output_dir: str | os.PathLike[str], seed: int, vcodec: str | None,
+                *, tool: str = "shuffle", crf: int = 30, g: int = 2, preset: int | str = 12, pix_fmt: str = "yuv420p",
+                executor: Executor | None = None, max_workers: int | None = None, overwrite: bool = False,
+                max_episodes_per_file: int | None = None, video_files_size_in_mb: float | None = None,
+                data_files_size_in_mb: float | None = None, storage_options: dict[str, Any] | None = None,
+                progress: bool = False, before_commit: Callable[[Path], None] | None = None,
+                output_storage_options: dict[str, Any] | None = None,
+                staging_dir: str | os.PathLike[str] | None = None, resume: bool = False) -> ShuffleResult:
+    """:func:`shuffle_episodes` for a named ``tool`` (a resumed run must be of the same tool);
+    ``vcodec=None``: stream copy where every episode allows it, else libsvtav1."""
     start = time.perf_counter()
     output = open_output(output_dir, source, storage_options=storage_options,
                          output_storage_options=output_storage_options, staging_dir=staging_dir)
     meta = open_source(os.fspath(source), storage_options)
     check_output(os.fspath(source), output, overwrite=overwrite)
-    settings = CodecSettings(vcodec, pix_fmt, g, crf, preset).resolved()
     files = SourceFiles.of(meta)
+    videos = VideoSource(files)
     info = dict(meta.info)
     if video_files_size_in_mb is not None:
         info["video_files_size_in_mb"] = video_files_size_in_mb
@@ -110,29 +148,69 @@ def shuffle_episodes(
         info["data_files_size_in_mb"] = data_files_size_in_mb
     order = shuffle_order(meta.total_episodes, seed)
     moves = plan_moves(meta, order)
-    groups = plan_groups(meta, files, moves, info, max_episodes_per_file)
-    result = ShuffleResult(str(output), seed, meta.total_episodes, meta.total_frames,
-                           [m.old for m in moves], len(groups), len(groups) * len(meta.video_keys),
-                           settings.vcodec, 0)
-    with staged_output(output, what=f"shuffle of {meta.root}", progress=progress) as tmp:
-        tasks = make_tasks(meta, files, moves, groups, info, settings, tmp)
-        result.tasks = len(tasks)
-        outcomes = run_tasks(tasks, executor, max_workers, progress)
+    survey = survey_videos(meta, videos, sorted(moves, key=lambda move: move.old))
+    groups = plan_groups(meta, files, moves, info, max_episodes_per_file, survey)
+    copy = use_copy(vcodec, meta, survey, moves)
+    settings = None if copy else CodecSettings(vcodec or "libsvtav1", pix_fmt, g, crf, preset).resolved()
+    arguments = {"tool": tool, "source": str(meta.root), "seed": seed,
+                 "vcodec": COPY if settings is None else settings.vcodec,
+                 "encoding": None if settings is None else asdict(settings), "plan": plan_digest(moves, groups, info)}
+    result = ShuffleResult(str(output), seed, meta.total_episodes, meta.total_frames, [m.old for m in moves],
+                           len(groups), len(groups) * len(meta.video_keys), str(arguments["vcodec"]), 0)
+    tmp = partial_folder(output)
+    tasks = make_tasks(meta, files, moves, groups, info, settings, tmp)
+    relative = {name: Path(task.out).relative_to(tmp).as_posix() for name, task in tasks.items()}
+
+    def intact(name: str) -> bool:  # a stream copy kept from an earlier run: checked against the source
+        task = tasks.get(name)
+        return isinstance(task, CopyTask) and copied_file_is_intact(task)
+
+    with resumable_output(output, what=f"{tool} of {meta.root}", arguments=arguments, resume=resume,
+                          progress=progress, verify=intact, workers=max_workers) as run:
+        for task in tasks.values():
+            Path(task.out).parent.mkdir(parents=True, exist_ok=True)
+        outcomes = {name: earlier for name in tasks if (earlier := run.outcome(name, relative[name])) is not None}
+        result.tasks, result.resumed = len(tasks), len(outcomes)
+        todo = {name: task for name, task in tasks.items() if name not in outcomes}
+        outcomes.update(run_tasks(todo, executor, max_workers, progress, finished=len(outcomes),
+                                  done=lambda name, outcome: run.record(name, relative[name], outcome)))
         result.bytes_written = sum(o["bytes"] for o in outcomes.values())
-        write_shuffled_meta(meta, moves, groups, tasks, outcomes, settings, info, tmp)
+        write_shuffled_meta(meta, moves, groups, tasks, outcomes, info, tmp, copied=copy)
         copy_meta_files(meta, tmp, stats=False)
-        write_info(tmp, finish_info(_encoded_info(meta, info, settings), groups))
+        write_info(tmp, finish_info(info if settings is None else _encoded_info(meta, info, settings), groups))
         if before_commit is not None:
             before_commit(tmp)
     result.seconds = round(time.perf_counter() - start, 3)
     return result
 
 
+def use_copy(vcodec: str | None, meta: DatasetMeta, survey: SourceSurvey, moves: list[EpisodeMove]) -> bool:
+    """Whether videos are stream-copied: ``"copy"`` (refused with the reason when the source does not
+    allow it), ``None`` (when the source allows it), any encoder name: no."""
+    if vcodec not in (None, COPY) or not meta.video_keys:
+        return vcodec == COPY
+    problem = copy_problem(meta, survey, sorted(moves, key=lambda move: move.old))
+    if problem is None:
+        return True
+    if vcodec == COPY:
+        raise CopyNotPossible(f"--vcodec copy (vcodec='copy') cannot shuffle {meta.root}: "
+                              f"{problem}; shuffle with a re-encoding --vcodec (e.g. libsvtav1) instead")
+    _log.info("videos are re-encoded: %s", problem)
+    return False
+
+
+def plan_digest(moves: list[EpisodeMove], groups: list[FileGroup], info: dict[str, Any]) -> str:
+    """SHA-256 of what the tasks are made from: the episodes' moves, the file groups and info.json."""
+    plan = {"moves": [asdict(m) for m in moves], "groups": [asdict(g) for g in groups], "info": info}
+    return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def plan_moves(meta: DatasetMeta, order: list[int]) -> list[EpisodeMove]:
     """Each output episode's source and its new global index range."""
     moves, start = [], 0
+    episodes = meta.episodes  # built once: each access builds every episode's object
     for new, position in enumerate(order):
-        episode = meta.episodes[position]
+        episode = episodes[position]
         videos = tuple((k, s.path, s.from_timestamp, s.to_timestamp) for k, s in episode.videos.items())
         moves.append(EpisodeMove(episode.index, new, episode.length, episode.from_index, start,
                                  episode.data_path, videos))
@@ -141,10 +219,11 @@ def plan_moves(meta: DatasetMeta, order: list[int]) -> list[EpisodeMove]:
 
 
 def plan_groups(meta: DatasetMeta, files: SourceFiles, moves: list[EpisodeMove], info: dict[str, Any],
-                max_episodes: int | None) -> list[FileGroup]:
+                max_episodes: int | None, survey: SourceSurvey | None = None) -> list[FileGroup]:
     """Consecutive output episodes per file, rolled over (as LeRobot does) before a file would reach
-    its size limit; sizes are estimated from the source's bytes of each episode."""
-    videos = VideoSource(files)
+    its size limit; sizes are estimated from the source's bytes of each episode (``survey``)."""
+    if survey is None:
+        survey = survey_videos(meta, VideoSource(files), sorted(moves, key=lambda move: move.old))
     video_limit = float(info.get("video_files_size_in_mb") or 200) * MB
     data_limit = float(info.get("data_files_size_in_mb") or 100) * MB
     data_bytes = sum(files.size(p) for p in sorted({m.data_path for m in moves}))
@@ -154,8 +233,7 @@ def plan_groups(meta: DatasetMeta, files: SourceFiles, moves: list[EpisodeMove],
     for move in moves:
         estimate = {"data": move.length * per_row}
         for key in meta.video_keys:
-            path, lo, hi = move.video(key)
-            estimate[key] = videos.span(path, lo, hi, move.length, f"episode {move.old} of {key}")[1].byte_length
+            estimate[key] = survey.spans[(move.old, key)].byte_length
         full = any(sizes.get(k, 0) + v >= (data_limit if k == "data" else video_limit) for k, v in estimate.items())
         if not runs or (runs[-1] and full) or (max_episodes and len(runs[-1]) >= max_episodes):
             runs.append([])
@@ -167,133 +245,22 @@ def plan_groups(meta: DatasetMeta, files: SourceFiles, moves: list[EpisodeMove],
 
 
 def make_tasks(meta: DatasetMeta, files: SourceFiles, moves: list[EpisodeMove], groups: list[FileGroup],
-               info: dict[str, Any], settings: CodecSettings, out: Path) -> dict[str, VideoTask | DataTask]:
-    """Every task, keyed by a stable id (group number, camera)."""
-    tasks: dict[str, VideoTask | DataTask] = {}
+               info: dict[str, Any], settings: CodecSettings | None, out: Path) -> dict[str, Task]:
+    """Every task, keyed by a stable id (group number, camera); ``settings=None``: stream copies.
+    The tasks write below ``out``, whose folders the caller makes."""
+    tasks: dict[str, Task] = {}
     for number, group in enumerate(groups):
         members = tuple(moves[e] for e in group.episodes)
         tasks[f"{number}/data"] = DataTask(files, str(out / group.data_path(info)), members)
         for key in meta.video_keys:
             height, width = meta.features[key]["shape"][:2]
-            tasks[f"{number}/{key}"] = VideoTask(files, key, str(out / group.video_path(info, key)), members,
-                                                 meta.fps, width, height,
-                                                 camera_settings(meta.features[key], settings))
-    for task in tasks.values():
-        Path(task.out).parent.mkdir(parents=True, exist_ok=True)
-    return tasks
-
-
-def run_tasks(tasks: dict[str, VideoTask | DataTask], executor: Executor | None, max_workers: int | None,
-              progress: bool) -> dict[str, dict[str, Any]]:
-    """Run every task on ``executor``; the first failure cancels the rest and raises ToolError.
-
-    Without an executor: a process pool of ``max_workers`` (default one per CPU, at most one per
-    task), whose encoders share the cores (each gets ``cores // workers`` threads); with a single
-    worker the tasks run here, in turn, which spares starting a process (see ``local_executor``).
-    """
-    own = executor is None
-    if own:
-        workers = min(max_workers or os.cpu_count() or 1, len(tasks))
-        if workers > 1:  # encoders that each use every core would fight over them
-            tasks = {name: _sharing_cores(task, workers) for name, task in tasks.items()}
-        executor = local_executor(workers)
-    assert executor is not None
-    futures: dict[Future, str] = {}
-    try:
-        for name in sorted(tasks, key=lambda n: -_work(tasks[n])):  # longest first: no straggler at the end
-            task = tasks[name]
-            if isinstance(task, VideoTask):
-                futures[executor.submit(run_video_task, task)] = name
+            path = str(out / group.video_path(info, key))
+            if settings is None:
+                tasks[f"{number}/{key}"] = CopyTask(files, key, path, members, meta.fps, width, height)
             else:
-                futures[executor.submit(run_data_task, task)] = name
-        outcomes: dict[str, dict[str, Any]] = {}
-        bar = tqdm(total=len(futures), desc="shuffle", unit="task", disable=not progress)
-        for future in as_completed(futures):
-            name = futures[future]
-            try:
-                outcomes[name] = future.result()
-            except BaseException as exc:
-                for other in futures:
-                    other.cancel()
-                _wait_quietly(futures)
-                future, exc = _first_failure(futures, future, exc)
-                name = futures[future]
-                raise ToolError(f"shuffle task '{tasks[name].name}' failed: {type(exc).__name__}: {exc}; "
-                                "nothing was written") from exc
-            bar.update(1)
-        bar.close()
-        return outcomes
-    finally:
-        if own:
-            executor.shutdown(wait=True, cancel_futures=True)
-
-
-def local_executor(workers: int) -> Executor:
-    """Where the tasks run without an executor: here for one worker, else a pool of ``workers``
-    spawned processes. Where spawned processes cannot start from the main script (a script read
-    from standard input, or a call from a script's top level outside ``if __name__ ==
-    "__main__":``, which every worker would run again), the pool is of threads instead (the codecs
-    release the GIL while they work), with a warning saying why."""
-    if workers <= 1:
-        return InlineExecutor()
-    reason = spawn_unsafe_reason()
-    if reason is not None:
-        _log.warning("shuffle: %s; running the tasks in %d threads of this process instead", reason, workers)
-        return ThreadPoolExecutor(workers, thread_name_prefix="shuffle")
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-
-def _work(task: VideoTask | DataTask) -> int:
-    """Rough cost of a task: pixels to encode (copying rows is cheap beside it)."""
-    frames = sum(move.length for move in task.episodes)
-    return frames * task.width * task.height if isinstance(task, VideoTask) else frames
-
-
-def _sharing_cores(task: VideoTask | DataTask, workers: int) -> VideoTask | DataTask:
-    if not isinstance(task, VideoTask) or task.settings.threads:
-        return task
-    share = max(1, (os.cpu_count() or 1) // workers)
-    return replace(task, settings=replace(task.settings, threads=share))
-
-
-class InlineExecutor(Executor):
-    """Runs each submitted call at once in the calling thread; after a failure, later calls are
-    not run (their futures come back cancelled)."""
-
-    def __init__(self) -> None:
-        self._failed = False
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        if self._failed:
-            future.cancel()
-            return future
-        future.set_running_or_notify_cancel()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the caller through the future
-            self._failed = True
-            future.set_exception(exc)
-        return future
-
-
-def _first_failure(futures: dict[Future, str], seen: Future, error: BaseException
-                   ) -> tuple[Future, BaseException]:
-    """The first submitted task that raised (not one cancelled because of it), else ``seen``."""
-    for future in futures:
-        if not future.cancelled() and future.exception() is not None:
-            return future, future.exception()  # type: ignore[return-value]
-    return seen, error
-
-
-def _wait_quietly(futures: dict[Future, str]) -> None:
-    """Let tasks already running finish (they write into the temporary folder) before cleanup."""
-    for future in futures:
-        if not future.cancelled():
-            try:
-                future.exception()
-            except BaseException:  # cancelled while waiting: nothing more to wait for
-                pass
+                tasks[f"{number}/{key}"] = VideoTask(files, key, path, members, meta.fps, width, height,
+                                                     camera_settings(meta.features[key], settings))
+    return tasks
 
 
 def camera_settings(feature: dict[str, Any], settings: CodecSettings) -> CodecSettings:

@@ -2,11 +2,13 @@
 
 Numeric per-episode stats are carried over from the source rows, except those of the renumbered
 columns (``index``, ``episode_index``), which are recomputed; image stats come from the encoder,
-except a depth camera's, carried over too (its re-encode is lossless).
+except where the frames stay the source's: a depth camera's (its re-encode is lossless) and every
+camera's when videos are stream-copied, carried over too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +18,16 @@ import pyarrow as pa
 from ..meta.dataset_meta import STATS_PATH, DatasetMeta
 from ..meta.depth import depth_keys
 from ..meta.stats import STAT_KEYS, aggregate, to_lists
-from .encoder import CodecSettings
 from .layout import FileGroup, group_of, set_column, write_episode_tables, write_json
-from .shuffle_tasks import RENUMBERED, DataTask, EpisodeMove, VideoTask
+from .shuffle_tasks import RENUMBERED, EpisodeMove
 
 
 def write_shuffled_meta(meta: DatasetMeta, moves: list[EpisodeMove], groups: list[FileGroup],
-                        tasks: dict[str, VideoTask | DataTask], outcomes: dict[str, dict[str, Any]],
-                        settings: CodecSettings, info: dict[str, Any], out: Path) -> None:
-    """meta/episodes files (one per group) and meta/stats.json."""
-    positions = [meta.episode_indices.index(m.old) for m in moves]
+                        tasks: Mapping[str, object], outcomes: dict[str, dict[str, Any]],
+                        info: dict[str, Any], out: Path, *, copied: bool = False) -> None:
+    """meta/episodes files (one per group) and meta/stats.json (``copied``: videos were stream-copied)."""
+    where_in_table = {episode: position for position, episode in enumerate(meta.episode_indices)}
+    positions = [where_in_table[m.old] for m in moves]
     table = meta.episodes_table.take(pa.array(positions, pa.int64()))
     where = group_of(groups)
     new = [m.new for m in moves]
@@ -35,12 +37,12 @@ def write_shuffled_meta(meta: DatasetMeta, moves: list[EpisodeMove], groups: lis
     table = set_column(table, "data/chunk_index", [where[e].chunk for e in new])
     table = set_column(table, "data/file_index", [where[e].file for e in new])
     per_episode: dict[str, list[dict[str, Any]]] = {}
-    depth = set(depth_keys(meta.features))
+    carried = set(meta.video_keys) if copied else set(depth_keys(meta.features))
     for number in range(len(groups)):
         for name in RENUMBERED:
             per_episode.setdefault(name, []).extend(s[name] for s in outcomes[f"{number}/data"]["stats"])
         for key in meta.video_keys:
-            if key not in depth:  # lossless: a depth camera's stats stay those of the source rows
+            if key not in carried:  # the source's frames: their stats stay those of the source rows
                 per_episode.setdefault(key, []).extend(outcomes[f"{number}/{key}"]["stats"])
     for key in meta.video_keys:
         bounds = [b for n in range(len(groups)) for b in outcomes[f"{n}/{key}"]["bounds"]]

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import DatasetFormatError, range_not_supported
 from ..fetch.assembly import READ_AHEAD_FRAMES
@@ -95,7 +96,11 @@ class EpisodeRows:
         if hit is not None:
             self._files.move_to_end(path)
             return hit
-        handle = pq.ParquetFile(self.files.fs.open(self.files.url(path), "rb"))
+        url = self.files.url(path)
+        if isinstance(self.files.fs, LocalFileSystem):  # pyarrow's own reads: no Python file in between
+            handle = pq.ParquetFile(url, memory_map=True)
+        else:
+            handle = pq.ParquetFile(self.files.fs.open(url, "rb"))
         schema = handle.metadata.schema  # leaf columns: a struct (an image feature) holds several
         column = next((i for i in range(len(schema)) if schema.column(i).path == "episode_index"), -1)
         if column < 0:
@@ -144,21 +149,30 @@ class EpisodeRows:
 
 
 class VideoSource:
-    """MP4 sample tables of the source, each read once (range reads of the moov only)."""
+    """MP4 sample tables of the source (range reads of the moov only); the last ``keep`` are kept."""
 
-    def __init__(self, files: SourceFiles) -> None:
+    def __init__(self, files: SourceFiles, keep: int = 16) -> None:
         self.files = files
-        self._indexes: dict[str, Mp4Index] = {}
+        self._indexes: OrderedDict[str, Mp4Index] = OrderedDict()
+        self._keep = keep
 
     def index(self, path: str) -> Mp4Index:
         """The sample table of one source MP4."""
         found = self._indexes.get(path)
         if found is None:
-            size = self.files.size(path)
-            found = index_mp4(lambda off, length: self.files.read(path, off, length), size=size,
-                              name=f"{self.files.root}/{path}")
+            found = self.read_index(path)
             self._indexes[path] = found
+            while len(self._indexes) > self._keep:
+                self._indexes.popitem(last=False)
+        else:
+            self._indexes.move_to_end(path)
         return found
+
+    def read_index(self, path: str) -> Mp4Index:
+        """The sample table of one source MP4, read now."""
+        size = self.files.size(path)
+        return index_mp4(lambda off, length: self.files.read(path, off, length), size=size,
+                         name=f"{self.files.root}/{path}")
 
     def span(self, path: str, from_ts: float, to_ts: float, frames: int, what: str) -> tuple[Mp4Index, Span]:
         """Index and span of the frames presented in [from_ts, to_ts); checks the frame count.

@@ -3,15 +3,18 @@
 Problems are collected, not raised, so one run reports everything; an unaligned dataset is noted,
 not a problem. Datasets written by ``lerobot_stream_loader.synthetic`` (marked by its own key in
 info.json, kept by the tools; never inferred from ``robot_type``) also have the index drawn in
-sampled frames checked against their rows' ``observation.state``.
+sampled frames checked against their rows' ``observation.state``. ``frames="all"`` checks every
+frame of every episode through the loader's own per-episode path instead of sampled frames
+(:mod:`~lerobot_stream_loader.tools.validate_frames`) and names the bad episodes.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -24,19 +27,25 @@ from ..mp4 import Mp4FormatError, synthesize_mp4
 from ..parquet.whole_file import read_parquet_bytes
 from ..synthetic.tables import SAMPLE_PATTERN, SAMPLE_PATTERN_KEY
 from .source import SourceFiles, VideoSource
+from .validate_frames import BadEpisode, check_all_frames
 
 TOLERANCE_S = 1e-4
+FRAMES_CHOICES = ("sample", "all")
 
 
 @dataclass
 class ValidationReport:
-    """Result of :func:`validate`: ``ok`` when ``problems`` is empty."""
+    """Result of :func:`validate`: ``ok`` when ``problems`` is empty. With ``frames="all"``,
+    ``bad_episodes`` names every episode streaming would fail on (each also a problem), and
+    ``unchecked_episodes`` those whose worker failed before it could check them."""
 
     root: str
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     aligned: bool | None = None
     checked: dict[str, int] = field(default_factory=dict)
+    bad_episodes: list[BadEpisode] = field(default_factory=list)
+    unchecked_episodes: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -47,11 +56,22 @@ class ValidationReport:
 
 
 def validate(root: str | os.PathLike[str], *, storage_options: dict[str, Any] | None = None,
-             check_pattern: bool | None = None) -> ValidationReport:
-    """Check the dataset at ``root`` (local path or URL); see the module docstring."""
+             check_pattern: bool | None = None, frames: Literal["sample", "all"] = "sample",
+             workers: int | None = None, executor: Executor | None = None,
+             progress: bool = False) -> ValidationReport:
+    """Check the dataset at ``root`` (local path or URL); see the module docstring.
+
+    ``frames``: ``"sample"`` decodes a few frames per video file; ``"all"`` decodes every frame of
+    every episode and fills ``bad_episodes`` (missing files then make bad episodes instead of one
+    metadata problem). ``workers`` (default: one per CPU) and ``executor`` (e.g. a Dask client's
+    ``get_executor()``) say where the episodes are checked; ``progress`` shows a bar on stderr.
+    """
+    if frames not in FRAMES_CHOICES:
+        raise ValueError(f"frames must be one of {FRAMES_CHOICES}, got {frames!r}")
     report = ValidationReport(os.fspath(root))
+    every = frames == "all"
     try:
-        meta = load_meta(root, storage_options=storage_options, check_files=True, all_columns=True)
+        meta = load_meta(root, storage_options=storage_options, check_files=not every, all_columns=True)
     except (DatasetFormatError, OSError, KeyError, ValueError) as exc:
         report.problems.append(f"metadata: {exc}")
         return report
@@ -68,8 +88,23 @@ def validate(root: str | os.PathLike[str], *, storage_options: dict[str, Any] | 
     if check_pattern is None:
         check_pattern = (meta.info.get(SAMPLE_PATTERN_KEY) == SAMPLE_PATTERN
                          and "observation.state" in meta.features)
-    _check_videos(meta, files, rows, report, check_pattern=check_pattern)
+    _check_videos(meta, files, rows, report, check_pattern=check_pattern, sample_frames=not every)
+    if every:
+        _check_every_frame(meta, report, check_pattern=check_pattern, workers=workers, executor=executor,
+                           progress=progress)
     return report
+
+
+def _check_every_frame(meta: DatasetMeta, report: ValidationReport, *, check_pattern: bool, workers: int | None,
+                       executor: Executor | None, progress: bool) -> None:
+    result = check_all_frames(meta, workers=workers, executor=executor, progress=progress,
+                              tolerance_s=TOLERANCE_S, check_pattern=check_pattern)
+    report.bad_episodes = result.bad
+    report.unchecked_episodes = sorted(result.unchecked)
+    report.problems += [f"episode {bad.episode_index}: {bad.cause}" for bad in result.bad]
+    report.problems += [f"episode {index}: not checked, its worker failed ({why})"
+                        for index, why in sorted(result.unchecked.items())]
+    report.checked["frames_decoded"] = result.frames_decoded
 
 
 def _check_counts(meta: DatasetMeta, report: ValidationReport) -> None:
@@ -151,7 +186,7 @@ def _check_alignment(meta: DatasetMeta, report: ValidationReport) -> None:
 
 
 def _check_videos(meta: DatasetMeta, files: SourceFiles, rows: dict[int, dict[str, Any]],
-                  report: ValidationReport, *, check_pattern: bool) -> None:
+                  report: ValidationReport, *, check_pattern: bool, sample_frames: bool = True) -> None:
     videos = VideoSource(files)
     decoded = 0
     short_spans = 0
@@ -168,7 +203,7 @@ def _check_videos(meta: DatasetMeta, files: SourceFiles, rows: dict[int, dict[st
             elif abs(seconds - episode.length / meta.fps) > 1e-3 + TOLERANCE_S:
                 report.problems.append(f"episode {episode.index} of {key}: span of {seconds:.6f} s in {span.path} "
                                        f"does not match {episode.length} frames at {meta.fps} fps")
-        for path, episodes in by_file.items():
+        for path, episodes in (by_file.items() if sample_frames else ()):
             picks = [(episodes[0], 0), (episodes[len(episodes) // 2], episodes[len(episodes) // 2].length // 2),
                      (episodes[-1], episodes[-1].length - 1)]
             for episode, position in picks:
@@ -176,7 +211,8 @@ def _check_videos(meta: DatasetMeta, files: SourceFiles, rows: dict[int, dict[st
                     decoded += _check_frame(meta, videos, key, episode, position, rows, check_pattern)
                 except (DatasetFormatError, Mp4FormatError, ValueError, OSError, av.FFmpegError) as exc:
                     report.problems.append(f"{path}: episode {episode.index} frame {position} of {key}: {exc}")
-    report.checked["frames_decoded"] = decoded
+    if sample_frames:
+        report.checked["frames_decoded"] = decoded
     if short_spans:
         report.notes.append(f"{short_spans} episode span(s) end a frame or two before their last frame "
                             "(to_timestamp short, as some converters write it); readers find frames from the "

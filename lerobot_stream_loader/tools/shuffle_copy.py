@@ -1,0 +1,275 @@
+"""Lossless shuffle: each episode's samples stream-copied into the new files, no decode, no encode.
+
+LeRobot encodes every episode on its own and appends episodes by stream copy, so each episode starts
+on a keyframe and its samples can be moved to any place in any file of the same sample description.
+:func:`copy_problem` says, from the MP4 indexes alone, whether a dataset allows it; a
+:class:`CopyTask` writes one output video file; :func:`check_copied_file` checks the written file's
+samples against the source's bytes (equal sample bytes under the same sample description decode to
+the same frames, bit for bit).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fsspec.implementations.local import LocalFileSystem
+
+from ..errors import StreamLoaderError
+from ..meta.dataset_meta import DatasetMeta
+from ..mp4 import Mp4Index, Span, index_mp4
+from ..mp4.concat import (
+    SampleRun,
+    closed_span_problem,
+    concat_head,
+    sample_run,
+    starts_random_access,
+    without_bitrate,
+)
+from ..mp4.index import TrackInfo
+from .output import ToolError
+from .remux import check_episode_keyframes, episode_bounds
+from .shuffle_tasks import EpisodeMove
+from .source import SourceFiles, VideoSource
+from .verify import OutputCheckError
+
+COPY = "copy"
+
+
+class CopyNotPossible(ToolError):
+    """The source cannot be shuffled by stream copy (an episode does not start on a keyframe, ...)."""
+
+
+@dataclass(frozen=True)
+class CopyTask:
+    """Stream-copy one camera's episodes, in order, into one output MP4."""
+
+    files: SourceFiles
+    key: str
+    out: str
+    episodes: tuple[EpisodeMove, ...]
+    fps: int
+    width: int
+    height: int
+
+    @property
+    def name(self) -> str:
+        return f"video {Path(self.out).name} of {self.key}"
+
+
+@dataclass
+class SourceSurvey:
+    """Every episode's span in its source MP4 per camera, and each source MP4's codec configuration."""
+
+    spans: dict[tuple[int, str], Span]  # (source episode, camera) -> span
+    configurations: dict[str, tuple[bytes, int]]  # source MP4 -> (sample description without btrt, timescale)
+
+
+def survey_videos(meta: DatasetMeta, videos: VideoSource, episodes: list[EpisodeMove]) -> SourceSurvey:
+    """One pass over the episodes in source order (``episodes`` sorted by source index): consecutive
+    episodes share a file, so each MP4 index is read once and only a few are held at a time."""
+    survey = SourceSurvey({}, {})
+    for key in meta.video_keys:
+        for episode in episodes:
+            path, lo, hi = episode.video(key)
+            index, span = videos.span(path, lo, hi, episode.length, f"episode {episode.old} of {key}")
+            survey.spans[(episode.old, key)] = span
+            if path not in survey.configurations:
+                survey.configurations[path] = (without_bitrate(index.info.stsd), index.timescale)
+    return survey
+
+
+def copy_problem(meta: DatasetMeta, survey: SourceSurvey, episodes: list[EpisodeMove]) -> str | None:
+    """Why the dataset cannot be shuffled by stream copy, naming the first episode concerned, or None.
+
+    Every episode (``episodes``: in source order) of every camera must start on a keyframe and be a
+    closed run of samples (the MP4 index says so); then each camera's files must share one sample
+    description (codec configuration) and timescale, since a new file mixes episodes of many files.
+    """
+    for key in meta.video_keys:
+        for episode in episodes:
+            path, lo, _ = episode.video(key)
+            problem = closed_span_problem(survey.spans[(episode.old, key)])
+            if problem is not None:
+                return (f"episode {episode.old} of {key} ({meta.root}/{path} at {lo:.3f} s) cannot be "
+                        f"stream-copied: {problem}")
+    for key in meta.video_keys:
+        first = episodes[0].video(key)[0] if episodes else ""
+        for episode in episodes:
+            path = episode.video(key)[0]
+            if survey.configurations[path] != survey.configurations[first]:
+                return (f"episode {episode.old} of {key} cannot be stream-copied into one file with the "
+                        f"episodes of {first}: {path} has another codec configuration or timescale")
+    return None
+
+
+class SourceMaps:
+    """Local source files mapped read-only (a span's bytes are then a view, never a copy); remote
+    sources are read into memory instead."""
+
+    def __init__(self, files: SourceFiles) -> None:
+        self.files = files
+        self.local = isinstance(files.fs, LocalFileSystem)
+        self._maps: dict[str, mmap.mmap] = {}
+
+    def mapped(self, path: str) -> mmap.mmap:
+        """The whole local file, mapped."""
+        if path not in self._maps:
+            self._maps[path] = _map(self.files.url(path))
+        return self._maps[path]
+
+    def payload(self, videos: VideoSource, path: str, span: Span) -> bytes | memoryview:
+        """The bytes of a span: a view into the mapped file, or (remote) read."""
+        if not self.local:
+            return videos.payload(path, span)
+        data = self.mapped(path)
+        end = span.byte_offset + span.byte_length
+        if end > len(data):
+            raise OutputCheckError(f"{self.files.root}/{path}: bytes {span.byte_offset}..{end} lie past its end")
+        return memoryview(data)[span.byte_offset:end]
+
+    def close(self) -> None:
+        for mapped in self._maps.values():
+            _unmap(mapped)
+        self._maps.clear()
+
+
+def _map(path: str) -> mmap.mmap:
+    with open(path, "rb") as file:
+        return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _unmap(mapped: mmap.mmap) -> None:
+    try:
+        mapped.close()
+    except BufferError:  # a view is still held somewhere: the mapping goes when the last view does
+        pass
+
+
+class _MappedVideos(VideoSource):
+    """Sample tables read from mapped local files (no file system calls)."""
+
+    def __init__(self, files: SourceFiles, maps: SourceMaps) -> None:
+        super().__init__(files)
+        self._mapped = maps
+
+    def read_index(self, path: str) -> Mp4Index:
+        data = self._mapped.mapped(path)
+        return index_mp4(lambda offset, length: data[offset:offset + length], size=len(data),
+                         name=f"{self.files.root}/{path}")
+
+
+def source_runs(task: CopyTask, maps: SourceMaps) -> tuple[TrackInfo, list[SampleRun]]:
+    """Each episode's samples in the source, checked to be copyable, and the first one's track info."""
+    videos = _MappedVideos(task.files, maps) if maps.local else VideoSource(task.files)
+    copied: list[SampleRun] = []
+    info: TrackInfo | None = None
+    for move in task.episodes:
+        path, lo, hi = move.video(task.key)
+        what = f"episode {move.old} of {task.key}"
+        index, span = videos.span(path, lo, hi, move.length, what)
+        problem = closed_span_problem(span)
+        if problem is None and info is not None and (without_bitrate(index.info.stsd), index.timescale) != (
+                without_bitrate(info.stsd), info.timescale):
+            problem = "its file has another codec configuration than the file's first episode"
+        run = sample_run(index, span, maps.payload(videos, path, span))
+        if problem is None and not starts_random_access(index.info.codec, index.info.stsd,
+                                                        run.data[:int(run.size[0])]):
+            problem = "it does not start on a keyframe (its first frame is not a random access point)"
+        if problem is not None:
+            raise OutputCheckError(f"{task.files.root}/{path}: {what} cannot be stream-copied: {problem}")
+        info = info or index.info
+        copied.append(run)
+    if info is None:
+        raise ValueError(f"{task.name}: no episodes")
+    return info, copied
+
+
+def run_copy_task(task: CopyTask) -> dict[str, Any]:
+    """Copy each episode's samples into ``task.out`` and check the file against the source's bytes.
+
+    Returns the episodes' time spans. No checksum: a resumed run checks a kept copy against the
+    source again (:func:`copied_file_is_intact`), which costs nothing while copying.
+    """
+    maps = SourceMaps(task.files)
+    try:
+        info, copied = source_runs(task, maps)
+        part = f"{task.out}.part"
+        with open(part, "wb") as file:
+            file.write(concat_head(info, copied))
+            for run in copied:
+                file.write(run.data)
+        os.replace(part, task.out)
+        lengths = [m.length for m in task.episodes]
+        data = _map(task.out)
+        try:
+            index = check_copied_file(task.out, data, without_bitrate(info.stsd), copied, lengths)
+            size = len(data)
+        finally:
+            _unmap(data)
+        del copied  # views into the mapped sources: gone before the maps close
+    finally:
+        maps.close()
+    return {"key": task.key, "bounds": episode_bounds(index, lengths, task.fps, task.out), "stats": None,
+            "bytes": size, "sha256": None}
+
+
+def copied_file_is_intact(task: CopyTask) -> bool:
+    """Whether ``task.out`` (kept from an earlier run) holds exactly the source's samples, as checked
+    when it was written."""
+    maps = SourceMaps(task.files)
+    try:
+        info, copied = source_runs(task, maps)
+        data = _map(task.out)
+        try:
+            check_copied_file(task.out, data, without_bitrate(info.stsd), copied, [m.length for m in task.episodes])
+        finally:
+            _unmap(data)
+        del copied
+        return True
+    except (OSError, ValueError, StreamLoaderError):
+        return False
+    finally:
+        maps.close()
+
+
+def check_copied_file(path: str, data: bytes | mmap.mmap, stsd: bytes, copied: list[SampleRun],
+                      lengths: list[int]) -> Mp4Index:
+    """Raise ``OutputCheckError`` unless the file's bytes ``data`` hold exactly the copied samples: the
+    same sample description, sizes, durations, every episode starting on a keyframe, and each
+    episode's bytes equal to the source's. Returns the file's index."""
+    index = index_mp4(lambda offset, length: data[offset:offset + length], size=len(data), name=path)
+    expected = np.concatenate([r.size for r in copied])
+    if index.info.stsd != stsd:
+        raise OutputCheckError(f"{path}: its sample description differs from the source's")
+    if len(index.size) != len(expected) or not np.array_equal(index.size, expected):
+        raise OutputCheckError(f"{path}: holds {len(index.size)} samples, not the {len(expected)} copied")
+    if not np.array_equal(index.duration, np.concatenate([r.duration for r in copied])):
+        raise OutputCheckError(f"{path}: sample durations differ from the source's")
+    start = 0
+    for number, run in enumerate(copied):
+        at = int(index.offset[start])
+        contiguous = np.array_equal(index.offset[start:start + run.samples] - at,
+                                    np.concatenate(([0], np.cumsum(run.size[:-1]))))
+        if not contiguous or not same_bytes(data, at, run.data):
+            raise OutputCheckError(f"{path}: episode #{number} of the file differs from the source's bytes "
+                                   "(stream copy damaged)")
+        start += run.samples
+    check_episode_keyframes(index, lengths, path)
+    return index
+
+
+def same_bytes(data: bytes | mmap.mmap, at: int, expected: bytes | memoryview) -> bool:
+    """Whether ``data[at:at + len(expected)] == expected``, compared in place (no copy of ``data``)."""
+    n = len(expected)
+    if at < 0 or at + n > len(data):
+        return False
+    whole = n - n % 8
+    actual = np.frombuffer(data, np.uint8, count=n, offset=at)
+    wanted = np.frombuffer(expected, np.uint8)
+    return bool(np.array_equal(actual[:whole].view(np.uint64), wanted[:whole].view(np.uint64))
+                and np.array_equal(actual[whole:], wanted[whole:]))

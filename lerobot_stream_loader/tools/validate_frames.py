@@ -1,0 +1,345 @@
+"""Every frame of every episode, checked through the loader's own per-episode path, in parallel.
+
+An episode is checked exactly as streaming reads it: :class:`~lerobot_stream_loader.fetch.assembly.
+EpisodeAssembler` fetches its rows and, per camera, its own bytes of the MP4 (row count, ``index``,
+``frame_index`` and ``task_index`` against the episodes table; every row matched to a frame within
+``tolerance_s`` that lies in the episode's own part of the MP4), then every row's frame of every
+camera is decoded through the loader's cameras, whose decoders check each frame's time. Any error
+makes that episode bad, with a one-line cause naming the file and the reason; the readers' bounded
+retries absorb transient storage faults first.
+
+Episodes are cut into tasks of consecutive episodes of the same files (:func:`plan_frame_tasks`),
+so that a worker reads its MP4s front to back; tasks run on any ``concurrent.futures.Executor``
+(default: this process plus ``workers - 1`` spawned ones). A worker holds one episode (its rows and
+mini-MP4s) and a chunk of decoded frames at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import DatasetFormatError, StreamLoaderError
+from ..fetch.assembly import EpisodeAssembler
+from ..fetch.file_indexes import FileIndexes, IndexCaches
+from ..fetch.frame_match import DEFAULT_TOLERANCE_S
+from ..items.cameras import Camera, camera_features
+from ..items.decode import DecoderLRU
+from ..items.episode import EpisodeItems
+from ..items.video import DepthVideoCamera, VideoCamera
+from ..meta.dataset_meta import DatasetMeta
+from ..meta.depth import DEFAULT_DEPTH_UNIT
+from .main_script import spawn_unsafe_reason
+
+FRAMES_PER_CHUNK = 32  # rows decoded at once per camera: bounds a worker's decoded frames
+TASKS_PER_WORKER = 8  # tasks are cut small enough for about this many per worker (balance, progress)
+MAX_CAUSE_CHARS = 600
+_BUGS = (TypeError, AttributeError, NameError, AssertionError, ImportError)  # not the dataset's fault
+_NATIVE_WHERE = re.compile(r"\b\w+, /\S+\.(?:cpp|c|h):\d+, ")  # torchcodec's source location in messages
+_REPEATED_NAME = re.compile(r"([^\s:]+): \1: ")  # "path: path: " where two layers each named the file
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BadEpisode:
+    """An episode streaming would fail on, and why (one line naming the file and the reason)."""
+
+    episode_index: int
+    cause: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FrameTask:
+    """Consecutive episodes of the same files, checked in order by one worker. ``meta`` holds only
+    these episodes' rows of the episodes table (a small pickle for a process or a cluster)."""
+
+    meta: DatasetMeta
+    episodes: tuple[int, ...]
+    rows: int
+    tolerance_s: float = DEFAULT_TOLERANCE_S
+    check_pattern: bool = False
+    run: str = ""  # one validation: tasks of the same run share a process's parsed MP4 indexes and footers
+
+
+@dataclass
+class FramesResult:
+    """What :func:`check_all_frames` found: bad episodes (sorted), frames decoded (all cameras),
+    episodes and rows checked, and episodes left unchecked because their worker failed (why)."""
+
+    bad: list[BadEpisode] = field(default_factory=list)
+    frames_decoded: int = 0
+    episodes: int = 0
+    rows: int = 0
+    unchecked: dict[int, str] = field(default_factory=dict)
+
+
+def plan_frame_tasks(meta: DatasetMeta, *, workers: int, tolerance_s: float = DEFAULT_TOLERANCE_S,
+                     check_pattern: bool = False, run: str = "") -> list[FrameTask]:
+    """Tasks covering every episode once: episodes grouped by the files they read (data file and
+    each camera's MP4), each group cut into runs of consecutive episodes of at most about
+    ``rows / (workers * TASKS_PER_WORKER)`` rows (one episode at least)."""
+    table = meta.episode_table
+    if not len(table):
+        return []
+    keys = table.file_keys()
+    order = np.lexsort((table.index, *keys.T[::-1]))  # by files, then by episode
+    limit = max(1, -(-int(table.length.sum()) // (max(1, workers) * TASKS_PER_WORKER)))
+    tasks: list[FrameTask] = []
+    episodes: list[int] = []
+    rows = 0
+
+    def close_run() -> None:
+        nonlocal rows
+        if episodes:
+            part = table.take(episodes)
+            tasks.append(FrameTask(DatasetMeta(meta.location, meta.info, part, meta.tasks), tuple(episodes), rows,
+                                   tolerance_s, check_pattern, run))
+        episodes.clear()
+        rows = 0
+
+    previous = None
+    for position in order.tolist():
+        key = tuple(keys[position].tolist())
+        length = int(table.length[position])
+        if key != previous or rows + length > limit:
+            close_run()
+        previous = key
+        episodes.append(int(table.index[position]))
+        rows += length
+    close_run()
+    return tasks
+
+
+def check_frame_task(task: FrameTask) -> tuple[list[BadEpisode], int]:
+    """Check the task's episodes in order (runs in a worker): (bad episodes, frames decoded)."""
+    meta = task.meta
+    bad: list[BadEpisode] = []
+    decoded = 0
+    with meta.location.open_reader() as reader:
+        indexes = FileIndexes(reader, root=meta.root, caches=_run_caches(task.run))
+        checker = EpisodeChecker(meta, EpisodeAssembler(meta, reader, indexes=indexes, tolerance_s=task.tolerance_s),
+                                 tolerance_s=task.tolerance_s, check_pattern=task.check_pattern)
+        for index in task.episodes:
+            try:
+                decoded += checker.check(index)
+            except _BUGS:
+                raise
+            except Exception as exc:  # anything else the episode's data caused: it is bad
+                bad.append(BadEpisode(index, cause_of(exc, meta.root)))
+            finally:
+                checker.decoders.clear()
+    return bad, decoded
+
+
+_caches: tuple[str, IndexCaches] | None = None  # this process's parsed MP4 indexes and footers, of one run
+
+
+def _run_caches(run: str) -> IndexCaches:
+    """The MP4 indexes and footers parsed by this process's earlier tasks of the same run (a new run,
+    or none named, starts empty: files may have changed between runs)."""
+    global _caches
+    if not run or _caches is None or _caches[0] != run:
+        _caches = (run, IndexCaches())
+    return _caches[1]
+
+
+def _forget_caches(run: str) -> None:
+    global _caches
+    if _caches is not None and _caches[0] == run:
+        _caches = None
+
+
+class EpisodeChecker:
+    """Fetches one episode as the loader does and decodes every row's frame of every camera."""
+
+    def __init__(self, meta: DatasetMeta, assembler: EpisodeAssembler, *, tolerance_s: float,
+                 check_pattern: bool = False) -> None:
+        self.meta = meta
+        self.assembler = assembler
+        self.tolerance_s = tolerance_s
+        self.check_pattern = check_pattern
+        self.decoders = DecoderLRU(1)  # one camera's decoder at a time
+        self.cameras: dict[str, Camera] = camera_features(
+            meta, tolerance_s=tolerance_s, return_uint8=True, decoders=self.decoders,
+            depth_output_unit=DEFAULT_DEPTH_UNIT)
+
+    def check(self, episode_index: int) -> int:
+        """Frames decoded (every camera); raises what streaming the episode would raise."""
+        data = self.assembler(episode_index)
+        items = EpisodeItems(data, self.meta)
+        length = data.episode.length
+        decoded = 0
+        for key, camera in self.cameras.items():
+            video = data.videos.get(key)
+            what = f"episode {episode_index}, camera {key}" + (f" ({video.path})" if video is not None else "")
+            if video is not None and video.row_frames is not None:  # every row first: no decoding for nothing
+                video.row_frames.positions_of(None, self.tolerance_s, what)
+            for lo in range(0, length, FRAMES_PER_CHUNK):
+                rows = np.arange(lo, min(length, lo + FRAMES_PER_CHUNK))
+                try:
+                    pixels = camera.frames(items, rows)
+                except (StreamLoaderError, *_BUGS):
+                    raise
+                except Exception as exc:  # the decoder's own errors: name the camera, file and rows
+                    raise DatasetFormatError(f"{what}, rows {lo}..{rows[-1]}: the decoder failed: "
+                                             f"{type(exc).__name__}: {exc}") from exc
+                if self.check_pattern:
+                    self._check_drawn_index(items, camera, pixels[0], lo, what)
+                decoded += len(rows)
+            self.decoders.clear()
+        return decoded
+
+    def _check_drawn_index(self, items: EpisodeItems, camera: Camera, frame: torch.Tensor, row: int,
+                           what: str) -> None:
+        """A sample-writer dataset's frame shows the index its row's ``observation.state`` encodes (read
+        from a strip of a few rows across the index bands, which fill the frame's top half)."""
+        from ..synthetic.checks import expected_state, read_depth_index, read_frame_index
+
+        state = items.columns.get("observation.state")
+        if not isinstance(state, torch.Tensor):
+            return
+        top = frame.shape[-2] // 4
+        strip = frame[..., top:top + max(1, min(8, top)), :]
+        if isinstance(camera, DepthVideoCamera):
+            shown = read_depth_index(strip, camera.unit)
+        elif isinstance(camera, VideoCamera):
+            shown = read_frame_index(strip)
+        else:
+            return
+        values = state[row].numpy()
+        if not np.allclose(expected_state(shown, len(values)), values, atol=1e-6):
+            raise DatasetFormatError(f"{what}, row {row}: the frame shows pattern index {shown}, which does not "
+                                     "match the row's observation.state")
+
+
+def cause_of(exc: BaseException, root: str) -> str:
+    """One line: the error's type and message, without the dataset root and native source places."""
+    text = " ".join(str(exc).split()).replace(f"{root}: ", "").replace(f"{root}/", "")
+    text = _REPEATED_NAME.sub(r"\1: ", _NATIVE_WHERE.sub("", text))
+    cause = f"{type(exc).__name__}: {text}"
+    return cause if len(cause) <= MAX_CAUSE_CHARS else cause[:MAX_CAUSE_CHARS - 3] + "..."
+
+
+def check_all_frames(meta: DatasetMeta, *, workers: int | None = None, executor: Executor | None = None,
+                     progress: bool = False, tolerance_s: float = DEFAULT_TOLERANCE_S,
+                     check_pattern: bool = False) -> FramesResult:
+    """Check every episode of ``meta`` (see the module docstring). ``executor``: where the tasks run
+    (e.g. a Dask client's ``get_executor()``; tasks open their own readers from ``meta.location``);
+    default: this process and ``workers - 1`` spawned processes (``workers`` default: one per CPU).
+    ``progress``: a bar of rows on stderr."""
+    workers = max(1, workers or os.cpu_count() or 1)
+    run = uuid.uuid4().hex
+    tasks = plan_frame_tasks(meta, workers=workers, tolerance_s=tolerance_s, check_pattern=check_pattern, run=run)
+    result = FramesResult(episodes=sum(len(t.episodes) for t in tasks), rows=sum(t.rows for t in tasks))
+    bar = tqdm(total=result.rows, desc="validate", unit="row", disable=not progress)
+    try:
+        for task, outcome in _run(tasks, executor, workers):
+            if isinstance(outcome, BaseException):
+                why = cause_of(outcome, meta.root)
+                result.unchecked.update({index: why for index in task.episodes})
+            else:
+                result.bad += outcome[0]
+                result.frames_decoded += outcome[1]
+            bar.update(task.rows)
+    finally:
+        bar.close()
+        _forget_caches(run)
+    result.bad.sort(key=lambda b: b.episode_index)
+    return result
+
+
+def _run(tasks: list[FrameTask], executor: Executor | None,
+         workers: int) -> Iterator[tuple[FrameTask, tuple[list[BadEpisode], int] | BaseException]]:
+    """Each task with its outcome (or the exception that ended its worker), as they finish.
+
+    With a given executor every task is submitted at once (it schedules them). Without one, this
+    process runs tasks too while ``workers - 1`` helpers (spawned processes) each keep two in flight:
+    no core waits while the helpers start.
+    """
+    pending: dict[Future, FrameTask] = {}
+    queue = iter(tasks)
+    own = executor is None
+    pool = _helpers(workers - 1) if own else executor
+    window = 2 * (workers - 1) if own else len(tasks)
+    try:
+        while True:
+            while pool is not None and len(pending) < window and (task := next(queue, None)) is not None:
+                pending[_submit(pool, task)] = task
+            here = next(queue, None) if own else None
+            if here is not None:
+                yield here, _outcome_here(here)
+            elif not pending:
+                return
+            done = [f for f in pending if f.done()] if here is not None else \
+                wait(pending, return_when=FIRST_COMPLETED).done
+            for future in done:
+                task = pending.pop(future)
+                yield task, _outcome(future)
+    finally:
+        for future in pending:
+            future.cancel()
+        if own and pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit(pool: Executor, task: FrameTask) -> Future:
+    """``pool.submit(check_frame_task, task)``; a pool that refuses (broken) gives a failed future."""
+    try:
+        return pool.submit(check_frame_task, task)
+    except _BUGS:
+        raise
+    except Exception as exc:
+        future: Future = Future()
+        future.set_exception(exc)
+        return future
+
+
+def _outcome_here(task: FrameTask) -> tuple[list[BadEpisode], int] | BaseException:
+    try:
+        return check_frame_task(task)
+    except _BUGS:
+        raise
+    except Exception as exc:  # the task could not start (its reader): its episodes stay unchecked
+        return exc
+
+
+def _outcome(future: Future) -> tuple[list[BadEpisode], int] | BaseException:
+    exc = future.exception()
+    if exc is None:
+        return future.result()
+    if isinstance(exc, _BUGS):
+        raise exc
+    return exc
+
+
+def _helpers(count: int) -> Executor | None:
+    """``count`` spawned processes (threads where spawned processes cannot start from the main
+    script, with a warning saying why); None for none."""
+    if count < 1:
+        return None
+    reason = spawn_unsafe_reason()
+    if reason is not None:
+        _log.warning("validate: %s; checking frames in this process and %d more thread(s) instead", reason, count)
+        return ThreadPoolExecutor(count, thread_name_prefix="validate")
+    return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
