@@ -10,6 +10,7 @@ which RGB video keys a batch's collate may convert (:meth:`StreamingBase.float_f
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 
@@ -73,6 +74,8 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         self._resumed_skipped: list[dict[str, Any]] = []  # what the loaded state's reader had skipped
         self._loaded: PlanState | ElasticState | None = None
         self._resources: Any = None
+        self._io_base: dict[str, int] = {}  # this process's storage counters when its pass began
+        self._pass_cache: Any = None  # the current pass's episode cache counters (CacheStats)
 
     # -- what a subclass provides ------------------------------------------------------------------------
     def _fingerprint(self, world: int, workers: int) -> str:
@@ -92,8 +95,14 @@ class StreamingBase(ProcessLocal, IterableDataset, Generic[PlanT]):
         return []
 
     def _io_stats(self) -> dict[str, int]:
-        """This process's storage and cache counters of the current pass (for :meth:`stats`)."""
-        return {}
+        """This process's storage and cache counters of the current pass (for :meth:`stats`): its
+        resources' counters since the pass began (``_io_base``) and the pass's episode cache's."""
+        resources, cache = self._resources, self._pass_cache
+        if resources is None or resources.pid != os.getpid() or cache is None:
+            return {}
+        base = self._io_base
+        out = {name: value - base.get(name, 0) for name, value in resources.io_counters().items()}
+        return {**out, "episodes_fetched": cache.fetched, "cache_hits": cache.hits, "cache_misses": cache.misses}
 
     def stats(self) -> dict[str, Any]:
         """Counters of the current pass in this process: ``wall`` seconds, ``seconds`` per stage

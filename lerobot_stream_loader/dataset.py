@@ -204,8 +204,6 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
         self._collate_converts: set[str] = set()  # stored keys whose frames a StreamingCollate converts
         self._bad = BadEpisodes()  # the current pass's skipped episodes, in this process
         self._warned: dict[int, str] = {}  # every episode this process skipped (named once each)
-        self._io_base: dict[str, int] = {}  # this process's storage counters when its pass began
-        self._pass_cache: Any = None  # the current pass's episode cache counters (CacheStats)
 
     def _setup(self, episodes: Sequence[int] | None, exclude: Sequence[int] | None, delta_timestamps: Mapping[str, Sequence[float]] | None,
                rename: Mapping[str, str] | None, image_transforms: Callable[[torch.Tensor], torch.Tensor] | None,
@@ -357,14 +355,6 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
 
     def _skipped_now(self) -> list[dict[str, Any]]:
         return [{"episode_index": e, "cause": c} for e, c in self._bad.found.items()]
-
-    def _io_stats(self) -> dict[str, int]:
-        resources, cache = self._resources, self._pass_cache
-        if resources is None or resources.pid != os.getpid() or cache is None:
-            return {}
-        base = self._io_base
-        out = {name: value - base.get(name, 0) for name, value in resources.io_counters().items()}
-        return {**out, "episodes_fetched": cache.fetched, "cache_hits": cache.hits, "cache_misses": cache.misses}
 
     def _worker_resources(self) -> WorkerResources:
         """Reader and file indexes of this process, kept across epochs (never shared across processes)."""

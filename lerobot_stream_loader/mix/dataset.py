@@ -168,8 +168,6 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
             prefetch=budget.prefetch_depths(self.counts, prefetch_episodes), decoders=self.decoders)
         self.meta = self._meta()
         self._bad: list[BadEpisodes] = []  # each source's policy and findings in the current pass
-        self._io_base: dict[str, int] = {}  # this process's storage counters when its pass began
-        self._pass_cache: Any = None  # the current pass's shared episode cache counters
         self._start(rank, world_size)
 
     def _meta(self) -> MixtureMeta:
@@ -201,14 +199,6 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
 
     def _samples_per_rank(self, world: int) -> int:
         return samples_per_rank(self.samples_per_epoch, world, self.drop_last)
-
-    def _io_stats(self) -> dict[str, int]:
-        resources, cache = self._resources, self._pass_cache
-        if resources is None or resources.pid != os.getpid() or cache is None:
-            return {}
-        base = self._io_base
-        out = {name: value - base.get(name, 0) for name, value in resources.io_counters().items()}
-        return {**out, "episodes_fetched": cache.fetched, "cache_hits": cache.hits, "cache_misses": cache.misses}
 
     def _skipped_now(self) -> list[dict[str, Any]]:
         return [{"source": i, "episode_index": e, "cause": c}

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..util.local_files import write_file_atomically
 from .local_cache import file_lock
 from .paths import normalize_root
 
@@ -156,16 +156,8 @@ def _private_folder(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by its owner only."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically, readable by its owner only (a signed URL is a credential)."""
+    write_file_atomically(path, data, mode=0o600)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
