@@ -65,7 +65,7 @@ def test_bench_says_decode_on_local_disk(large: Path, tmp_path: Path) -> None:
 
 
 def test_bench_says_network_behind_a_slow_server(large: Path, tmp_path: Path) -> None:
-    server = BusyServerProcess(large, max_concurrent=64, drop_rate=0.0, latency=0.4)
+    server = BusyServerProcess(large, max_concurrent=64, drop_rate=0.0, latency=1.5)
     try:
         report = _bench(server.url, tmp_path)
     finally:

@@ -86,10 +86,10 @@ def classify(stats: dict[str, Any], rate: float, limit: float) -> tuple[str, str
                                       for k in ("fetch_wait", "collate", "decode", "decoder"))
     shares = (f"waiting on fetches {wait:.0%}, in the decoders {decoder:.0%}, building items {decode - decoder:.0%}, "
               f"collating {collate:.0%} of the workers' time")
-    if limit and rate >= NEAR_LIMIT * limit:
-        return "decode", f"at {rate / limit:.2f}x what the CPU decodes in sequence; {shares}"
     if wait >= WAIT_SHARE:
         return "network", f"{shares}; {stats.get('fetch_mb_per_s', 0.0):.1f} MB/s fetched"
+    if limit and rate >= NEAR_LIMIT * limit:
+        return "decode", f"at {rate / limit:.2f}x what the CPU decodes in sequence; {shares}"
     if collate >= COLLATE_SHARE:
         return "collate", shares
     if decode - decoder > decoder:

@@ -10,8 +10,8 @@ retries absorb transient storage faults first.
 
 Episodes are cut into tasks of consecutive episodes of the same files (:func:`plan_frame_tasks`),
 so that a worker reads its MP4s front to back; tasks run on any ``concurrent.futures.Executor``
-(default: this process plus ``workers - 1`` spawned ones). A worker holds one episode (its rows and
-mini-MP4s) and a chunk of decoded frames at a time.
+(default: a thread of this process plus ``workers - 1`` spawned processes). A worker holds one
+episode (its rows and mini-MP4s), one camera's decoder and a chunk of decoded frames at a time.
 """
 
 from __future__ import annotations
@@ -273,34 +273,42 @@ def _run(tasks: list[FrameTask], executor: Executor | None,
          workers: int) -> Iterator[tuple[FrameTask, tuple[list[BadEpisode], int] | BaseException]]:
     """Each task with its outcome (or the exception that ended its worker), as they finish.
 
-    With a given executor every task is submitted at once (it schedules them). Without one, this
-    process runs tasks too while ``workers - 1`` helpers (spawned processes) each keep two in flight:
-    no core waits while the helpers start.
+    With a given executor every task is submitted at once (it schedules them). Without one, a thread
+    of this process checks one task at a time while ``workers - 1`` helpers (spawned processes) each
+    keep two in flight, refilled as soon as one finishes: no core waits while the helpers start.
     """
-    pending: dict[Future, FrameTask] = {}
+    pools: list[tuple[Executor, int]] = [(executor, len(tasks))] if executor is not None else \
+        [(ThreadPoolExecutor(1, thread_name_prefix="validate"), 1)]
+    helpers = _helpers(workers - 1) if executor is None else None
+    if helpers is not None:
+        pools.append((helpers, 2 * (workers - 1)))
+    pending: dict[Future, tuple[FrameTask, int]] = {}
+    load = [0] * len(pools)
     queue = iter(tasks)
-    own = executor is None
-    pool = _helpers(workers - 1) if own else executor
-    window = 2 * (workers - 1) if own else len(tasks)
+
+    def fill() -> None:
+        for number, (pool, window) in enumerate(pools):
+            while load[number] < window and (task := next(queue, None)) is not None:
+                pending[_submit(pool, task)] = (task, number)
+                load[number] += 1
+
     try:
-        while True:
-            while pool is not None and len(pending) < window and (task := next(queue, None)) is not None:
-                pending[_submit(pool, task)] = task
-            here = next(queue, None) if own else None
-            if here is not None:
-                yield here, _outcome_here(here)
-            elif not pending:
-                return
-            done = [f for f in pending if f.done()] if here is not None else \
-                wait(pending, return_when=FIRST_COMPLETED).done
-            for future in done:
-                task = pending.pop(future)
+        fill()
+        while pending:
+            finished = []
+            for future in wait(pending, return_when=FIRST_COMPLETED).done:
+                task, number = pending.pop(future)
+                load[number] -= 1
+                finished.append((task, future))
+            fill()
+            for task, future in finished:
                 yield task, _outcome(future)
     finally:
         for future in pending:
             future.cancel()
-        if own and pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if executor is None:
+            for pool, _ in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _submit(pool: Executor, task: FrameTask) -> Future:
@@ -313,15 +321,6 @@ def _submit(pool: Executor, task: FrameTask) -> Future:
         future: Future = Future()
         future.set_exception(exc)
         return future
-
-
-def _outcome_here(task: FrameTask) -> tuple[list[BadEpisode], int] | BaseException:
-    try:
-        return check_frame_task(task)
-    except _BUGS:
-        raise
-    except Exception as exc:  # the task could not start (its reader): its episodes stay unchecked
-        return exc
 
 
 def _outcome(future: Future) -> tuple[list[BadEpisode], int] | BaseException:
