@@ -50,7 +50,7 @@ from ..meta.depth import DEFAULT_DEPTH_UNIT
 from .main_script import spawn_unsafe_reason
 
 FRAMES_PER_CHUNK = 32  # rows decoded at once per camera: bounds a worker's decoded frames
-TASKS_PER_WORKER = 8  # tasks are cut small enough for about this many per worker (balance, progress)
+TASKS_PER_WORKER = 16  # tasks are cut small enough for about this many per worker (balance, progress)
 MAX_CAUSE_CHARS = 600
 _BUGS = (TypeError, AttributeError, NameError, AssertionError, ImportError)  # not the dataset's fault
 _NATIVE_WHERE = re.compile(r"\b\w+, /\S+\.(?:cpp|c|h):\d+, ")  # torchcodec's source location in messages
@@ -274,14 +274,15 @@ def _run(tasks: list[FrameTask], executor: Executor | None,
     """Each task with its outcome (or the exception that ended its worker), as they finish.
 
     With a given executor every task is submitted at once (it schedules them). Without one, a thread
-    of this process checks one task at a time while ``workers - 1`` helpers (spawned processes) each
-    keep two in flight, refilled as soon as one finishes: no core waits while the helpers start.
+    of this process and ``workers - 1`` helpers (spawned processes) each get one task at a time, the
+    next as soon as one finishes: no core waits while the helpers start, and none at the end while
+    another holds tasks it has not started.
     """
     pools: list[tuple[Executor, int]] = [(executor, len(tasks))] if executor is not None else \
         [(ThreadPoolExecutor(1, thread_name_prefix="validate"), 1)]
     helpers = _helpers(workers - 1) if executor is None else None
     if helpers is not None:
-        pools.append((helpers, 2 * (workers - 1)))
+        pools.append((helpers, workers - 1))
     pending: dict[Future, tuple[FrameTask, int]] = {}
     load = [0] * len(pools)
     queue = iter(tasks)
