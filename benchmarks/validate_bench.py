@@ -1,7 +1,8 @@
 """``validate --frames all`` against the sequential decode of the same MP4s, in one run.
 
-Run from the repository root: ``python -m benchmarks validate [--small] [--workers N] [--repeats N]``
-(writes ``benchmarks/results/validate.md``, or ``results/small/`` with ``--small``).
+Run from the repository root: ``python -m benchmarks validate [--small] [--variant droid] [--workers N]
+[--repeats N]`` (writes ``benchmarks/results/validate.md``, ``validate-droid.md`` for DROID's shape, or
+into ``results/small/`` with ``--small``).
 
 - limit: every MP4 of the dataset decoded front to back with torchcodec to uint8 RGB, one process
   per core (``limit_track``: forked processes, whole files, no seeking, no checks), as many frames
@@ -82,10 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="validate's workers and the limit's processes (default: one per core)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each (default 2)")
-    parser.add_argument("--output", type=Path, default=None, help="results file (default results/validate.md)")
+    parser.add_argument("--variant", choices=["av1", "droid"], default="av1",
+                        help="the stream benchmark's dataset: 640x480 x 2 (av1) or DROID's shape (droid)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results file (default results/validate.md, validate-droid.md for droid)")
     args = parser.parse_args(argv)
     load_start = os.getloadavg()
-    spec = spec_for(args.small)
+    spec = spec_for(args.small, args.variant)
     root = ensure_dataset(spec)
     runs: dict[str, list[float]] = {"limit": [], "validate": [], "command": []}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the tracks decoded different frame counts: {frames}")
     best = {name: max(rates) for name, rates in runs.items()}
     least_cpu = {name: min(values) for name, values in cpu.items()}
-    output = args.output or results_folder(args.small) / "validate.md"
+    name = "validate.md" if args.variant == "av1" else f"validate-{args.variant}.md"
+    output = args.output or results_folder(args.small) / name
     publish(output, render(spec.name, root, args, best, runs, least_cpu, frames["limit"],
                            (load_start, os.getloadavg())))
     ratio = best["validate"] / best["limit"]
@@ -116,7 +121,7 @@ def render(name: str, root: Path, args: argparse.Namespace, best: dict[str, floa
            cpu: dict[str, float], frames: int, load: tuple) -> str:
     meta = load_meta(root)
     size = dataset_bytes(root)
-    small = " --small" if args.small else ""
+    small = (" --small" if args.small else "") + (f" --variant {args.variant}" if args.variant != "av1" else "")
     rows = [
         ("limit: sequential decode of the same MP4s, 1 process per core", "limit"),
         (f"`validate(root, frames=\"all\", workers={args.workers})`", "validate"),

@@ -36,3 +36,7 @@ class FrameMismatchError(StreamLoaderError, RuntimeError):
 
 class StalledError(StreamLoaderError, TimeoutError):
     """A call into native code did not return within its time limit; its thread was abandoned."""
+
+
+# Errors of this package's own code, never of a dataset: a check that blames data lets these through.
+PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, AssertionError, ImportError)

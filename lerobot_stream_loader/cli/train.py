@@ -6,9 +6,6 @@ import argparse
 import sys
 import textwrap
 
-from ..train.lerobot_api import SUPPORTED_TEXT, LeRobotMissing
-from ..train.options import mixture_names, stream_names
-
 USAGE = """\
 usage: lerobot-stream train LEROBOT_TRAIN_ARGS [--stream.NAME=VALUE ...] [--mix.NAME=VALUE ...]
 
@@ -37,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _usage() -> str:
+    from ..train.lerobot_api import SUPPORTED_TEXT  # the training side (torch) only when asked for
+    from ..train.options import mixture_names, stream_names
+
     wrap = "\n" + " " * 22
     return USAGE.format(supported=SUPPORTED_TEXT,
                         stream=wrap.join(textwrap.wrap(", ".join(stream_names()), 70)),
@@ -47,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.args or args.args[0] in ("-h", "--help"):
         print(_usage(), end="")
         return 0 if args.args else 2
+    from ..train.lerobot_api import LeRobotMissing
     from ..train.run import run_training
 
     try:

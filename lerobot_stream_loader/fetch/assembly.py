@@ -77,8 +77,7 @@ class EpisodeAssembler:
         group = self.shared.get(shared_key) if shared_key is not None else None
         requests = [] if group is not None else [(episode.data_path, *footer.ranges[rg]) for rg in row_groups]
         fetched_groups = len(requests)
-        margin = READ_AHEAD_FRAMES / self.meta.fps
-        spans = {key: self._span(where, key, video.path, video.from_timestamp, video.to_timestamp + margin)
+        spans = {key: self._span(where, key, video.path, video.from_timestamp, _read_until(video, self.meta.fps))
                  for key, video in episode.videos.items()}
         requests += [(episode.videos[key].path, span.byte_offset, span.byte_length)
                      for key, (_, span) in spans.items()]
@@ -137,8 +136,8 @@ class EpisodeAssembler:
 
         A row needs the frame at ``from_timestamp + timestamp``, as LeRobot decodes it; windows only
         reach other rows of the episode. ``to_timestamp`` is not trusted to end after the last frame
-        (converters write it a frame short): the first fetch reads ``READ_AHEAD_FRAMES`` beyond it,
-        and a camera still short is fetched again over the times the rows give. A time with no frame
+        (converters write it a frame short): the first fetch reads up to ``READ_AHEAD_FRAMES`` beyond
+        it, never into the next episode of the file, and a camera still short is fetched again over the times the rows give. A time with no frame
         within ``tolerance_s`` even then is refused when a camera asks for its row.
         """
         if "timestamp" not in rows.column_names or not spans:
@@ -167,6 +166,12 @@ class EpisodeAssembler:
             spans.update(wider)
             payloads.update(zip(wider, blobs, strict=True))
         return matched
+
+
+def _read_until(video: VideoSpan, fps: float) -> float:
+    """End of the first fetch of an episode's frames: ``READ_AHEAD_FRAMES`` past ``to_timestamp``, but
+    never into the next episode of the same MP4 (whose bytes, when broken, must not fail this one)."""
+    return min(video.to_timestamp + READ_AHEAD_FRAMES / fps, _own_part(video, fps)[1])
 
 
 def _own_part(video: VideoSpan, fps: float) -> tuple[float, float]:

@@ -34,25 +34,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from ..errors import DatasetFormatError, StreamLoaderError
+from ..errors import PROGRAMMING_ERRORS
 from ..fetch.assembly import EpisodeAssembler
 from ..fetch.file_indexes import FileIndexes, IndexCaches
 from ..fetch.frame_match import DEFAULT_TOLERANCE_S
-from ..items.cameras import Camera, camera_features
-from ..items.decode import DecoderLRU
-from ..items.episode import EpisodeItems
-from ..items.video import DepthVideoCamera, VideoCamera
 from ..meta.dataset_meta import DatasetMeta
-from ..meta.depth import DEFAULT_DEPTH_UNIT
 from .main_script import spawn_unsafe_reason
 
-FRAMES_PER_CHUNK = 32  # rows decoded at once per camera: bounds a worker's decoded frames
 TASKS_PER_WORKER = 16  # tasks are cut small enough for about this many per worker (balance, progress)
 MAX_CAUSE_CHARS = 600
-_BUGS = (TypeError, AttributeError, NameError, AssertionError, ImportError)  # not the dataset's fault
 _NATIVE_WHERE = re.compile(r"\b\w+, /\S+\.(?:cpp|c|h):\d+, ")  # torchcodec's source location in messages
 _REPEATED_NAME = re.compile(r"([^\s:]+): \1: ")  # "path: path: " where two layers each named the file
 _log = logging.getLogger(__name__)
@@ -133,6 +125,8 @@ def plan_frame_tasks(meta: DatasetMeta, *, workers: int, tolerance_s: float = DE
 
 def check_frame_task(task: FrameTask) -> tuple[list[BadEpisode], int]:
     """Check the task's episodes in order (runs in a worker): (bad episodes, frames decoded)."""
+    from .frame_checker import EpisodeChecker  # torch and the decoders: imported where frames are decoded
+
     meta = task.meta
     bad: list[BadEpisode] = []
     decoded = 0
@@ -143,7 +137,7 @@ def check_frame_task(task: FrameTask) -> tuple[list[BadEpisode], int]:
         for index in task.episodes:
             try:
                 decoded += checker.check(index)
-            except _BUGS:
+            except PROGRAMMING_ERRORS:
                 raise
             except Exception as exc:  # anything else the episode's data caused: it is bad
                 bad.append(BadEpisode(index, cause_of(exc, meta.root)))
@@ -168,69 +162,6 @@ def _forget_caches(run: str) -> None:
     global _caches
     if _caches is not None and _caches[0] == run:
         _caches = None
-
-
-class EpisodeChecker:
-    """Fetches one episode as the loader does and decodes every row's frame of every camera."""
-
-    def __init__(self, meta: DatasetMeta, assembler: EpisodeAssembler, *, tolerance_s: float,
-                 check_pattern: bool = False) -> None:
-        self.meta = meta
-        self.assembler = assembler
-        self.tolerance_s = tolerance_s
-        self.check_pattern = check_pattern
-        self.decoders = DecoderLRU(1)  # one camera's decoder at a time
-        self.cameras: dict[str, Camera] = camera_features(
-            meta, tolerance_s=tolerance_s, return_uint8=True, decoders=self.decoders,
-            depth_output_unit=DEFAULT_DEPTH_UNIT)
-
-    def check(self, episode_index: int) -> int:
-        """Frames decoded (every camera); raises what streaming the episode would raise."""
-        data = self.assembler(episode_index)
-        items = EpisodeItems(data, self.meta)
-        length = data.episode.length
-        decoded = 0
-        for key, camera in self.cameras.items():
-            video = data.videos.get(key)
-            what = f"episode {episode_index}, camera {key}" + (f" ({video.path})" if video is not None else "")
-            if video is not None and video.row_frames is not None:  # every row first: no decoding for nothing
-                video.row_frames.positions_of(None, self.tolerance_s, what)
-            for lo in range(0, length, FRAMES_PER_CHUNK):
-                rows = np.arange(lo, min(length, lo + FRAMES_PER_CHUNK))
-                try:
-                    pixels = camera.frames(items, rows)
-                except (StreamLoaderError, *_BUGS):
-                    raise
-                except Exception as exc:  # the decoder's own errors: name the camera, file and rows
-                    raise DatasetFormatError(f"{what}, rows {lo}..{rows[-1]}: the decoder failed: "
-                                             f"{type(exc).__name__}: {exc}") from exc
-                if self.check_pattern:
-                    self._check_drawn_index(items, camera, pixels[0], lo, what)
-                decoded += len(rows)
-            self.decoders.clear()
-        return decoded
-
-    def _check_drawn_index(self, items: EpisodeItems, camera: Camera, frame: torch.Tensor, row: int,
-                           what: str) -> None:
-        """A sample-writer dataset's frame shows the index its row's ``observation.state`` encodes (read
-        from a strip of a few rows across the index bands, which fill the frame's top half)."""
-        from ..synthetic.checks import expected_state, read_depth_index, read_frame_index
-
-        state = items.columns.get("observation.state")
-        if not isinstance(state, torch.Tensor):
-            return
-        top = frame.shape[-2] // 4
-        strip = frame[..., top:top + max(1, min(8, top)), :]
-        if isinstance(camera, DepthVideoCamera):
-            shown = read_depth_index(strip, camera.unit)
-        elif isinstance(camera, VideoCamera):
-            shown = read_frame_index(strip)
-        else:
-            return
-        values = state[row].numpy()
-        if not np.allclose(expected_state(shown, len(values)), values, atol=1e-6):
-            raise DatasetFormatError(f"{what}, row {row}: the frame shows pattern index {shown}, which does not "
-                                     "match the row's observation.state")
 
 
 def cause_of(exc: BaseException, root: str) -> str:
@@ -316,7 +247,7 @@ def _submit(pool: Executor, task: FrameTask) -> Future:
     """``pool.submit(check_frame_task, task)``; a pool that refuses (broken) gives a failed future."""
     try:
         return pool.submit(check_frame_task, task)
-    except _BUGS:
+    except PROGRAMMING_ERRORS:
         raise
     except Exception as exc:
         future: Future = Future()
@@ -328,7 +259,7 @@ def _outcome(future: Future) -> tuple[list[BadEpisode], int] | BaseException:
     exc = future.exception()
     if exc is None:
         return future.result()
-    if isinstance(exc, _BUGS):
+    if isinstance(exc, PROGRAMMING_ERRORS):
         raise exc
     return exc
 

@@ -42,3 +42,15 @@ def run_check_against_lerobot(root: Path, *args: str, timeout: float = 600) -> s
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     return subprocess.run([str(lerobot_python()), str(REPO / "scripts" / "check_against_lerobot.py"), str(root),
                            *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def write_with_lerobot(out: Path, *, episodes: int, frames: tuple[int, int]) -> Path:
+    """A dataset written to ``out`` by LeRobot's own writer (``scripts/lerobot_written.py``): an RGB video
+    camera, a depth video camera, RGB and depth images in the parquet; one MP4 per camera."""
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, 'scripts')\n"
+            "try:\n    import tvshim\nexcept ImportError:\n    pass\n"
+            "from lerobot_written import write_lerobot_dataset\n"
+            f"write_lerobot_dataset(Path({str(out)!r}), episodes={episodes}, frames={frames!r})\n")
+    run_in_lerobot("-c", code, timeout=300)
+    assert (out / "meta" / "info.json").is_file()
+    return out
