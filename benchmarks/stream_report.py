@@ -10,6 +10,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from lerobot_stream_loader.plan.memory import DEFAULT_MEMORY_BUDGET
+
 from .report import machine_section, machine_title, results_folder
 
 COLUMNS = ("track", "workers", "samples/s", "runs", "1st batch s", "wire MB", "KB/sample", "wire/needed",
@@ -104,7 +106,7 @@ def targets(rows: list[dict], context: dict, workers: int) -> list[str]:
              f"({disk['wire_bytes'] / 1e6:.1f} MB from the server in that pass)")
     for row in [r for r in rows if r["track"].startswith("ours") and "error" not in r and r["workers"] == workers]:
         line(row["peak_uss"] <= MEMORY_BOUND, f"{label(row)}: peak unique memory per worker "
-             f"{row['peak_uss'] / 2**20:.0f} MB <= {MEMORY_BOUND / 2**20:.0f} MB")
+             f"{row['peak_uss'] / 2**20:.0f} MiB <= memory_budget {MEMORY_BOUND / 2**20:.0f} MiB")
     return out
 
 
@@ -132,9 +134,9 @@ def droid_targets(rows: list[dict], workers: int, line: Any) -> list[str]:
     return []
 
 
-# cache_bytes (512 MiB) + decoded samples (256 MiB of uint8 frames) + 128 decoders x 3 MiB + 300 MiB of
-# interpreter, libraries and items in flight: the documented per-worker budget at default settings
-MEMORY_BOUND = (512 + 256 + 384 + 300) << 20
+# the per-worker memory_budget every track runs with (the default): fetched bytes, decoded samples,
+# decoders and kept batch memory, besides the interpreter (lerobot_stream_loader/plan/memory.py)
+MEMORY_BOUND = DEFAULT_MEMORY_BUDGET
 
 
 def summary(rows: list[dict], workers_list: list[int], variant: str = "av1") -> list[str]:

@@ -17,7 +17,6 @@ import torch
 
 from .base import ReaderPlace, StreamingBase, check_resources
 from .fetch.bad_episodes import DEFAULT_MAX_BAD_FRACTION, BadEpisodes, check_policy
-from .fetch.episode_cache import DEFAULT_BUDGET_BYTES
 from .fetch.frame_match import DEFAULT_TOLERANCE_S
 from .items.builder import ItemBuilder
 from .items.decode import DecoderLRU
@@ -30,7 +29,7 @@ from .meta.lerobot_view import LeRobotMeta
 from .plan.elastic import ElasticState, remaining_plan
 from .plan.ranks import resolve_worker
 from .plan.shard import PlanEpisodes, ShardPlan, group_episodes, plan_shard, samples_per_rank
-from .plan.sizing import MAX_AUTO_DECODERS, auto_pool_size, auto_shuffle_buffer
+from .plan.sizing import auto_decoders, auto_pool_size, auto_shuffle_buffer, worker_memory
 from .plan.state import fingerprint
 from .storage.job_resolve import share_job_resolves
 from .storage.paths import is_local
@@ -106,18 +105,26 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
             DataLoader running another number of workers is reported with a warning.
         pool_size: episodes open (fetched, decoders positioned) at once when shuffling: what buys
             shuffle quality (docs/shuffle.md). Default: as many as fit in three quarters of
-            ``cache_bytes`` (estimated from the MP4 sizes), 4..64.
+            ``cache_bytes`` (estimated from the MP4 sizes) and whose decoders (one per camera) fit
+            the memory budget's decoder share, 4..64.
         shuffle_buffer: decoded samples a worker holds when shuffling: a batch draws from about the
             last ``shuffle_buffer`` decoded samples (``run = shuffle_buffer // (2 * pool_size)``
             frames are decoded per turn). The decoded-frame budget of a worker is
             ``shuffle_buffer + run`` samples of uint8 frames (converted to float32 when yielded).
-            Default: as many samples as fit in 256 MiB of uint8 frames, 32..4096 (145 for two 640x480
-            cameras).
-        cache_bytes: per-worker byte budget of fetched episodes.
+            Default: as many samples as fit in the budget's share of decoded samples (256 MiB by
+            default) of uint8 frames, 32..4096 (145 for two 640x480 cameras).
+        memory_budget: bytes one DataLoader worker may hold in all (docs/performance.md#memory), split
+            into fetched bytes (``cache_bytes``), decoded samples (``shuffle_buffer``), open decoders
+            (``decoders``) and the batch memory a worker keeps for reuse, besides 256 MiB for the
+            interpreter and libraries. Default 1792 MiB (512 + 256 + 384 + 384 MiB). A part set here
+            keeps its size and the others share the rest; ``dataset.memory`` shows the split.
+        cache_bytes: per-worker byte budget of fetched episodes (default: a third of what
+            ``memory_budget`` leaves after the interpreter, 512 MiB).
         prefetch_episodes: episodes fetched ahead of the one being read.
         fetch_threads: per-worker threads that fetch episodes.
         decoders: open decoders kept per worker (one per resident episode and camera). Default: enough for
-            the open pool, at most 128 (an open decoder holds a few frames: about 3 MB at 640x480).
+            the open pool within the budget's share (an open decoder holds a few frames: about 3 MB
+            at 640x480), at most 128.
         storage_options: fsspec options (credentials, endpoints) for metadata and the fsspec backend.
         cache_dir: this machine's cache folder (metadata of remote datasets, index sidecars), shared by
             every rank and worker; default ``$LEROBOT_STREAM_CACHE``, else ``~/.cache/lerobot_stream_loader``.
@@ -159,7 +166,8 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
         num_workers: int | None = None,
         pool_size: int | None = None,
         shuffle_buffer: int | None = None,
-        cache_bytes: int = DEFAULT_BUDGET_BYTES,
+        memory_budget: int | None = None,
+        cache_bytes: int | None = None,
         prefetch_episodes: int = 4,
         fetch_threads: int = 4,
         decoders: int | None = None,
@@ -182,19 +190,22 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
             check_policy(on_bad_episode, max_bad_fraction)
             self.on_bad_episode, self.max_bad_fraction = on_bad_episode, float(max_bad_fraction)
             check_resources(pool_size=pool_size, shuffle_buffer=shuffle_buffer, cache_bytes=cache_bytes,
-                            prefetch_episodes=prefetch_episodes, fetch_threads=fetch_threads, decoders=decoders)
+                            prefetch_episodes=prefetch_episodes, fetch_threads=fetch_threads, decoders=decoders,
+                            memory_budget=memory_budget)
+            self.memory = worker_memory(self.meta.source, self.image_size, memory_budget, cache_bytes=cache_bytes,
+                                        shuffle_buffer=shuffle_buffer, decoders=decoders)
+            cache_bytes = self.memory.cache
             if disk_cache_bytes < 0:
                 raise ValueError(f"disk_cache_bytes must be >= 0 (0: no disk cache), got {disk_cache_bytes}")
             if pool_size is None and not shuffle:
                 pool_size = 1  # without shuffle one episode at a time is read, in order
             elif pool_size is None:
-                pool_size = auto_pool_size(self.meta.source, cache_bytes, reader.size, episodes=self.episodes)
+                pool_size = auto_pool_size(self.meta.source, cache_bytes, reader.size, episodes=self.episodes,
+                                           decoder_bytes=self.memory.decoders)
         self.pool_size = pool_size
-        self.shuffle_buffer = shuffle_buffer or auto_shuffle_buffer(self.meta.source, self.image_size)
-        if decoders is None:
-            resident = pool_size if shuffle else 1
-            decoders = min(MAX_AUTO_DECODERS, max(1, resident * len(self.meta.video_keys)))
-        self.decoders = decoders
+        self.shuffle_buffer = shuffle_buffer or auto_shuffle_buffer(self.meta.source, self.image_size,
+                                                                    self.memory.decoded)
+        self.decoders = decoders or auto_decoders(self.memory, self.meta.source, pool_size if shuffle else 1)
         self.settings: ResourceSettings = dict(cache_bytes=cache_bytes, prefetch_episodes=prefetch_episodes,
                                                fetch_threads=fetch_threads, cache_dir=cache_dir,
                                                disk_cache_bytes=disk_cache_bytes)

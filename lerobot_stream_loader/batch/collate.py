@@ -29,6 +29,7 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 from ..items.item import Item
 from ..items.planar import copy_planar, fast_deinterleave
 from ..items.video import float_frames
+from ..plan.memory import MemorySplit, batches_kept
 from ..util.stage_clock import clock
 from .buffers import MIN_POOLED_BYTES, BatchBuffers
 
@@ -49,6 +50,7 @@ class StreamingCollate:
         self.float_keys = frozenset(float_keys)
         self.in_flight = max(1, int(in_flight))
         self._deferring = False
+        self._batch_share: int | None = None  # the worker's memory budget share for kept batches
 
     def __call__(self, samples: list[Any]) -> Any:
         with clock().timed("collate"):
@@ -63,9 +65,12 @@ class StreamingCollate:
             defer = getattr(worker.dataset, "defer_float_frames", None)
             if callable(defer) and self.float_keys:
                 defer(self.float_keys)  # from now on this worker's items leave these frames uint8
+            split = getattr(worker.dataset, "memory", None)
+            self._batch_share = split.batches if isinstance(split, MemorySplit) else None
         keys = list(samples[0])
         layouts = {key: self._layout(key, [s[key] for s in samples]) for key in keys}
-        outs = _outputs({k: v for k, v in layouts.items() if v is not None}, self.in_flight, worker is not None)
+        outs = _outputs({k: v for k, v in layouts.items() if v is not None}, self.in_flight, worker is not None,
+                        self._batch_share)
         stacked = {key: _fill(out, [s[key] for s in samples]) for key, out in outs.items()}
         rest = [k for k in keys if k not in stacked]
         collated = default_collate([{k: s[k] for k in rest} for s in samples]) if rest else {}
@@ -86,17 +91,20 @@ class StreamingCollate:
 
 
 def _outputs(layouts: dict[str, tuple[tuple[int, ...], torch.dtype]], in_flight: int,
-             in_worker: bool) -> dict[str, torch.Tensor]:
+             in_worker: bool, share: int | None = None) -> dict[str, torch.Tensor]:
     """Uninitialized batch tensors. Outside a worker: plain memory. In a worker: reusable shared
     memory, a buffer of its own for each large tensor (keeping one key, e.g. ``batch["action"]``,
     never holds the camera frames) and one buffer for all the small ones (one file descriptor sent
-    to the training process instead of one per key)."""
+    to the training process instead of one per key); at most ``in_flight`` batches' worth, and
+    within ``share`` bytes (at least one batch) when the worker's memory budget gives one."""
     global _buffers
     if not in_worker:
         return {key: torch.empty(shape, dtype=dtype) for key, (shape, dtype) in layouts.items()}
     if _buffers is None:
         _buffers = BatchBuffers()
     sizes = {key: math.prod(shape) * dtype.itemsize for key, (shape, dtype) in layouts.items()}
+    if share is not None:
+        in_flight = batches_kept(share, sum(sizes.values()), in_flight)
     large = {key for key, n in sizes.items() if n >= MIN_POOLED_BYTES}
     per_size = Counter(sizes[key] for key in large)  # buffers of each size one batch takes
     outs = {}

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..plan.sizing import MAX_AUTO_POOL, auto_shuffle_buffer, mean_episode_bytes
+from ..plan.memory import MemorySplit, split_budget
+from ..plan.sizing import (
+    MAX_AUTO_DECODERS,
+    MAX_AUTO_POOL,
+    auto_shuffle_buffer,
+    frame_sizes,
+    largest_decoder,
+    mean_episode_bytes,
+)
 
 READER_THREADS = 8  # range-reader threads per worker, all sources together (at least one each)
 SAMPLED_FILES = 24  # MP4 sizes read at construction to estimate episode sizes, all sources together
@@ -57,13 +65,32 @@ def pool_sizes(counts: np.ndarray, *, shuffle: bool, pool_size: int | None, cach
     return pools
 
 
-def shuffle_buffers(counts: np.ndarray, sources: Sequence, shuffle_buffer: int | None) -> list[int]:
+def shuffle_buffers(counts: np.ndarray, sources: Sequence, shuffle_buffer: int | None, decoded_bytes: int) -> list[int]:
     """Decoded samples each source's stream may hold: ``shuffle_buffer`` (all sources together) split by
-    share, or by default each source's share of the decoded-frame budget a single dataset would get."""
+    share, or by default each source's share of what ``decoded_bytes`` holds of its samples."""
     share = shares(counts)
     if shuffle_buffer is not None:
         return [max(1, round(shuffle_buffer * s)) for s in share]
-    return [max(1, round(auto_shuffle_buffer(source.meta.source) * s)) for s, source in zip(share, sources, strict=True)]
+    return [max(1, round(auto_shuffle_buffer(source.meta.source, decoded_bytes=decoded_bytes) * s))
+            for s, source in zip(share, sources, strict=True)]
+
+
+def mixture_memory(sources: Sequence, memory_budget: int | None, *, cache_bytes: int | None,
+                   shuffle_buffer: int | None, decoders: int | None) -> MemorySplit:
+    """The worker's budget split for all sources together (parts the user set counted at the largest
+    source's sample and decoder sizes)."""
+    sample = max(sum(3 * h * w for h, w in frame_sizes(s.meta.source)) for s in sources)
+    decoder = max(largest_decoder(s.meta.source) for s in sources)
+    return split_budget(memory_budget, cache=cache_bytes,
+                        decoded=None if shuffle_buffer is None else shuffle_buffer * sample,
+                        decoders=None if decoders is None else decoders * decoder)
+
+
+def mixture_decoders(split: MemorySplit, sources: Sequence, pools: Sequence[int]) -> int:
+    """Open decoders: one per resident episode and camera of every source, within the split's share."""
+    resident = sum(p * max(1, len(s.meta.video_keys)) for p, s in zip(pools, sources, strict=True))
+    fit = split.decoders // max(largest_decoder(s.meta.source) for s in sources)
+    return int(min(MAX_AUTO_DECODERS, max(1, min(fit, resident))))
 
 
 def prefetch_depths(counts: np.ndarray, prefetch_episodes: int) -> list[int]:

@@ -21,13 +21,11 @@ import torch
 from ..base import ReaderPlace, StreamingBase, check_resources
 from ..dataset import StreamingLeRobot
 from ..fetch.bad_episodes import BadEpisodes
-from ..fetch.episode_cache import DEFAULT_BUDGET_BYTES
 from ..fetch.file_indexes import IndexCaches
 from ..meta.depth import depth_keys
 from ..meta.lerobot_view import LANGUAGE_COLUMNS, LeRobotMeta
 from ..meta.stats import combine_datasets
 from ..plan.elastic import ElasticState
-from ..plan.sizing import MAX_AUTO_DECODERS
 from ..stream import WorkerResources
 from . import budget
 from .elastic import remaining_reader_plan
@@ -118,8 +116,11 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
             as fit in three quarters of ``cache_bytes``), at least one per source.
         shuffle_buffer: decoded samples per worker waiting to be mixed, all sources together (default:
             each source's share of the decoded-frame budget a single dataset gets).
-        cache_bytes, prefetch_episodes, fetch_threads: the worker's byte budget, fetches in flight and
-            fetch threads, shared by all sources.
+        memory_budget: bytes one worker may hold, all sources together, split as for StreamingLeRobot
+            (``mixture.memory``).
+        cache_bytes, prefetch_episodes, fetch_threads: the worker's byte budget of fetched episodes
+            (default: its share of ``memory_budget``), fetches in flight and fetch threads, shared by
+            all sources.
         decoders: open decoders per worker, all sources together (default: enough for the open
             episodes, capped as for a single dataset).
     """
@@ -138,7 +139,8 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
         features: str = "intersection",
         pool_size: int | None = None,
         shuffle_buffer: int | None = None,
-        cache_bytes: int = DEFAULT_BUDGET_BYTES,
+        memory_budget: int | None = None,
+        cache_bytes: int | None = None,
         prefetch_episodes: int = 4,
         fetch_threads: int = 4,
         decoders: int | None = None,
@@ -151,7 +153,11 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
         self.samples_per_epoch = _check_total(samples_per_epoch, int(frames.sum()))
         self.counts = source_counts(self.weights, self.samples_per_epoch)
         check_resources(pool_size=pool_size, shuffle_buffer=shuffle_buffer, cache_bytes=cache_bytes,
-                        prefetch_episodes=prefetch_episodes, fetch_threads=fetch_threads, decoders=decoders)
+                        prefetch_episodes=prefetch_episodes, fetch_threads=fetch_threads, decoders=decoders,
+                        memory_budget=memory_budget)
+        self.memory = budget.mixture_memory(self.sources, memory_budget, cache_bytes=cache_bytes,
+                                            shuffle_buffer=shuffle_buffer, decoders=decoders)
+        cache_bytes = self.memory.cache
         names = [s.meta.root for s in self.sources]
         self.schema = Schema([source_spec(s) for s in self.sources], names, features)
         self.features = features
@@ -159,10 +165,8 @@ class MixedStreamingLeRobot(StreamingBase[ReaderPlan]):
         sizes = budget.episode_bytes(self.sources) if shuffle and pool_size is None else None
         self.pool_sizes = budget.pool_sizes(self.counts, shuffle=shuffle, pool_size=pool_size,
                                             cache_bytes=cache_bytes, sizes=sizes)
-        self.shuffle_buffers = budget.shuffle_buffers(self.counts, self.sources, shuffle_buffer)
-        resident = sum(p * max(1, len(s.meta.video_keys)) for p, s in zip(self.pool_sizes, self.sources,
-                                                                           strict=True))
-        self.decoders = decoders or min(MAX_AUTO_DECODERS, resident)
+        self.shuffle_buffers = budget.shuffle_buffers(self.counts, self.sources, shuffle_buffer, self.memory.decoded)
+        self.decoders = decoders or budget.mixture_decoders(self.memory, self.sources, self.pool_sizes)
         self.settings: MixtureSettings = dict(
             cache_bytes=cache_bytes, fetch_threads=fetch_threads, prefetch_depth=prefetch_episodes,
             prefetch=budget.prefetch_depths(self.counts, prefetch_episodes), decoders=self.decoders)

@@ -7,34 +7,48 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..meta.dataset_meta import DatasetMeta
+from .memory import MemorySplit, decoder_bytes, split_budget
 
 MAX_AUTO_POOL = 64
-MAX_AUTO_DECODERS = 128
+MAX_AUTO_DECODERS = 512  # the memory budget's decoder share decides below that
 MIN_AUTO_POOL = 4
 DECODED_BYTES = 256 << 20
 MIN_AUTO_BUFFER, MAX_AUTO_BUFFER = 32, 4096
 
 
 def auto_pool_size(meta: DatasetMeta, cache_bytes: int, size: Callable[[str], int], *,
-                   sampled_files: int = 8, episodes: Sequence[int] | np.ndarray | None = None) -> int:
+                   sampled_files: int = 8, episodes: Sequence[int] | np.ndarray | None = None,
+                   decoder_bytes: int | None = None) -> int:
     """Resident episodes that fit in 3/4 of the byte budget, from the bytes per frame of a few MP4s
-    (of ``episodes`` when given: a local copy may hold only their files)."""
+    (of ``episodes`` when given: a local copy may hold only their files), and whose decoders (one per
+    camera) fit in ``decoder_bytes``: a pool with more cameras than open decoders would close and
+    reopen decoders at every turn."""
+    most = MAX_AUTO_POOL
+    if decoder_bytes is not None and meta.video_keys:
+        most = min(most, max(MIN_AUTO_POOL, decoder_bytes // (largest_decoder(meta) * len(meta.video_keys))))
     episode_bytes = mean_episode_bytes(meta, size, sampled_files=sampled_files, episodes=episodes)
     if not episode_bytes:
-        return MAX_AUTO_POOL
-    return int(min(MAX_AUTO_POOL, max(MIN_AUTO_POOL, 0.75 * cache_bytes // max(1.0, episode_bytes))))
+        return most
+    return int(min(most, max(MIN_AUTO_POOL, 0.75 * cache_bytes // max(1.0, episode_bytes))))
 
 
-def auto_shuffle_buffer(meta: DatasetMeta, image_size: tuple[int, int] | None = None) -> int:
-    """Decoded samples that fit in ``DECODED_BYTES`` of uint8 frames (every video camera), 32..4096."""
-    sample = 0
+def auto_shuffle_buffer(meta: DatasetMeta, image_size: tuple[int, int] | None = None,
+                        decoded_bytes: int = DECODED_BYTES) -> int:
+    """Decoded samples that fit in ``decoded_bytes`` of uint8 frames (every video camera), 32..4096."""
+    sample = sum(3 * h * w for h, w in frame_sizes(meta, image_size))
+    return int(min(MAX_AUTO_BUFFER, max(MIN_AUTO_BUFFER, decoded_bytes // max(1, sample))))
+
+
+def frame_sizes(meta: DatasetMeta, image_size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """(height, width) of each video camera's frames as items carry them (``image_size`` when given)."""
+    sizes = []
     for key in meta.video_keys:
         feature = meta.features[key]
         shape = list(feature.get("shape") or [0, 0, 3])
         names = list(feature.get("names") or [])
         height, width = image_size or ((shape[1], shape[2]) if names[:1] == ["channels"] else (shape[0], shape[1]))
-        sample += int(height) * int(width) * 3
-    return int(min(MAX_AUTO_BUFFER, max(MIN_AUTO_BUFFER, DECODED_BYTES // max(1, sample))))
+        sizes.append((int(height), int(width)))
+    return sizes
 
 
 def mean_episode_bytes(meta: DatasetMeta, size: Callable[[str], int], *, sampled_files: int = 8,
@@ -53,3 +67,24 @@ def mean_episode_bytes(meta: DatasetMeta, size: Callable[[str], int], *, sampled
     bytes_per_frame = sizes / max(1.0, float(frames))
     cameras = max(1, len(meta.video_keys))
     return bytes_per_frame * cameras * meta.total_frames / max(1, meta.total_episodes)
+
+
+def worker_memory(meta: DatasetMeta, image_size: tuple[int, int] | None, memory_budget: int | None, *,
+                  cache_bytes: int | None, shuffle_buffer: int | None, decoders: int | None) -> MemorySplit:
+    """A worker's budget split (:func:`~lerobot_stream_loader.plan.memory.split_budget`), the parts
+    the user set counted at their size."""
+    sample = sum(3 * h * w for h, w in frame_sizes(meta, image_size))
+    return split_budget(memory_budget, cache=cache_bytes,
+                        decoded=None if shuffle_buffer is None else shuffle_buffer * sample,
+                        decoders=None if decoders is None else decoders * largest_decoder(meta))
+
+
+def largest_decoder(meta: DatasetMeta) -> int:
+    """Estimated memory of an open decoder of the dataset's largest camera (decoders keep full-size frames)."""
+    return decoder_bytes(max((h * w for h, w in frame_sizes(meta)), default=0))
+
+
+def auto_decoders(split: MemorySplit, meta: DatasetMeta, resident: int) -> int:
+    """Open decoders: one per resident episode and camera, within the split's share, 1..128."""
+    fit = split.decoders // largest_decoder(meta)
+    return int(min(MAX_AUTO_DECODERS, max(1, min(fit, resident * len(meta.video_keys)))))
