@@ -22,6 +22,7 @@ from lerobot_stream_loader.synthetic.checks import read_frame_index
 from lerobot_stream_loader.tools import CopyNotPossible, prepare, shuffle_episodes, shuffle_order, validate
 from lerobot_stream_loader.tools.encoder import CodecSettings, FileEncoder
 from lerobot_stream_loader.tools.shuffle_copy import check_copied_file
+from lerobot_stream_loader.tools.shuffle_tasks import column_stats, constant_stats
 from lerobot_stream_loader.tools.verify import OutputCheckError
 from tests.support.reference import ReferenceReader
 from tests.test_tools_realign import leftovers, tree_hashes
@@ -191,3 +192,14 @@ def test_every_drawn_index_survives_a_copy_of_many_files(make_sample, tmp_path):
                     if e.videos[key].path == path for k in range(e.length)]
             assert drawn == rows, f"{path}"
     assert np.all(np.diff([e.from_index for e in out_meta.episodes]) > 0)
+
+
+@pytest.mark.parametrize(("value", "count"), [(0, 1), (7, 30), (91_234, 299), (2**40 + 3, 1000)])
+def test_a_renumbered_episode_index_gets_numpys_stats_without_its_column(value: int, count: int) -> None:
+    """The shuffled episode's ``episode_index`` stats are computed from its number alone: the same
+    dtypes, shapes and floats as numpy's statistics of the column."""
+    expected, got = column_stats(np.full(count, value)), constant_stats(value, count)
+    assert list(got) == list(expected)
+    for key in expected:
+        assert got[key].dtype == expected[key].dtype and got[key].shape == expected[key].shape
+        assert np.array_equal(got[key], expected[key]), key

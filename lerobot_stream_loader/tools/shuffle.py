@@ -42,7 +42,7 @@ from .shuffle_copy import (
 )
 from .shuffle_meta import write_shuffled_meta
 from .shuffle_tasks import DataTask, EpisodeMove, VideoTask
-from .source import SourceFiles, VideoSource, open_source
+from .source import SourceFiles, open_source
 from .task_runner import InlineExecutor, Task, local_executor, run_tasks
 
 MB = 1 << 20
@@ -140,7 +140,7 @@ def run_shuffle(source: str | os.PathLike[str], output_dir: str | os.PathLike[st
     meta = open_source(os.fspath(source), storage_options)
     check_output(os.fspath(source), output, overwrite=overwrite)
     files = SourceFiles.of(meta)
-    videos = VideoSource(files)
+    videos = files.videos  # read once here, shared with the tasks that run in this process
     info = dict(meta.info)
     if video_files_size_in_mb is not None:
         info["video_files_size_in_mb"] = video_files_size_in_mb
@@ -223,7 +223,7 @@ def plan_groups(meta: DatasetMeta, files: SourceFiles, moves: list[EpisodeMove],
     """Consecutive output episodes per file, rolled over (as LeRobot does) before a file would reach
     its size limit; sizes are estimated from the source's bytes of each episode (``survey``)."""
     if survey is None:
-        survey = survey_videos(meta, VideoSource(files), sorted(moves, key=lambda move: move.old))
+        survey = survey_videos(meta, files.videos, sorted(moves, key=lambda move: move.old))
     video_limit = float(info.get("video_files_size_in_mb") or 200) * MB
     data_limit = float(info.get("data_files_size_in_mb") or 100) * MB
     data_bytes = sum(files.size(p) for p in sorted({m.data_path for m in moves}))

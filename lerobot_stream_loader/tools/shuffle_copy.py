@@ -150,22 +150,9 @@ def _unmap(mapped: mmap.mmap) -> None:
         pass
 
 
-class _MappedVideos(VideoSource):
-    """Sample tables read from mapped local files (no file system calls)."""
-
-    def __init__(self, files: SourceFiles, maps: SourceMaps) -> None:
-        super().__init__(files)
-        self._mapped = maps
-
-    def read_index(self, path: str) -> Mp4Index:
-        data = self._mapped.mapped(path)
-        return index_mp4(lambda offset, length: data[offset:offset + length], size=len(data),
-                         name=f"{self.files.root}/{path}")
-
-
 def source_runs(task: CopyTask, maps: SourceMaps) -> tuple[TrackInfo, list[SampleRun]]:
     """Each episode's samples in the source, checked to be copyable, and the first one's track info."""
-    videos = _MappedVideos(task.files, maps) if maps.local else VideoSource(task.files)
+    videos = task.files.videos
     copied: list[SampleRun] = []
     info: TrackInfo | None = None
     for move in task.episodes:

@@ -28,7 +28,7 @@ from ..util.deadline import run_while_progressing
 from .encoder import HARDWARE_ENCODERS, CameraResult, CodecSettings, FileEncoder
 from .layout import write_parquet
 from .remux import check_episode_keyframes, episode_bounds
-from .source import EpisodeRows, SourceFiles, VideoSource
+from .source import SourceFiles, VideoSource
 from .verify import OutputCheckError, check_reencoded
 
 TOLERANCE_S = 1e-4
@@ -158,7 +158,7 @@ def _frames_encoded(encoders: list[FileEncoder]) -> int:
 
 
 def _encode_file(task: VideoTask, path: str, encoders: list[FileEncoder]) -> CameraResult:
-    videos = VideoSource(task.files)
+    videos = task.files.videos
     encoder = FileEncoder(path, task.width, task.height, task.fps, task.settings)
     encoders.append(encoder)
     try:
@@ -203,9 +203,17 @@ def column_stats(values: np.ndarray) -> Stats:
     return {key: stats[key] for key in STAT_KEYS}
 
 
+def constant_stats(value: int, count: int) -> Stats:
+    """:func:`column_stats` of ``count`` copies of the integer ``value``, computed without the column
+    (every statistic of a constant is the constant, its spread 0: the same floats numpy returns)."""
+    one = np.array([float(value)])
+    return {key: (np.array([count]) if key == "count" else np.zeros(1) if key == "std" else one)
+            for key in STAT_KEYS}
+
+
 def run_data_task(task: DataTask) -> dict[str, Any]:
     """Write the renumbered rows; return per-episode stats of the renumbered columns."""
-    rows = EpisodeRows(task.files)
+    rows = task.files.rows
     schema = rows.schema(task.episodes[0].data_path)
     parts, stats = [], []
     for move in task.episodes:
@@ -220,7 +228,8 @@ def run_data_task(task: DataTask) -> dict[str, Any]:
             table = table.set_column(where, table.schema.field(where),
                                      pa.array(column, table.schema.field(where).type))
         parts.append(table)
-        stats.append({name: to_lists(column_stats(column)) for name, column in values.items()})
+        stats.append({"index": to_lists(column_stats(values["index"])),
+                      "episode_index": to_lists(constant_stats(move.new, move.length))})
     out = Path(task.out)
     write_parquet(out, pa.concat_tables(parts), [p.num_rows for p in parts])
     data = out.read_bytes()

@@ -8,6 +8,7 @@ that may hold an episode are read), then filtered exactly; nothing assumes one r
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -20,12 +21,16 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import DatasetFormatError, range_not_supported
 from ..fetch.assembly import READ_AHEAD_FRAMES
+from ..fetch.file_indexes import DEFAULT_INDEX_BYTES, IndexCaches
 from ..meta.dataset_meta import DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4Index, Span, index_mp4
 from ..storage.credentials import basic_auth_header, reveal_secrets, secret_values
 from ..storage.location import Location
 from ..storage.log_scrub import scrub_from_logs
 from ..storage.paths import join
+
+_VIDEOS_LOCK = threading.Lock()  # creates a SourceFiles' shared readers
+MAX_SPANS = 1 << 16  # episode spans a VideoSource remembers (about 200 bytes each)
 
 
 def open_source(source: str, storage_options: dict[str, Any] | None = None) -> DatasetMeta:
@@ -34,12 +39,15 @@ def open_source(source: str, storage_options: dict[str, Any] | None = None) -> D
 
 
 class SourceFiles:
-    """Files below a dataset root, opened through fsspec on first use (picklable)."""
+    """Files below a dataset root, opened through fsspec on first use (picklable). The tasks of a run
+    that hold the same object in one process share its :attr:`videos`."""
 
     def __init__(self, location: Location) -> None:
         self.location = location  # credentials hidden: pickled to workers unreadable
         self.root = location.root
         self._fs: tuple[fsspec.AbstractFileSystem, str] | None = None
+        self._videos: VideoSource | None = None
+        self._rows: EpisodeRows | None = None
 
     @classmethod
     def of(cls, meta: DatasetMeta) -> SourceFiles:
@@ -47,7 +55,24 @@ class SourceFiles:
         return cls(meta.location)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_fs": None}
+        return {**self.__dict__, "_fs": None, "_videos": None, "_rows": None}
+
+    @property
+    def videos(self) -> VideoSource:
+        """The MP4 sample tables read so far, shared by every thread holding this object (a copy
+        pickled to another process starts empty)."""
+        with _VIDEOS_LOCK:
+            if self._videos is None:
+                self._videos = VideoSource(self)
+            return self._videos
+
+    @property
+    def rows(self) -> EpisodeRows:
+        """Episode rows of the data files, their footers and last row groups shared like :attr:`videos`."""
+        with _VIDEOS_LOCK:
+            if self._rows is None:
+                self._rows = EpisodeRows(self)
+            return self._rows
 
     def _resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
         if self._fs is None:
@@ -85,11 +110,12 @@ class SourceFiles:
 class EpisodeRows:
     """Rows of single episodes from the source's data files, a few files' footers kept open."""
 
-    def __init__(self, files: SourceFiles, keep_files: int = 4) -> None:
+    def __init__(self, files: SourceFiles, keep_files: int = 32) -> None:
         self.files = files
         self._files: OrderedDict[str, tuple[pq.ParquetFile, list[tuple[int, int]]]] = OrderedDict()
         self._keep = keep_files
         self._cache: OrderedDict[tuple[str, tuple[int, ...]], pa.Table] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _open(self, path: str) -> tuple[pq.ParquetFile, list[tuple[int, int]]]:
         hit = self._files.get(path)
@@ -118,7 +144,11 @@ class EpisodeRows:
         return handle, ranges
 
     def rows(self, episode: EpisodeMeta) -> pa.Table:
-        """The episode's rows, sorted by ``index``; checked against the episode's length."""
+        """The episode's rows, sorted by ``index``; checked against the episode's length (thread-safe)."""
+        with self._lock:
+            return self._rows(episode)
+
+    def _rows(self, episode: EpisodeMeta) -> pa.Table:
         handle, ranges = self._open(episode.data_path)
         groups = tuple(i for i, (lo, hi) in enumerate(ranges) if lo <= episode.index <= hi)
         key = (episode.data_path, groups)
@@ -145,27 +175,27 @@ class EpisodeRows:
 
     def schema(self, path: str) -> pa.Schema:
         """Arrow schema (with its metadata) of a data file."""
-        return self._open(path)[0].schema_arrow
+        with self._lock:
+            return self._open(path)[0].schema_arrow
 
 
 class VideoSource:
-    """MP4 sample tables of the source (range reads of the moov only); the last ``keep`` are kept."""
+    """MP4 sample tables of the source (range reads of the moov only), the most recently used kept up
+    to ``max_index_bytes`` (thread-safe)."""
 
-    def __init__(self, files: SourceFiles, keep: int = 16) -> None:
+    def __init__(self, files: SourceFiles, max_index_bytes: int = DEFAULT_INDEX_BYTES) -> None:
         self.files = files
-        self._indexes: OrderedDict[str, Mp4Index] = OrderedDict()
-        self._keep = keep
+        self._caches = IndexCaches(max_index_bytes)
+        self._spans: OrderedDict[tuple[str, float, float, int], Span] = OrderedDict()  # checked spans
 
     def index(self, path: str) -> Mp4Index:
         """The sample table of one source MP4."""
-        found = self._indexes.get(path)
+        with self._caches.guard:
+            found = self._caches.mp4.get(path)
         if found is None:
             found = self.read_index(path)
-            self._indexes[path] = found
-            while len(self._indexes) > self._keep:
-                self._indexes.popitem(last=False)
-        else:
-            self._indexes.move_to_end(path)
+            with self._caches.guard:
+                self._caches.mp4.put(path, found)
         return found
 
     def read_index(self, path: str) -> Mp4Index:
@@ -181,6 +211,20 @@ class VideoSource:
         extended by the missing frames' duration when that presents exactly ``frames`` frames.
         """
         index = self.index(path)
+        key = (path, from_ts, to_ts, frames)
+        with self._caches.guard:
+            known = self._spans.get(key)
+        if known is not None:
+            return index, known
+        span = self._checked_span(index, path, from_ts, to_ts, frames, what)
+        with self._caches.guard:
+            self._spans[key] = span
+            while len(self._spans) > MAX_SPANS:
+                self._spans.popitem(last=False)
+        return index, span
+
+    def _checked_span(self, index: Mp4Index, path: str, from_ts: float, to_ts: float, frames: int,
+                      what: str) -> Span:
         span = index.span(from_ts, to_ts)
         missing = frames - span.frames
         if 0 < missing <= READ_AHEAD_FRAMES and len(index.duration):
@@ -191,7 +235,7 @@ class VideoSource:
             raise DatasetFormatError(
                 f"{self.files.root}/{path}: {what} spans {from_ts:.6f}..{to_ts:.6f} s which present "
                 f"{span.frames} frames, the episode has {frames}")
-        return index, span
+        return span
 
     def payload(self, path: str, span: Span) -> bytes:
         """The bytes of a span."""
