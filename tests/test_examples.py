@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -90,7 +92,8 @@ def test_ddp_two_nodes_one_process_each(sample: Path, tmp_path: Path) -> None:
                   "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"ddp-test-{attempt}"]
         procs = [subprocess.Popen([TORCHRUN, *common, "--node-rank", str(node), "examples/ddp_train.py",
                                    str(sample), "--report", str(tmp_path), "--workers", "0"],
-                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)
                  for node in range(2)]
         try:
             outputs = [p.communicate(timeout=130)[0] for p in procs]
@@ -99,7 +102,9 @@ def test_ddp_two_nodes_one_process_each(sample: Path, tmp_path: Path) -> None:
             if attempt:
                 raise
         finally:
-            for p in procs:
-                p.kill()
+            for p in procs:  # the agent and the training process it started: a killed agent leaves it running
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
     _check_ddp_reports(tmp_path, load_meta(sample).total_frames, 2)

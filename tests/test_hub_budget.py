@@ -137,6 +137,24 @@ def test_a_borrowed_url_refused_too_is_resolved_once_more(hub, tmp_path) -> None
     assert hub.resolves["f0.bin"] == 3
 
 
+def test_threads_of_a_reader_keep_their_own_refusals_apart(hub, tmp_path) -> None:
+    """One thread's request with a borrowed URL is refused while another thread of the same reader has
+    already resolved the file itself: the refused URL still counts as borrowed (so the first thread may
+    resolve once more), and asking again past it gives the other thread's fresh URL, with no resolve."""
+    with open_reader("hf://datasets/org/ds", cache_dir=tmp_path, **FAST) as a, \
+            open_reader("hf://datasets/org/ds", cache_dir=tmp_path, **FAST) as b:
+        _read_all(a, ["f0.bin"])
+        locator = b.hub_locator
+        borrowed = locator.target("f0.bin")  # the machine's URL, a's
+        assert locator.borrowed(borrowed.url) and hub.resolves["f0.bin"] == 1
+        hub.expire_all()
+        own = locator.renew("f0.bin")  # another thread of b resolves the file itself
+        assert locator.borrowed(borrowed.url) and not locator.borrowed(own.url)
+        assert locator.target("f0.bin", refused=borrowed.url) == own and hub.resolves["f0.bin"] == 2
+        _read_all(b, ["f0.bin"])
+        assert b.stats.reresolves == 0
+
+
 def test_a_missing_file_is_asked_for_once_per_machine(hub, tmp_path) -> None:
     readers = [open_reader("hf://datasets/org/ds", cache_dir=tmp_path, **FAST) for _ in range(3)]
     for reader in readers:

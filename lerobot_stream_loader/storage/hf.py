@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ HeadFn = Callable[[str, Mapping[str, str]], httpx.Response]
 
 _SPECIAL_REVISION = re.compile(r"^refs/(?:convert/[\w.-]+|pr/\d+)")
 _MAX_REDIRECTS = 5
+MAX_BORROWED = 4096  # borrowed URLs remembered per locator
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,9 @@ class HubLocator:
         self._head = head
         self._stats = stats or ReaderStats()
         self._cache: dict[str, Resolved] = {}
-        self._borrowed: set[str] = set()  # paths whose URL held came from another reader (machine, job)
+        # URLs this locator took from another reader (machine, job): kept per URL, not per path, since one
+        # thread may replace a path's URL while another thread's request with the old one is refused
+        self._borrowed: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self.share = check_resolve_mode(share)
         self.scope = resolve_scope(self.endpoint, self.root.kind, self.root.repo_id, self.root.revision,
@@ -182,27 +186,27 @@ class HubLocator:
             return {"Authorization": f"Bearer {self.__token}"}
         return {}
 
-    def target(self, path: str, *, refresh: bool = False) -> Resolved:
+    def target(self, path: str, *, refused: str | None = None) -> Resolved:
         """The download URL, size and ETag of ``path``: this locator's until shortly before the URL
-        expires, else the machine's (or the job's), else resolved; ``refresh``: the URL held was refused."""
+        expires, else the machine's (or the job's), else resolved; ``refused``: a URL of it the server
+        refused (never given again)."""
         with self._lock:
             mine = self._cache.get(path)
-        if mine is not None and not refresh and mine.fresh():
+        if mine is not None and mine.fresh() and (refused is None or mine.url != refused):
             return mine
-        refused = mine.url if refresh and mine is not None else None
         resolved, borrowed = (self._resolve(path), False) if self.store is None else self._shared(path, refused)
         with self._lock:
             self._cache[path] = resolved
             if borrowed:
-                self._borrowed.add(path)
-            else:
-                self._borrowed.discard(path)
+                self._borrowed[resolved.url] = None
+                while len(self._borrowed) > MAX_BORROWED:
+                    self._borrowed.popitem(last=False)
         return resolved
 
-    def borrowed(self, path: str) -> bool:
-        """Whether the URL held for ``path`` came from another reader (its refusal deserves a resolve)."""
+    def borrowed(self, url: str) -> bool:
+        """Whether ``url`` came from another reader (its refusal deserves a resolve of this one's own)."""
         with self._lock:
-            return path in self._borrowed
+            return url in self._borrowed
 
     def renew(self, path: str) -> Resolved:
         """Resolve ``path`` now and share the answer with the machine."""
@@ -211,7 +215,6 @@ class HubLocator:
             self.store.put(path, resolved)
         with self._lock:
             self._cache[path] = resolved
-            self._borrowed.discard(path)
         return resolved
 
     def _shared(self, path: str, refused: str | None) -> tuple[Resolved, bool]:

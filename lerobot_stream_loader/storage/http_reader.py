@@ -56,9 +56,9 @@ class Locator(Protocol):
 
     can_refresh: bool
 
-    def target(self, path: str, *, refresh: bool = False) -> Resolved: ...
+    def target(self, path: str, *, refused: str | None = None) -> Resolved: ...
 
-    def borrowed(self, path: str) -> bool: ...
+    def borrowed(self, url: str) -> bool: ...
 
     def headers_for(self, url: str) -> dict[str, str]: ...
 
@@ -76,10 +76,10 @@ class UrlLocator:
         self._origin = origin(self.root)
         self._headers = basic_auth_header(basic_auth) if basic_auth is not None else {}
 
-    def target(self, path: str, *, refresh: bool = False) -> Resolved:
+    def target(self, path: str, *, refused: str | None = None) -> Resolved:
         return Resolved(f"{self.root}/{quote(path)}", None)
 
-    def borrowed(self, path: str) -> bool:
+    def borrowed(self, url: str) -> bool:
         return False
 
     def headers_for(self, url: str) -> dict[str, str]:
@@ -273,15 +273,15 @@ class HttpRangeReader(BaseRangeReader):
     # -- ranges -----------------------------------------------------------------------------------
     def _fetch(self, path: str, offset: int, length: int) -> bytes:
         what = f"{self._describe(path)} bytes {offset}-{offset + length - 1}"
-        refreshes = 0  # a URL another reader resolved again may be refused too: then this one resolves
+        refreshes, refused = 0, None  # a URL another reader resolved may be refused too: then this one resolves
         while True:
-            target = self._locator.target(path, refresh=refreshes > 0)
+            target = self._locator.target(path, refused=refused)
             try:
                 return self._with_retries(what, functools.partial(self._get_once, target, offset, length))
             except _Denied as exc:
-                borrowed = refreshes == 1 and self._locator.borrowed(path)
+                borrowed = refreshes == 1 and self._locator.borrowed(target.url)
                 if self._locator.can_refresh and (refreshes == 0 or borrowed):
-                    refreshes += 1
+                    refreshes, refused = refreshes + 1, target.url
                     self.stats.add(reresolves=1)
                     continue
                 again = " even after resolving the file again" if refreshes else ""
