@@ -98,6 +98,7 @@ class Bench:
             "server_cpu": system["server_seconds"] / wall / (os.cpu_count() or 1),
             "wait_s": stage["next"] - stage["build"], "build_s": stage["build"], "collate_s": stage["collate"],
             "main_wait_s": waited, "distinct": self.mixed(distinct),
+            "memory_budget": budget.budget if (budget := getattr(dataset, "memory", None)) is not None else None,
             "episodes": sorted(episodes), "has_reader": bool(readers),
         }
 

@@ -113,13 +113,14 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
             ``shuffle_buffer + run`` samples of uint8 frames (converted to float32 when yielded).
             Default: as many samples as fit in the budget's share of decoded samples (256 MiB by
             default) of uint8 frames, 32..4096 (145 for two 640x480 cameras).
-        memory_budget: bytes one DataLoader worker may hold in all (docs/performance.md#memory), split
-            into fetched bytes (``cache_bytes``), decoded samples (``shuffle_buffer``), open decoders
-            (``decoders``) and the batch memory a worker keeps for reuse, besides 256 MiB for the
-            interpreter and libraries. Default 1792 MiB (512 + 256 + 384 + 384 MiB). A part set here
-            keeps its size and the others share the rest; ``dataset.memory`` shows the split.
-        cache_bytes: per-worker byte budget of fetched episodes (default: a third of what
-            ``memory_budget`` leaves after the interpreter, 512 MiB).
+        memory_budget: bytes one DataLoader worker may hold in all (docs/reliability.md#resource-bounds-per-worker):
+            256 MiB for the interpreter and libraries, the batch memory a worker keeps for reuse (four
+            batches of 32 samples, at most a quarter of the budget), and the rest shared 4 : 2 : 3 by
+            fetched bytes (``cache_bytes``), decoded samples (``shuffle_buffer``) and open decoders
+            (``decoders``). Default: 1408 MiB (256 + 512 + 256 + 384) plus the four batches. A part
+            set here keeps its size and the others share the rest; ``dataset.memory`` shows the split.
+        cache_bytes: per-worker byte budget of fetched episodes (default: its share of
+            ``memory_budget``, 512 MiB without one).
         prefetch_episodes: episodes fetched ahead of the one being read.
         fetch_threads: per-worker threads that fetch episodes.
         decoders: open decoders kept per worker (one per resident episode and camera). Default: enough for
@@ -193,7 +194,8 @@ class StreamingLeRobot(StreamingBase[ShardPlan]):
                             prefetch_episodes=prefetch_episodes, fetch_threads=fetch_threads, decoders=decoders,
                             memory_budget=memory_budget)
             self.memory = worker_memory(self.meta.source, self.image_size, memory_budget, cache_bytes=cache_bytes,
-                                        shuffle_buffer=shuffle_buffer, decoders=decoders)
+                                        shuffle_buffer=shuffle_buffer, decoders=decoders,
+                                        return_uint8=self.return_uint8)
             cache_bytes = self.memory.cache
             if disk_cache_bytes < 0:
                 raise ValueError(f"disk_cache_bytes must be >= 0 (0: no disk cache), got {disk_cache_bytes}")

@@ -24,16 +24,20 @@ def sample(make_sample) -> Path:
 
 def test_the_default_split_keeps_the_documented_sizes() -> None:
     split = split_budget(None)
-    assert split.budget == DEFAULT_MEMORY_BUDGET == 1792 * MIB
-    assert (split.base, split.cache, split.decoded, split.decoders, split.batches) == \
-        (256 * MIB, 512 * MIB, 256 * MIB, 384 * MIB, 384 * MIB)
-    assert "memory_budget 1792 MiB" in split.describe()
+    assert split.budget == DEFAULT_MEMORY_BUDGET == 1408 * MIB and split.batches == 0
+    assert (split.base, split.cache, split.decoded, split.decoders) == (256 * MIB, 512 * MIB, 256 * MIB, 384 * MIB)
+    batch = 236 * MIB  # float32 frames of 32 samples of two 640x480 cameras
+    with_batches = split_budget(None, batch_bytes=batch)
+    assert with_batches.batches == 4 * (batch + MIB) and with_batches.budget == 1408 * MIB + with_batches.batches
+    assert "memory_budget 2356 MiB" in with_batches.describe()
 
 
 def test_a_budget_is_split_and_set_parts_keep_their_size() -> None:
-    split = split_budget(1024 * MIB)
+    split = split_budget(1024 * MIB, batch_bytes=10 * MIB)
+    assert split.batches == 4 * 11 * MIB
     assert split.base + split.cache + split.decoded + split.decoders + split.batches <= 1024 * MIB
-    assert split.cache == 2 * split.decoded  # shares 4 : 2 : 3 : 3
+    assert abs(split.cache - 2 * split.decoded) <= 1  # shares 4 : 2 : 3
+    assert split_budget(1024 * MIB, batch_bytes=300 * MIB).batches == (1024 - 256) * MIB // 4  # a quarter at most
     fixed = split_budget(1024 * MIB, cache=600 * MIB)
     assert fixed.cache == 600 * MIB
     assert fixed.base + fixed.cache + fixed.decoded + fixed.decoders + fixed.batches <= 1024 * MIB
@@ -46,15 +50,17 @@ def test_a_budget_is_split_and_set_parts_keep_their_size() -> None:
 
 
 def test_the_dataset_sizes_its_parts_from_the_budget(sample: Path) -> None:
-    small = StreamingLeRobot(sample, shuffle=True, memory_budget=300 * MIB)
+    small = StreamingLeRobot(sample, shuffle=True, memory_budget=400 * MIB)
     split = small.memory
-    assert split.budget == 300 * MIB
+    assert split.budget == 400 * MIB
     assert small.settings["cache_bytes"] == split.cache
     frame = 96 * 64 * 3 * 2
+    assert split.batches == 4 * (32 * frame * 4 + MIB)  # float32 frames of 32 samples, four batches
     assert small.shuffle_buffer * frame <= max(split.decoded, 32 * frame)  # 32 samples at least
     assert small.decoders * largest_decoder(small.meta.source) <= split.decoders
-    default = StreamingLeRobot(sample, shuffle=True)
-    assert default.memory == split_budget(None) and default.settings["cache_bytes"] == 512 * MIB
+    default = StreamingLeRobot(sample, shuffle=True, return_uint8=True)
+    assert default.memory == split_budget(None, batch_bytes=32 * frame)
+    assert default.settings["cache_bytes"] == 512 * MIB
     own = StreamingLeRobot(sample, shuffle=True, memory_budget=400 * MIB, cache_bytes=64 * MIB, decoders=3)
     assert own.settings["cache_bytes"] == 64 * MIB and own.decoders == 3
     with pytest.raises(ValueError, match="cannot hold cache"):
@@ -89,9 +95,8 @@ def test_a_worker_keeps_batch_memory_within_its_share(sample: Path) -> None:
     budget whose batch share holds 2.5 of them keeps two batches' frames (and their small tensors)
     within the share; the default share keeps the collate's usual four."""
     batch_bytes = 8 * 2 * 3 * 64 * 96 * 4
-    parts = dict(cache_bytes=64 * MIB, shuffle_buffer=32, decoders=4)
-    fixed = StreamingLeRobot(sample, **parts).memory  # the set parts' sizes, the batch share by default
-    tight = BASE_BYTES + fixed.cache + fixed.decoded + fixed.decoders + int(2.5 * batch_bytes)
+    parts = dict(cache_bytes=4 * MIB, shuffle_buffer=32, decoders=4)
+    tight = BASE_BYTES + 10 * batch_bytes  # its batch share, a quarter of what the interpreter leaves: 2.5 batches
     for budget, kept_batches in ((None, 4), (tight, 2)):
         dataset = StreamingLeRobot(sample, memory_budget=budget, **parts)
         assert budget is None or dataset.memory.batches == int(2.5 * batch_bytes)

@@ -29,13 +29,13 @@ from torch.utils.data._utils.collate import default_collate_fn_map
 from ..items.item import Item
 from ..items.planar import copy_planar, fast_deinterleave
 from ..items.video import float_frames
-from ..plan.memory import MemorySplit, batches_kept
+from ..plan.memory import BATCHES_KEPT, MemorySplit, batches_kept
 from ..util.stage_clock import clock
 from .buffers import MIN_POOLED_BYTES, BatchBuffers
 
 _AUTO: tuple[int, StreamingCollate] | None = None  # (pid, the collate default_collate hands items to)
 
-DEFAULT_IN_FLIGHT = 4  # batches a worker's buffers may have out at once: prefetch_factor 2 + 2 in use
+DEFAULT_IN_FLIGHT = BATCHES_KEPT  # batches a worker's buffers may have out at once
 
 _ALIGN = 64  # byte alignment of each small tensor in the shared buffer they share
 _buffers: BatchBuffers | None = None  # one per worker process, made on first use

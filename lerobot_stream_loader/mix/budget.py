@@ -22,6 +22,7 @@ from ..plan.sizing import (
     frame_sizes,
     largest_decoder,
     mean_episode_bytes,
+    typical_batch_bytes,
 )
 
 READER_THREADS = 8  # range-reader threads per worker, all sources together (at least one each)
@@ -81,7 +82,8 @@ def mixture_memory(sources: Sequence, memory_budget: int | None, *, cache_bytes:
     source's sample and decoder sizes)."""
     sample = max(sum(3 * h * w for h, w in frame_sizes(s.meta.source)) for s in sources)
     decoder = max(largest_decoder(s.meta.source) for s in sources)
-    return split_budget(memory_budget, cache=cache_bytes,
+    batch = max(typical_batch_bytes(s.meta.source, s.image_size, s.return_uint8) for s in sources)
+    return split_budget(memory_budget, batch_bytes=batch, cache=cache_bytes,
                         decoded=None if shuffle_buffer is None else shuffle_buffer * sample,
                         decoders=None if decoders is None else decoders * decoder)
 

@@ -5,6 +5,10 @@ A worker holds, besides the interpreter and its libraries (``BASE_BYTES``): fetc
 (``decoders``) and the shared memory of batches it keeps for reuse. :func:`split_budget` gives each
 part its share of ``memory_budget``; a part the user sets keeps its value and the others share what
 is left. Parts set so that they cannot fit raise ``ValueError`` naming each part's size.
+
+The batch part depends on the items: ``BATCHES_KEPT`` batches of ``TYPICAL_BATCH`` samples as a
+worker's collate builds them (float32 frames are four times uint8 ones), at most a quarter of a given
+budget. The rest is shared 4 : 2 : 3 by fetched bytes, decoded samples and decoders.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MIB = 1 << 20
-DEFAULT_MEMORY_BUDGET = 1792 * MIB
 BASE_BYTES = 256 * MIB  # interpreter, torch, decoding libraries, the metadata and items in flight
-# Shares of what is left after BASE_BYTES: 1/3 fetched bytes, 1/6 decoded samples, 1/4 open decoders,
-# 1/4 kept batch memory (at the default budget: 512, 256, 384 and 384 MiB).
-SHARES = {"cache": 4, "decoded": 2, "decoders": 3, "batches": 3}
+DEFAULT_PARTS = 1152 * MIB  # without a budget: 512 MiB fetched bytes, 256 decoded samples, 384 decoders
+SHARES = {"cache": 4, "decoded": 2, "decoders": 3}  # of what the batches leave
+BATCHES_KEPT = 4  # batches a worker's buffers may have out at once: prefetch_factor 2 + 2 in use
+TYPICAL_BATCH = 32  # samples per batch the default batch share is sized for
+DEFAULT_MEMORY_BUDGET = BASE_BYTES + DEFAULT_PARTS  # plus the dataset's batch share (memory_budget=None)
 DECODER_BYTES_PER_PIXEL = 10  # an open decoder's frames and state: about 3 MB at 640x480
 DECODER_BASE_BYTES = 256 << 10
 
@@ -44,19 +49,21 @@ class MemorySplit:
         return f"memory_budget {self.budget / MIB:.0f} MiB per worker ({parts} MiB)"
 
 
-def split_budget(memory_budget: int | None, *, cache: int | None = None, decoded: int | None = None,
-                 decoders: int | None = None, batches: int | None = None) -> MemorySplit:
-    """Each part's bytes. With ``memory_budget``: given parts as given, the others sharing what remains
-    by ``SHARES``. Without: the default budget's split, given parts replacing their shares (the
-    budget is then their sum)."""
-    given = {name: value for name, value in
-             {"cache": cache, "decoded": decoded, "decoders": decoders, "batches": batches}.items()
+def split_budget(memory_budget: int | None, *, batch_bytes: int = 0, cache: int | None = None,
+                 decoded: int | None = None, decoders: int | None = None) -> MemorySplit:
+    """Each part's bytes; ``batch_bytes``: one batch of ``TYPICAL_BATCH`` samples as collated. With
+    ``memory_budget``: the batch share (``BATCHES_KEPT`` such batches, at most a quarter of it), given
+    parts as given, the others sharing what remains by ``SHARES``. Without: the default parts, given
+    parts replacing their shares, and the batch share (the budget is then their sum)."""
+    given = {name: value for name, value in {"cache": cache, "decoded": decoded, "decoders": decoders}.items()
              if value is not None}
+    batches = BATCHES_KEPT * (int(batch_bytes) + MIB) if batch_bytes > 0 else 0  # + a batch's small tensors
     if memory_budget is None:
-        parts = {**_shared(DEFAULT_MEMORY_BUDGET - BASE_BYTES, SHARES), **given}
-        return MemorySplit(BASE_BYTES + sum(parts.values()), BASE_BYTES, **parts)
+        parts = {**_shared(DEFAULT_PARTS, SHARES), **given}
+        return MemorySplit(BASE_BYTES + sum(parts.values()) + batches, BASE_BYTES, batches=batches, **parts)
     budget = int(memory_budget)
-    left = budget - BASE_BYTES - sum(given.values())
+    batches = min(batches, max(0, budget - BASE_BYTES) // 4)
+    left = budget - BASE_BYTES - batches - sum(given.values())
     free = {name: share for name, share in SHARES.items() if name not in given}
     if left < len(free) * MIB:
         shown = "".join(f"{name} {value / MIB:.0f} MiB + " for name, value in given.items())
@@ -64,7 +71,7 @@ def split_budget(memory_budget: int | None, *, cache: int | None = None, decoded
                          f"{BASE_BYTES / MIB:.0f} MiB for the interpreter"
                          + (f" and room for {', '.join(free)}" if free else "")
                          + ": raise memory_budget or lower those settings")
-    return MemorySplit(budget, BASE_BYTES, **{**_shared(left, free), **given})
+    return MemorySplit(budget, BASE_BYTES, batches=batches, **{**_shared(left, free), **given})
 
 
 def _shared(total: int, shares: dict[str, int]) -> dict[str, int]:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..meta.dataset_meta import DatasetMeta
-from .memory import MemorySplit, decoder_bytes, split_budget
+from .memory import TYPICAL_BATCH, MemorySplit, decoder_bytes, split_budget
 
 MAX_AUTO_POOL = 64
 MAX_AUTO_DECODERS = 512  # the memory budget's decoder share decides below that
@@ -70,13 +70,19 @@ def mean_episode_bytes(meta: DatasetMeta, size: Callable[[str], int], *, sampled
 
 
 def worker_memory(meta: DatasetMeta, image_size: tuple[int, int] | None, memory_budget: int | None, *,
-                  cache_bytes: int | None, shuffle_buffer: int | None, decoders: int | None) -> MemorySplit:
+                  return_uint8: bool, cache_bytes: int | None, shuffle_buffer: int | None,
+                  decoders: int | None) -> MemorySplit:
     """A worker's budget split (:func:`~lerobot_stream_loader.plan.memory.split_budget`), the parts
     the user set counted at their size."""
     sample = sum(3 * h * w for h, w in frame_sizes(meta, image_size))
-    return split_budget(memory_budget, cache=cache_bytes,
-                        decoded=None if shuffle_buffer is None else shuffle_buffer * sample,
+    return split_budget(memory_budget, batch_bytes=typical_batch_bytes(meta, image_size, return_uint8),
+                        cache=cache_bytes, decoded=None if shuffle_buffer is None else shuffle_buffer * sample,
                         decoders=None if decoders is None else decoders * largest_decoder(meta))
+
+
+def typical_batch_bytes(meta: DatasetMeta, image_size: tuple[int, int] | None, return_uint8: bool) -> int:
+    """Camera frames of a batch of ``TYPICAL_BATCH`` samples as collated (float32 unless ``return_uint8``)."""
+    return TYPICAL_BATCH * sum(3 * h * w for h, w in frame_sizes(meta, image_size)) * (1 if return_uint8 else 4)
 
 
 def largest_decoder(meta: DatasetMeta) -> int:
