@@ -187,7 +187,8 @@ def test_a_429_storm_is_waited_out(hub, tmp_path, caplog) -> None:
     assert hub.limited >= 1 and set(hub.resolves.values()) == {1}
     assert sum(r.stats.throttled for r in readers) >= 1 and sum(r.stats.failures for r in readers) == 0
     said = [r.getMessage() for r in caplog.records if "rate limit" in r.getMessage()]
-    assert said and "requests left" in said[0] and '"resolvers"' in said[0]
+    # the reader that met the 429 names the limit; others may log their wait first (threads race)
+    assert any("requests left" in line and '"resolvers"' in line for line in said), said
     assert hub.limited <= 3 * len(FILES), "held readers wait instead of asking again"
 
 
