@@ -1,7 +1,8 @@
 """Bad episodes in a dataset written by LeRobot's own writer (reference venv; skipped without it):
 ``"raise"`` names the episode, ``"skip"`` yields only items equal to LeRobot's (2 ranks x 2 workers,
 equal counts, every good frame, the same stream after a resume), ``validate --frames all`` names exactly
-the planted episodes and its report fed to ``exclude_episodes`` streams the rest without a warning."""
+the planted episodes and its report fed to ``exclude_episodes`` streams the rest without a warning; a
+deleted MP4 behind HTTP makes every episode of it bad (404), named by validate and by streaming."""
 
 from __future__ import annotations
 
@@ -77,3 +78,21 @@ def test_validate_report_feeds_exclude_episodes(planted) -> None:
         warnings.simplefilter("error")
         indices = sorted(int(item["index"]) for item in dataset)
     assert indices == sorted(_frames_of(broken, set(load_meta(broken).episode_indices) - bad))
+
+
+def test_a_deleted_mp4_behind_http(planted, nginx_factory, tmp_path: Path) -> None:
+    """LeRobot writes one MP4 per camera here, so a deleted depth MP4 makes every episode bad: served
+    by nginx, validate names them all (404), and streaming names the episode and the file."""
+    _, intact, _ = planted
+    root = defects.copy_dataset(intact, tmp_path / "gone")
+    meta = load_meta(root)
+    gone = meta.episode(0).videos["observation.images.depth"].path
+    bad = defects.delete_file(root, gone)
+    assert bad == set(meta.episode_indices)
+    url = nginx_factory(root).url
+    report = validate(url, frames="all", workers=1)
+    assert {b.episode_index for b in report.bad_episodes} == bad
+    assert all("404" in b.cause or "not found" in b.cause.lower() for b in report.bad_episodes)
+    with pytest.raises(StreamLoaderError) as err:
+        list(StreamingLeRobot(url, return_uint8=True, episodes=[3], reader_options={"retries": 1}))
+    assert "episode 3" in str(err.value) and gone in str(err.value)
