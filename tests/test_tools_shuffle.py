@@ -11,7 +11,7 @@ import pytest
 from lerobot_stream_loader.meta.dataset_meta import load_meta
 from lerobot_stream_loader.synthetic.checks import read_frame_index
 from lerobot_stream_loader.tools import ToolError, shuffle_episodes, shuffle_order, validate
-from tests.support.reference import ReferenceReader
+from tests.support.reference import shuffled_frames
 from tests.test_tools_realign import SOURCES, leftovers, tree_hashes
 
 TINY = {"episodes": 4, "cameras": 2, "size": (64, 48), "frames_per_episode": (5, 8),
@@ -22,22 +22,10 @@ MAX_MEAN_ABS_DIFF = 5.0  # pixel levels, after a second lossy encode at crf 30
 
 def assert_shuffled_samples(source: Path, output: Path, order: list[int]) -> None:
     """Output episode k holds source episode order[k]: same rows (renumbered) and the same frames."""
-    src, out = ReferenceReader(source), ReferenceReader(output)
-    assert [e.length for e in out.meta.episodes] == [src.meta.episode(o).length for o in order]
-    for new, old in enumerate(order):
-        a, b = src.meta.episode(old), out.meta.episode(new)
-        assert a.tasks == b.tasks
-        for k in range(a.length):
-            i, j = a.from_index + k, b.from_index + k
-            row, expected = out.row(j), src.row(i)
-            assert (row.pop("index"), row.pop("episode_index")) == (j, new)
-            expected.pop("index"), expected.pop("episode_index")
-            assert row == expected, f"row {j} (source {i})"
-            for key in src.meta.video_keys:
-                frame, original = out.frame(key, j), src.frame(key, i)
-                assert read_frame_index(frame) == i, f"frame {j} of {key}"
-                diff = (frame.float() - original.float()).abs().mean().item()
-                assert diff < MAX_MEAN_ABS_DIFF, f"frame {j} of {key}: mean abs diff {diff:.2f}"
+    for key, j, i, frame, original in shuffled_frames(source, output, order):
+        assert read_frame_index(frame) == i, f"frame {j} of {key}"
+        diff = (frame.float() - original.float()).abs().mean().item()
+        assert diff < MAX_MEAN_ABS_DIFF, f"frame {j} of {key}: mean abs diff {diff:.2f}"
 
 
 @pytest.mark.timeout(180)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ from ..mp4.concat import (
 from ..mp4.index import TrackInfo
 from .output import ToolError
 from .remux import check_episode_keyframes, episode_bounds
-from .shuffle_tasks import EpisodeMove
+from .shuffle_tasks import CameraTask, EpisodeMove
 from .source import SourceFiles, VideoSource
 from .verify import OutputCheckError
 
@@ -45,20 +44,8 @@ class CopyNotPossible(ToolError):
 
 
 @dataclass(frozen=True)
-class CopyTask:
+class CopyTask(CameraTask):
     """Stream-copy one camera's episodes, in order, into one output MP4."""
-
-    files: SourceFiles
-    key: str
-    out: str
-    episodes: tuple[EpisodeMove, ...]
-    fps: int
-    width: int
-    height: int
-
-    @property
-    def name(self) -> str:
-        return f"video {Path(self.out).name} of {self.key}"
 
 
 @dataclass

@@ -59,8 +59,8 @@ class EpisodeMove:
 
 
 @dataclass(frozen=True)
-class VideoTask:
-    """Re-encode one camera's episodes, in order, into one output MP4."""
+class CameraTask:
+    """One camera's episodes, in order, into one output MP4."""
 
     files: SourceFiles
     key: str
@@ -69,11 +69,17 @@ class VideoTask:
     fps: int
     width: int
     height: int
-    settings: CodecSettings
 
     @property
     def name(self) -> str:
         return f"video {Path(self.out).name} of {self.key}"
+
+
+@dataclass(frozen=True)
+class VideoTask(CameraTask):
+    """Re-encode one camera's episodes, in order, into one output MP4."""
+
+    settings: CodecSettings
 
 
 @dataclass(frozen=True)

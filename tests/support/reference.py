@@ -7,6 +7,7 @@ full MP4 (every frame, with torchcodec) at ``timestamp + from_timestamp``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,23 @@ class ReferenceReader:
     def row(self, index: int) -> dict[str, Any]:
         """The parquet row of global frame ``index`` as Python values."""
         return {name: self.table.column(name)[index].as_py() for name in self.table.column_names}
+
+
+def shuffled_frames(source: Path, output: Path, order: list[int]) -> Iterator[tuple[str, int, int, torch.Tensor,
+                                                                                 torch.Tensor]]:
+    """Check that output episode k holds source episode ``order[k]``'s rows (renumbered, tasks kept);
+    yield every camera frame as (key, output index, source index, output frame, source frame), both
+    from full-file decodes, for the caller to compare."""
+    src, out = ReferenceReader(source), ReferenceReader(output)
+    assert [e.length for e in out.meta.episodes] == [src.meta.episode(o).length for o in order]
+    for new, old in enumerate(order):
+        a, b = src.meta.episode(old), out.meta.episode(new)
+        assert a.tasks == b.tasks
+        for k in range(a.length):
+            i, j = a.from_index + k, b.from_index + k
+            row, expected = out.row(j), src.row(i)
+            assert (row.pop("index"), row.pop("episode_index")) == (j, new)
+            expected.pop("index"), expected.pop("episode_index")
+            assert row == expected, f"row {j} (source {i})"
+            for key in src.meta.video_keys:
+                yield key, j, i, out.frame(key, j), src.frame(key, i)
