@@ -64,8 +64,16 @@ def _wait_stalled(proxy, timeout: float = 20.0) -> None:
     time.sleep(0.3)  # both workers are now inside a stalled fetch
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a process that exits between two looks counts as gone."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _seconds_until_gone(pids, start: float, limit: float = 30.0) -> float:
-    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
+    while any(_alive(p) for p in pids):
         assert time.monotonic() - start < limit, "workers still alive after 30 s"
         time.sleep(0.02)
     return time.monotonic() - start
