@@ -8,6 +8,7 @@ import pytest
 from torchcodec.decoders import VideoDecoder
 
 from lerobot_stream_loader.mp4 import Mp4Index, index_mp4, synthesize_mp4
+from lerobot_stream_loader.mp4.keyframes import random_access_mask
 from tests.support.mp4_files import CONFIGS, CUT_NAME, MadeMp4, decode_pyav, made
 
 TOL = 1e-4
@@ -105,3 +106,15 @@ def test_empty_range_is_refused() -> None:
     index = index_mp4(m.data, name="x.mp4")
     with pytest.raises(ValueError, match="x.mp4: no frame"):
         index.span(m.bounds[-1][1] + 1.0, m.bounds[-1][1] + 2.0)
+
+
+@pytest.mark.parametrize(("pts_offset", "expected"), [
+    (0, [1, 0, 1, 1, 0, 1]),  # shown as decoded: every sync sample is a seek target
+    (1, [1, 0, 1, 0, 0, 1]),  # shown one tick later: a sync sample decoded by the last kept one's showing is not
+])
+def test_sync_samples_kept_as_seek_targets(pts_offset: int, expected: list[int]) -> None:
+    """The no-reordering shortcut and the general rule agree: only the offset of presentation decides."""
+    sync = np.array([1, 0, 1, 1, 0, 1], dtype=bool)
+    dts = np.array([0, 1, 2, 3, 4, 5])
+    kept = random_access_mask("av01", b"", sync, dts, dts + pts_offset, memoryview(b""), dts, dts)
+    assert kept.tolist() == [bool(v) for v in expected]

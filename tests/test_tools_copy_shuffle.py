@@ -76,6 +76,19 @@ def test_copy_through_the_command_line_matches_the_python_call(make_sample, tmp_
     assert tree_hashes(tmp_path / "cli") == tree_hashes(Path(python.output))
 
 
+@pytest.mark.timeout(120)
+def test_a_copy_from_http_equals_the_copy_from_disk(make_sample, nginx_factory, tmp_path):
+    """Remote bytes are written from memory, local ones copied by the kernel: the files are the same,
+    and two workers write what one writes."""
+    source = make_sample(**dict(SMALL, episodes=9, frames_per_episode=(20, 40)))
+    local = shuffle_episodes(source, tmp_path / "local", seed=8, vcodec="copy", max_episodes_per_file=3,
+                             max_workers=1)
+    remote = shuffle_episodes(nginx_factory(source).url, tmp_path / "remote", seed=8, vcodec="copy",
+                              max_episodes_per_file=3, max_workers=2)
+    assert tree_hashes(Path(remote.output)) == tree_hashes(Path(local.output))
+    assert_frame_exact(source, Path(local.output), local.order)
+
+
 def _without_episode_keyframes(source: Path, key: str) -> None:
     """Re-encode every video file of ``key`` as one continuous encode: only a file's first frame is a
     keyframe, so its later episodes start without one (timestamps unchanged)."""

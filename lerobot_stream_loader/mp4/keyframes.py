@@ -64,6 +64,9 @@ def random_access_mask(codec: str, stsd: bytes, sync: np.ndarray, dts: np.ndarra
     if not len(sync):
         return safe
     safe[0] = True
+    if length_size is None and np.array_equal(pts, dts) and bool((dts[1:] > dts[:-1]).all()):
+        safe[1:] = sync[1:]  # frames shown as decoded, no bitstream to parse: every sync sample is safe
+        return safe
     shown_before = np.maximum.accumulate(pts)
     last_kept_pts = pts[0]
     for i in np.flatnonzero(sync)[1:].tolist():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,13 @@ def write_episode_tables(out: Path, table: pa.Table, groups: list[FileGroup]) ->
     episodes = table.column("episode_index").to_pylist()
     table = set_column(table, "meta/episodes/chunk_index", [where[e].chunk for e in episodes])
     table = set_column(table, "meta/episodes/file_index", [where[e].file for e in episodes])
-    for group in groups:
+
+    def write(group: FileGroup) -> None:
         rows = table.take(pa.array([index[e] for e in group.episodes], pa.int64()))
         write_parquet(out / group.episodes_path(), rows)
+
+    with ThreadPoolExecutor(min(len(groups), os.cpu_count() or 1) or 1) as pool:  # arrow writes off the GIL
+        list(pool.map(write, groups))
 
 
 def copy_meta_files(meta: DatasetMeta, out: Path, *, stats: bool = True) -> None:

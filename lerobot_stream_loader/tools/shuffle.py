@@ -201,7 +201,7 @@ def use_copy(vcodec: str | None, meta: DatasetMeta, survey: SourceSurvey, moves:
 
 def plan_digest(moves: list[EpisodeMove], groups: list[FileGroup], info: dict[str, Any]) -> str:
     """SHA-256 of what the tasks are made from: the episodes' moves, the file groups and info.json."""
-    plan = {"moves": [asdict(m) for m in moves], "groups": [asdict(g) for g in groups], "info": info}
+    plan = {"moves": [vars(m) for m in moves], "groups": [vars(g) for g in groups], "info": info}  # flat fields
     return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -10,9 +10,11 @@ the same frames, bit for bit).
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,7 @@ from .source import SourceFiles, VideoSource
 from .verify import OutputCheckError
 
 COPY = "copy"
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
 
 
 class CopyNotPossible(ToolError):
@@ -102,6 +105,8 @@ class SourceMaps:
         self.files = files
         self.local = isinstance(files.fs, LocalFileSystem)
         self._maps: dict[str, mmap.mmap] = {}
+        self._fds: dict[str, int] = {}
+        self.kernel_copy = self.local
 
     def mapped(self, path: str) -> mmap.mmap:
         """The whole local file, mapped."""
@@ -119,10 +124,44 @@ class SourceMaps:
             raise OutputCheckError(f"{self.files.root}/{path}: bytes {span.byte_offset}..{end} lie past its end")
         return memoryview(data)[span.byte_offset:end]
 
+    def fd(self, path: str) -> int:
+        """A read-only descriptor of the local source file (kept open until :meth:`close`)."""
+        if path not in self._fds:
+            self._fds[path] = os.open(self.files.url(path), os.O_RDONLY)
+        return self._fds[path]
+
+    def copy_run(self, out: int, at: int, run: SampleRun, place: tuple[str, int] | None) -> None:
+        """Write a run's bytes at ``at`` of the file ``out``: by the kernel (``copy_file_range``, no
+        pass through this process) from its place in a local source file, else from memory."""
+        if place is not None and self.kernel_copy:
+            try:
+                _kernel_copy(self.fd(place[0]), place[1], out, at, len(run.data))
+                return
+            except OSError as error:
+                if error.errno not in _NO_KERNEL_COPY:
+                    raise OSError(error.errno, f"{self.files.url(place[0])}: {error.strerror}") from error
+                self.kernel_copy = False  # another file system or an old kernel: write from memory
+        view, done = memoryview(run.data), 0
+        while done < len(view):
+            done += os.pwrite(out, view[done:], at + done)
+
     def close(self) -> None:
         for mapped in self._maps.values():
             _unmap(mapped)
         self._maps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _kernel_copy(source: int, offset: int, out: int, at: int, length: int) -> None:
+    """Copy ``length`` bytes at ``offset`` of ``source`` to ``at`` of ``out``, in the kernel."""
+    done = 0
+    while done < length:
+        copied = os.copy_file_range(source, out, length - done, offset + done, at + done)
+        if copied <= 0:
+            raise OSError(errno.EIO, f"the source ended {length - done} bytes early")
+        done += copied
 
 
 def _map(path: str) -> mmap.mmap:
@@ -137,10 +176,12 @@ def _unmap(mapped: mmap.mmap) -> None:
         pass
 
 
-def source_runs(task: CopyTask, maps: SourceMaps) -> tuple[TrackInfo, list[SampleRun]]:
-    """Each episode's samples in the source, checked to be copyable, and the first one's track info."""
+def source_runs(task: CopyTask, maps: SourceMaps) -> tuple[TrackInfo, list[SampleRun], list[tuple[str, int] | None]]:
+    """Each episode's samples in the source, checked to be copyable, the first one's track info, and
+    where each run's bytes lie in one piece of a local source file (path, offset), else None."""
     videos = task.files.videos
     copied: list[SampleRun] = []
+    places: list[tuple[str, int] | None] = []
     info: TrackInfo | None = None
     for move in task.episodes:
         path, lo, hi = move.video(task.key)
@@ -158,34 +199,53 @@ def source_runs(task: CopyTask, maps: SourceMaps) -> tuple[TrackInfo, list[Sampl
             raise OutputCheckError(f"{task.files.root}/{path}: {what} cannot be stream-copied: {problem}")
         info = info or index.info
         copied.append(run)
+        in_place = maps.local and isinstance(run.data, memoryview) and run.samples > 0
+        places.append((path, int(index.offset[span.sample_lo])) if in_place else None)
     if info is None:
         raise ValueError(f"{task.name}: no episodes")
-    return info, copied
+    return info, copied, places
 
 
 def run_copy_task(task: CopyTask) -> dict[str, Any]:
     """Copy each episode's samples into ``task.out`` and check the file against the source's bytes.
 
+    Each episode's bytes are compared with the source's right after their copy (while both are
+    still in the CPU's caches), then the file's index is checked against the copied samples.
     Returns the episodes' time spans. No checksum: a resumed run checks a kept copy against the
     source again (:func:`copied_file_is_intact`), which costs nothing while copying.
     """
     maps = SourceMaps(task.files)
+    lengths = [m.length for m in task.episodes]
+    part = f"{task.out}.part"
     try:
-        info, copied = source_runs(task, maps)
-        part = f"{task.out}.part"
-        with open(part, "wb") as file:
-            file.write(concat_head(info, copied))
-            for run in copied:
-                file.write(run.data)
-        os.replace(part, task.out)
-        lengths = [m.length for m in task.episodes]
-        data = _map(task.out)
+        info, copied, places = source_runs(task, maps)
+        head = concat_head(info, copied)
+        size = len(head) + sum(len(run.data) for run in copied)
+        out = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            index = check_copied_file(task.out, data, without_bitrate(info.stsd), copied, lengths)
-            size = len(data)
+            os.ftruncate(out, size)
+            os.pwrite(out, head, 0)
+            data = mmap.mmap(out, size, access=mmap.ACCESS_READ)
+            try:
+                at, written = len(head), []
+                for number, (run, place) in enumerate(zip(copied, places)):
+                    maps.copy_run(out, at, run, place)
+                    if not same_bytes(data, at, run.data):
+                        raise OutputCheckError(f"{task.out}: episode #{number} of the file differs from the "
+                                               "source's bytes (stream copy damaged)")
+                    written.append(at)
+                    at += len(run.data)
+                index = check_copied_file(task.out, data, without_bitrate(info.stsd), copied, lengths,
+                                          compared=written)
+            finally:
+                _unmap(data)
         finally:
-            _unmap(data)
+            os.close(out)
+        os.replace(part, task.out)
         del copied  # views into the mapped sources: gone before the maps close
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
     finally:
         maps.close()
     return {"key": task.key, "bounds": episode_bounds(index, lengths, task.fps, task.out), "stats": None,
@@ -197,7 +257,7 @@ def copied_file_is_intact(task: CopyTask) -> bool:
     when it was written."""
     maps = SourceMaps(task.files)
     try:
-        info, copied = source_runs(task, maps)
+        info, copied, _ = source_runs(task, maps)
         data = _map(task.out)
         try:
             check_copied_file(task.out, data, without_bitrate(info.stsd), copied, [m.length for m in task.episodes])
@@ -212,10 +272,11 @@ def copied_file_is_intact(task: CopyTask) -> bool:
 
 
 def check_copied_file(path: str, data: bytes | mmap.mmap, stsd: bytes, copied: list[SampleRun],
-                      lengths: list[int]) -> Mp4Index:
+                      lengths: list[int], *, compared: list[int] | None = None) -> Mp4Index:
     """Raise ``OutputCheckError`` unless the file's bytes ``data`` hold exactly the copied samples: the
     same sample description, sizes, durations, every episode starting on a keyframe, and each
-    episode's bytes equal to the source's. Returns the file's index."""
+    episode's bytes equal to the source's. ``compared``: each run's offset in the file where its
+    bytes were already compared (then only its place is checked). Returns the file's index."""
     index = index_mp4(lambda offset, length: data[offset:offset + length], size=len(data), name=path)
     expected = np.concatenate([r.size for r in copied])
     if index.info.stsd != stsd:
@@ -229,7 +290,8 @@ def check_copied_file(path: str, data: bytes | mmap.mmap, stsd: bytes, copied: l
         at = int(index.offset[start])
         contiguous = np.array_equal(index.offset[start:start + run.samples] - at,
                                     np.concatenate(([0], np.cumsum(run.size[:-1]))))
-        if not contiguous or not same_bytes(data, at, run.data):
+        same = at == compared[number] if compared is not None else same_bytes(data, at, run.data)
+        if not contiguous or not same:
             raise OutputCheckError(f"{path}: episode #{number} of the file differs from the source's bytes "
                                    "(stream copy damaged)")
         start += run.samples

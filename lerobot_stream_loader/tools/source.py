@@ -158,10 +158,10 @@ class EpisodeRows:
             self._cache[key] = table
             while len(self._cache) > 2:
                 self._cache.popitem(last=False)
-        mask = pc.equal(table.column("episode_index"), pa.scalar(episode.index, table.schema.field(
-            "episode_index").type))
-        rows = table.filter(mask)
-        rows = rows.take(pc.sort_indices(rows, [("index", "ascending")]))
+        mine = table.column("episode_index").to_numpy() == episode.index
+        rows = table if mine.all() else table.filter(pa.array(mine))
+        if not _ascending(rows.column("index")):
+            rows = rows.take(pc.sort_indices(rows, [("index", "ascending")]))
         if rows.num_rows != episode.length:
             raise DatasetFormatError(
                 f"{self.files.root}/{episode.data_path}: episode {episode.index} has {rows.num_rows} rows, "
@@ -177,6 +177,11 @@ class EpisodeRows:
         """Arrow schema (with its metadata) of a data file."""
         with self._lock:
             return self._open(path)[0].schema_arrow
+
+
+def _ascending(column: pa.ChunkedArray) -> bool:
+    values = column.to_numpy()
+    return bool((values[1:] > values[:-1]).all())
 
 
 class VideoSource:

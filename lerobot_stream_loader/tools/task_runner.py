@@ -75,7 +75,7 @@ def run_tasks(tasks: dict[str, Task], executor: Executor | None, max_workers: in
         bar.update(1)
 
     try:
-        for name in sorted(tasks, key=lambda n: -_work(tasks[n])):  # longest first: no straggler at the end
+        for name in submission_order(tasks):
             future = executor.submit(task_function(tasks[name]), tasks[name])
             futures[future] = name
             if isinstance(executor, InlineExecutor):  # ran already: record it before the next one runs
@@ -104,6 +104,23 @@ def local_executor(workers: int, *, threads: bool = False) -> Executor:
         _log.warning("shuffle: %s; running the tasks in %d threads of this process instead", reason, workers)
         return ThreadPoolExecutor(workers, thread_name_prefix="shuffle")
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def submission_order(tasks: dict[str, Task]) -> list[str]:
+    """Longest first (no straggler at the end); with stream copies, whose time goes to the kernel's
+    copy, each data task (Python and arrow work) is slotted between copies so that the two overlap."""
+    order = sorted(tasks, key=lambda n: -_work(tasks[n]))
+    data = [n for n in order if isinstance(tasks[n], DataTask)]
+    if not data or any(isinstance(task, VideoTask) for task in tasks.values()):
+        return order
+    others = [n for n in order if not isinstance(tasks[n], DataTask)]
+    step = max(1, len(others) // len(data))
+    mixed: list[str] = []
+    for at, name in enumerate(others):
+        mixed.append(name)
+        if at % step == step - 1 and data:
+            mixed.append(data.pop(0))
+    return mixed + data
 
 
 def _work(task: Task) -> int:
