@@ -9,6 +9,7 @@ from files with other edit lists still follow each other without overlap or gap.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ class SampleRun:
         return int((dts + self.cts).min()) if self.samples else 0
 
 
+@functools.lru_cache(maxsize=256)  # asked per episode; a dataset has few configurations
 def without_bitrate(stsd: bytes) -> bytes:
     """The ``stsd`` box with each visual sample entry's ``btrt`` box left out.
 

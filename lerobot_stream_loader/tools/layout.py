@@ -64,9 +64,13 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def write_parquet(path: Path, table: pa.Table, row_groups: list[int] | None = None) -> None:
-    """Write ``table``; ``row_groups`` gives the rows of each row group (one per episode)."""
+    """Write ``table``; ``row_groups`` gives the rows of each row group (one per episode).
+
+    Only columns that are not floating point are dictionary-encoded: a float column (actions,
+    states) has as many values as rows, where a dictionary only adds work and bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with pq.ParquetWriter(path, table.schema) as writer:
+    dictionary = [field.name for field in table.schema if not _floating(field.type)]
+    with pq.ParquetWriter(path, table.schema, use_dictionary=dictionary) as writer:
         if row_groups is None:
             writer.write_table(table)
             return
@@ -74,6 +78,13 @@ def write_parquet(path: Path, table: pa.Table, row_groups: list[int] | None = No
         for rows in row_groups:
             writer.write_table(table.slice(start, rows), row_group_size=max(rows, 1))
             start += rows
+
+
+def _floating(kind: pa.DataType) -> bool:
+    """A float type, or a list or fixed-size list of one."""
+    while pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind):
+        kind = kind.value_type
+    return pa.types.is_floating(kind)
 
 
 def set_column(table: pa.Table, name: str, values: list[Any]) -> pa.Table:

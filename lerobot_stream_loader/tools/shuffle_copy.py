@@ -188,8 +188,7 @@ def source_runs(task: CopyTask, maps: SourceMaps) -> tuple[TrackInfo, list[Sampl
         what = f"episode {move.old} of {task.key}"
         index, span = videos.span(path, lo, hi, move.length, what)
         problem = closed_span_problem(span)
-        if problem is None and info is not None and (without_bitrate(index.info.stsd), index.timescale) != (
-                without_bitrate(info.stsd), info.timescale):
+        if problem is None and info is not None and not _same_configuration(index.info, info):
             problem = "its file has another codec configuration than the file's first episode"
         run = sample_run(index, span, maps.payload(videos, path, span))
         if problem is None and not starts_random_access(index.info.codec, index.info.stsd,
@@ -204,6 +203,13 @@ def source_runs(task: CopyTask, maps: SourceMaps) -> tuple[TrackInfo, list[Sampl
     if info is None:
         raise ValueError(f"{task.name}: no episodes")
     return info, copied, places
+
+
+def _same_configuration(one: TrackInfo, other: TrackInfo) -> bool:
+    """Whether samples of both tracks decode alike: equal timescales and sample descriptions (but
+    for their ``btrt``, compared only when the descriptions differ)."""
+    return one.timescale == other.timescale and (
+        one.stsd == other.stsd or without_bitrate(one.stsd) == without_bitrate(other.stsd))
 
 
 def run_copy_task(task: CopyTask) -> dict[str, Any]:

@@ -154,7 +154,7 @@ class EpisodeRows:
         key = (episode.data_path, groups)
         table = self._cache.get(key)
         if table is None:
-            table = handle.read_row_groups(list(groups)) if groups else handle.schema_arrow.empty_table()
+            table = handle.read_row_groups(list(groups), use_threads=False) if groups else handle.schema_arrow.empty_table()
             self._cache[key] = table
             while len(self._cache) > 2:
                 self._cache.popitem(last=False)
