@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
              "yuv420p, which shuffle avoids; the last row compares with the encoder's work alone. The re-encoding "
              "shuffle includes its output check and, where SVT-AV1's preset 12 damaged a frame, the file's second "
              "encode at preset 10 (docs/shuffle.md). The copy rows time the whole tool too (metadata, parquet, "
-             "the check of every copied byte, a checksum per file). With one worker shuffle runs in-process; "
+             "the check of every copied byte, a checksum per data file). With one worker shuffle runs in-process; "
              "with more, encoders run in spawned processes (start-up included) with cores / workers threads "
              "each, copies in threads.\n")
     text += "\n".join(machine_section((start_load, os.getloadavg()))) + "\n"

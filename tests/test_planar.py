@@ -58,6 +58,20 @@ def test_other_layouts_are_not_interleaved(frames):
     assert not planar.is_interleaved(frames)
 
 
+def test_stack_planar_equals_torch_stack(path):
+    """A batch mixing interleaved views, planar frames and frames of other runs: the stack's bytes."""
+    frames = [*interleaved(3, height=9, width=13, seed=1), interleaved(height=9, width=13, seed=2).contiguous(),
+              *interleaved(2, height=9, width=13, seed=3)]
+    out = torch.full((len(frames), 3, 9, 13), 7, dtype=torch.uint8)
+    assert planar.stack_planar(frames, out) is out
+    assert torch.equal(out, torch.stack(frames))
+    windows = [interleaved(2, height=9, width=13, seed=s) for s in (4, 5)]  # (T, C, H, W) per item
+    out = torch.zeros(2, 2, 3, 9, 13, dtype=torch.uint8)
+    assert torch.equal(planar.stack_planar(windows, out), torch.stack(windows))
+    with pytest.raises(ValueError, match="3 frames for a batch of 2"):
+        planar.stack_planar(frames[:3], torch.zeros(2, 3, 9, 13, dtype=torch.uint8))
+
+
 def test_non_interleaved_sources_and_strided_targets_still_copy_exactly(path):
     frames = interleaved(2, height=6, width=8)
     strided = torch.zeros(2, 3, 6, 16, dtype=torch.uint8)[..., ::2]

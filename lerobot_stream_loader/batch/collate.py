@@ -27,7 +27,7 @@ from torch.utils.data import default_collate, get_worker_info
 from torch.utils.data._utils.collate import default_collate_fn_map
 
 from ..items.item import Item
-from ..items.planar import copy_planar, fast_deinterleave
+from ..items.planar import fast_deinterleave, stack_planar
 from ..items.video import float_frames
 from ..plan.memory import BATCHES_KEPT, MemorySplit, batches_kept
 from ..util.stage_clock import clock
@@ -131,9 +131,7 @@ def _view(storage: torch.UntypedStorage, offset: int, shape: tuple[int, ...], dt
 def _fill(out: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
     """``values`` stacked into ``out``; uint8 frames into a float32 ``out`` divided by 255 on the way."""
     if out.dtype == torch.uint8 and fast_deinterleave():
-        for i, value in enumerate(values):
-            copy_planar(value, out[i])  # camera frames: OpenCV's deinterleave instead of a byte-wise copy
-        return out
+        return stack_planar(values, out)  # camera frames: OpenCV's deinterleave instead of a byte-wise copy
     if all(v.dtype == out.dtype for v in values):
         return torch.stack(values, out=out)
     for i, value in enumerate(values):

@@ -80,8 +80,35 @@ class ItemBuilder:
             # each item owns its frames: a view would keep the whole run's pixels alive while it waits
             pixels[key] = [own_copy(decoded[lo:hi]) if len(frames) > 1 else decoded[lo:hi]
                            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        if self.windows is None:
+            return self._plain_items(episode, frames, pixels)
         return [self._item(episode, int(f), w, {key: pixels[key][i] for key in self.cameras})
                 for i, (f, w) in enumerate(zip(frames, windows, strict=True))]
+
+    def _plain_items(self, episode: EpisodeItems, frames: np.ndarray,
+                     pixels: dict[str, list[torch.Tensor]]) -> list[dict[str, Any]]:
+        """Items without ``delta_timestamps`` windows, as :meth:`_item` makes them: each tensor column
+        is gathered once for all of them (a new tensor: no item shares memory with the episode's
+        column or with another item) and split into views."""
+        picks = torch.from_numpy(np.asarray(frames, dtype=np.int64))
+        names = list(episode.columns)
+        columns = [column[picks].unbind(0) if isinstance(column, torch.Tensor) else [column[int(f)] for f in frames]
+                   for column in episode.columns.values()]
+        cameras = [(key, pixels[key]) for key in self.cameras]
+        items: list[dict[str, Any]] = []
+        for i, frame in enumerate(frames.tolist()):
+            item = Item(zip(names, [values[i] for values in columns]))
+            for key, camera_frames in cameras:
+                item[key] = camera_frames[i][0]
+            item["task"] = self._task(episode, frame)
+            items.append(item)
+        return items
+
+    def _task(self, episode: EpisodeItems, frame: int) -> str:
+        """The task string of a row, as LeRobot gives it."""
+        if "task_index" in episode.columns:
+            return self.meta.tasks.get(int(episode.columns["task_index"][frame]), "")
+        return episode.data.episode.tasks[0] if episode.data.episode.tasks else ""
 
     def _item(self, episode: EpisodeItems, frame: int, windows: dict[str, Any],
               pixels: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -103,9 +130,7 @@ class ItemBuilder:
             item[key] = frames[0] if single else frames
             if window is not None:
                 item[pad_key(key)] = torch.from_numpy(window.is_pad.copy())
-        task_index = int(episode.columns["task_index"][frame]) if "task_index" in episode.columns else None
-        item["task"] = self.meta.tasks.get(task_index, "") if task_index is not None else \
-            (episode.data.episode.tasks[0] if episode.data.episode.tasks else "")
+        item["task"] = self._task(episode, frame)
         return item
 
     def finish(self, item: dict[str, Any]) -> dict[str, Any]:

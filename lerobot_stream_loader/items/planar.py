@@ -63,6 +63,23 @@ def copy_planar(frames: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def stack_planar(frames: list[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+    """``torch.stack(frames, out=out)`` for uint8 frames of one shape and a C-contiguous uint8
+    ``out``, each interleaved ``(C, H, W)`` frame deinterleaved by OpenCV straight into its slot
+    (the per-frame work is one ``cv2.split``: a batch of small frames is mostly that call)."""
+    if len(frames) != len(out):
+        raise ValueError(f"{len(frames)} frames for a batch of {len(out)}")
+    if _cv2 is None or out.dtype != torch.uint8 or not out.is_contiguous():
+        return torch.stack(frames, out=out)
+    slots = out.numpy()
+    for i, frame in enumerate(frames):
+        if frame.shape == out.shape[1:] and frame.dim() == 3 and is_interleaved(frame):
+            if _split(frame.numpy().transpose(1, 2, 0), list(slots[i])):
+                continue
+        copy_planar(frame, out[i])  # more leading dims (frame windows), or OpenCV refused
+    return out
+
+
 def as_planar(frames: torch.Tensor) -> torch.Tensor:
     """``frames`` as they are, or a planar copy of them where OpenCV deinterleaves interleaved ones
     (operations on contiguous planes run on vectorized paths)."""
