@@ -176,8 +176,11 @@ def steady_rate(arrivals: list[tuple[float, int]], workers: int) -> float:
     return (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
 
 
-def run_variant(bench: Bench, local: Path, label: str, names: list[str], workers_list: list[int]) -> list[dict]:
+def run_variant(bench: Bench, local: Path, label: str, names: list[str], workers_list: list[int],
+                samples: int | None = None) -> list[dict]:
+    """Every track of ``names`` on one dataset; ``samples`` per pass (default ``--samples``)."""
     args, rows = bench.args, []
+    samples = samples or args.samples
     remote = bench.url(local)
     meta = ready_meta(local)
     lengths = meta.episode_table.length
@@ -215,17 +218,17 @@ def run_variant(bench: Bench, local: Path, label: str, names: list[str], workers
         cells = []
         for name in names:
             if name in makers:
-                cells.append(Cell(name, makers[name], args.samples))
+                cells.append(Cell(name, makers[name], samples))
             elif name == "limit":
                 files = [local / p for p in meta.video_files]
-                cells.append(Cell(name, None, args.samples, run=lambda files=files: _limit_row(bench, files, cameras)))
+                cells.append(Cell(name, None, samples, run=lambda files=files: _limit_row(bench, files, cameras, samples)))
             elif name in ("lerobot", "lerobot-uint8", "lerobot-streaming"):
                 if tracks.lerobot_python() is None:
                     print(f"[stream] no LeRobot environment (LEROBOT_REFERENCE_VENV): {name} skipped", flush=True)
                     continue
                 kind = {"lerobot": "map", "lerobot-uint8": "map-uint8"}.get(name, "streaming")
-                cells.append(Cell(name, None, args.samples, run=lambda kind=kind, w=workers: _lerobot_row(
-                    bench, local, kind, w)))
+                cells.append(Cell(name, None, samples, run=lambda kind=kind, w=workers: _lerobot_row(
+                    bench, local, kind, w, samples)))
         for row in bench.run_cells(cells, workers):
             row.update(variant=label, uniform=uniform)
             rows.append(row)
@@ -235,15 +238,15 @@ def run_variant(bench: Bench, local: Path, label: str, names: list[str], workers
 DISK_CACHE_BYTES = 4 << 30
 
 
-def _limit_row(bench: Bench, files: list[Path], cameras: int) -> dict[str, Any]:
-    result = limit_track.sequential_decode_rate(files, cameras, bench.args.samples)
+def _limit_row(bench: Bench, files: list[Path], cameras: int, samples: int) -> dict[str, Any]:
+    result = limit_track.sequential_decode_rate(files, cameras, samples)
     row = bench.bare_row(result["rate"], samples=int(result["frames"] // cameras), wall=result["wall"])
     row["processes"] = result["processes"]
     return row
 
 
-def _lerobot_row(bench: Bench, local: Path, kind: str, workers: int) -> dict[str, Any]:
-    result = tracks.run_lerobot(local, kind, samples=bench.args.samples, workers=workers, batch=bench.batch,
+def _lerobot_row(bench: Bench, local: Path, kind: str, workers: int, samples: int) -> dict[str, Any]:
+    result = tracks.run_lerobot(local, kind, samples=samples, workers=workers, batch=bench.batch,
                                 seed=bench.args.seed)
     return bench.bare_row(result["rate"], ttfb=result["ttfb"], distinct=result["distinct"],
                           samples=result["samples"], wall=result["wall"])
@@ -310,6 +313,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--h264", action="store_true", help="also run ours-http on the H.264 B-frame variant")
     parser.add_argument("--no-droid", dest="droid", action="store_false",
                         help="leave out the DROID-shaped variant (3 cameras 320x180, 15 fps)")
+    parser.add_argument("--droid-samples", type=int, default=0,
+                        help="samples per pass of the DROID-shaped variant (default 0: one epoch, every sample "
+                        "once; its 64 open episodes x 3 cameras take much of a short pass to fill)")
     parser.add_argument("--output", type=Path, help="results folder (default benchmarks/results, with --small "
                         "benchmarks/results/small, which is not committed)")
     args = parser.parse_args(argv)
@@ -342,8 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_variant(bench, h264, "h264", [t for t in args.tracks if t in ("limit", "ours-http")],
                                 [max(args.workers)])
         if droid is not None:
+            epoch = int(ready_meta(droid).episode_table.length.sum())
             rows += run_variant(bench, droid, "droid", [t for t in args.tracks if t in tracks.DROID_TRACKS],
-                                args.workers)
+                                args.workers, args.droid_samples or epoch)
         no_sidecar = first_batch_without_sidecar(bench, local, args.workers) if "ours-http" in args.tracks else {}
     context = dict(args=args, argv=argv, calibration=calibration, no_sidecar=no_sidecar,
                    load=(load0, os.getloadavg()), elapsed=time.perf_counter() - started,

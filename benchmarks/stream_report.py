@@ -207,6 +207,10 @@ def write_report(rows: list[dict], context: dict, folder: Path) -> tuple[Path, P
     md += ["## Summary", ""] + summary(rows, args.workers)
     if any(r.get("variant") == "droid" for r in rows):
         md += ["", "### DROID's shape: 3 cameras 320x180, 15 fps", ""] + summary(rows, args.workers, "droid")
+        passes = sorted({r["samples"] for r in rows if r.get("variant") == "droid" and r.get("samples")})
+        md += ["", f"Samples per pass: {', '.join(map(str, passes))} (every track; by default one epoch, every "
+               "sample once: the pool of 64 open episodes x 3 cameras fills during the first thousands of "
+               "samples, and an epoch pays each episode's fetch and decoder opening once, as training does)."]
     md += ["", "samples/s: steady rate, median of runs; x limit: over the sequential decode of the same MP4s "
            "(one process per core). episodes/batch: distinct episodes in a batch of "
            f"{args.batch_size} from 5 % into the epoch, against the expectation of a uniform random sampler over "
