@@ -141,9 +141,7 @@ class SourceMaps:
                 if error.errno not in _NO_KERNEL_COPY:
                     raise OSError(error.errno, f"{self.files.url(place[0])}: {error.strerror}") from error
                 self.kernel_copy = False  # another file system or an old kernel: write from memory
-        view, done = memoryview(run.data), 0
-        while done < len(view):
-            done += os.pwrite(out, view[done:], at + done)
+        _write_at(out, at, run.data)
 
     def close(self) -> None:
         for mapped in self._maps.values():
@@ -152,6 +150,13 @@ class SourceMaps:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+
+def _write_at(out: int, at: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` at offset ``at`` of the file ``out``."""
+    view, done = memoryview(data), 0
+    while done < len(view):
+        done += os.pwrite(out, view[done:], at + done)
 
 
 def _kernel_copy(source: int, offset: int, out: int, at: int, length: int) -> None:
@@ -230,7 +235,7 @@ def run_copy_task(task: CopyTask) -> dict[str, Any]:
         out = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.ftruncate(out, size)
-            os.pwrite(out, head, 0)
+            _write_at(out, 0, head)
             data = mmap.mmap(out, size, access=mmap.ACCESS_READ)
             try:
                 at, written = len(head), []
