@@ -25,8 +25,22 @@ def sample(make_sample) -> Path:
 
 
 def _run(args: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, **(env or {})})
+    """Run a command in its own session. One that outlives ``timeout`` fails the test with every
+    Python process's stack (faulthandler, on SIGABRT) and leaves nothing running."""
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})}, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGABRT)  # each Python process prints where it waits
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.communicate(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{args} still ran after {timeout} s:\n{stdout[-3000:]}\n{stderr[-12000:]}")
+    result = subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
     assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
