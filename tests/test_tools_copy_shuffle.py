@@ -17,12 +17,13 @@ import torch
 
 from lerobot_stream_loader.cli import main
 from lerobot_stream_loader.meta.dataset_meta import load_meta
+from lerobot_stream_loader.meta.stats import to_lists
 from lerobot_stream_loader.mp4 import index_mp4
 from lerobot_stream_loader.synthetic.checks import read_frame_index
 from lerobot_stream_loader.tools import CopyNotPossible, prepare, shuffle_episodes, shuffle_order, validate
 from lerobot_stream_loader.tools.encoder import CodecSettings, FileEncoder
+from lerobot_stream_loader.tools.renumbered_stats import column_stats, constant_stats, run_stats
 from lerobot_stream_loader.tools.shuffle_copy import check_copied_file
-from lerobot_stream_loader.tools.shuffle_tasks import column_stats, constant_stats
 from lerobot_stream_loader.tools.verify import OutputCheckError
 from tests.support.reference import shuffled_frames
 from tests.test_tools_realign import leftovers, tree_hashes
@@ -193,6 +194,21 @@ def test_every_drawn_index_survives_a_copy_of_many_files(make_sample, tmp_path):
                     if e.videos[key].path == path for k in range(e.length)]
             assert drawn == rows, f"{path}"
     assert np.all(np.diff([e.from_index for e in out_meta.episodes]) > 0)
+
+
+def test_renumbered_index_runs_get_numpys_stats_without_their_column() -> None:
+    """Each episode's new ``index`` run gets, from its start and length alone, the floats numpy
+    computes from the column: every stat, for short and long runs, small and huge starts (past
+    2**52 the column itself is measured)."""
+    rng = np.random.default_rng(0)
+    starts = [0, 0, 5, 7, 2**40 + 3, 2**52 - 10, 2**53 + 1, 123_456_789, 0, 3]
+    counts = [1, 2, 3, 299, 1000, 5, 4, 100_001, 250_000, 300_000]
+    starts += rng.integers(0, 10 ** rng.integers(1, 12, 500)).tolist()
+    counts += rng.integers(1, 3000, 500).tolist()
+    for start, count, got in zip(starts, counts, run_stats(starts, counts), strict=True):
+        expected = to_lists(column_stats(np.arange(start, start + count)))
+        assert got == expected, (start, count)
+        assert [type(v[0]) for v in got.values()] == [type(v[0]) for v in expected.values()]
 
 
 @pytest.mark.parametrize(("value", "count"), [(0, 1), (7, 30), (91_234, 299), (2**40 + 3, 1000)])

@@ -25,6 +25,10 @@ class _Reader:
         return self.data[self.pos - 1]
 
     def varint(self) -> int:
+        data, pos = self.data, self.pos
+        if pos < len(data) and data[pos] < 0x80:  # most values fit one byte
+            self.pos = pos + 1
+            return data[pos]
         shift = value = 0
         while True:
             b = self.byte()
@@ -46,40 +50,50 @@ class _Reader:
         return self.data[self.pos - n:self.pos]
 
     def value(self, kind: int, depth: int) -> Any:
-        if depth > _MAX_DEPTH:
-            raise ValueError("nested too deeply")
-        if kind in (1, 2):
-            return kind == 1
-        if kind == 3:
-            return self.byte()
-        if kind in (4, 5, 6):
+        if kind in (5, 6):  # i32, i64: the most common
             return self.zigzag()
-        if kind == 7:
-            return self.take(8)
         if kind == 8:
             return self.take(self.varint())
+        if kind == 12:
+            return self.struct(depth + 1)
+        if kind in (1, 2):
+            return kind == 1
+        if kind in (3, 4):
+            return self.byte() if kind == 3 else self.zigzag()
+        if kind == 7:
+            return self.take(8)
+        if depth > _MAX_DEPTH:
+            raise ValueError("nested too deeply")
         if kind in (9, 10):
             head = self.byte()
             size = head >> 4 if head >> 4 != 15 else self.varint()
             if size > len(self.data) - self.pos:
                 raise ValueError(f"a list of {size} elements runs past the footer")
             elem = head & 0x0F
-            return [self.byte() == 1 if elem in (1, 2) else self.value(elem, depth + 1) for _ in range(size)]
+            if elem in (1, 2):
+                return [self.byte() == 1 for _ in range(size)]
+            if elem in (5, 6):
+                return [self.zigzag() for _ in range(size)]
+            return [self.value(elem, depth + 1) for _ in range(size)]
         if kind == 11:
             size = self.varint()
             if size > len(self.data) - self.pos:
                 raise ValueError(f"a map of {size} entries runs past the footer")
             kinds = self.byte() if size else 0
             return [(self.value(kinds >> 4, depth + 1), self.value(kinds & 0x0F, depth + 1)) for _ in range(size)]
-        if kind == 12:
-            return self.struct(depth + 1)
         raise ValueError(f"unknown Thrift type {kind}")
 
     def struct(self, depth: int = 0) -> dict[int, Any]:
+        if depth > _MAX_DEPTH:
+            raise ValueError("nested too deeply")
         fields: dict[int, Any] = {}
         last = 0
+        data = self.data
         while True:
-            head = self.byte()
+            if self.pos >= len(data):
+                raise ValueError("footer ends in the middle of a value")
+            head = data[self.pos]
+            self.pos += 1
             if head == 0:
                 return fields
             delta, kind = head >> 4, head & 0x0F

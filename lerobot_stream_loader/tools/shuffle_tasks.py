@@ -22,12 +22,13 @@ import pyarrow as pa
 
 from ..errors import StalledError
 from ..meta.dataset_meta import EpisodeMeta
-from ..meta.stats import QUANTILES, STAT_KEYS, Stats, to_lists
+from ..meta.stats import to_lists
 from ..mp4 import synthesize_mp4
 from ..util.deadline import run_while_progressing
 from .encoder import HARDWARE_ENCODERS, CameraResult, CodecSettings, FileEncoder
 from .layout import write_parquet
 from .remux import check_episode_keyframes, episode_bounds
+from .renumbered_stats import constant_stats, run_stats
 from .source import SourceFiles, VideoSource
 from .verify import OutputCheckError, check_reencoded
 
@@ -199,44 +200,27 @@ def _feed_episode(videos: VideoSource, key: str, move: EpisodeMove, encoder: Fil
                            f"{lo:.6f}..{hi:.6f} s, expected {move.length}")
 
 
-def column_stats(values: np.ndarray) -> Stats:
-    """``meta.stats.vector_stats`` of a scalar column, equal value for value, with its quantiles drawn in
-    one pass (a data file's renumbered columns get them for every episode)."""
-    flat = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    stats = {"min": flat.min(axis=0), "max": flat.max(axis=0), "mean": flat.mean(axis=0), "std": flat.std(axis=0),
-             "count": np.array([len(values)])}
-    stats.update(zip(QUANTILES, np.quantile(flat, list(QUANTILES.values()), axis=0)))
-    return {key: stats[key] for key in STAT_KEYS}
-
-
-def constant_stats(value: int, count: int) -> Stats:
-    """:func:`column_stats` of ``count`` copies of the integer ``value``, computed without the column
-    (every statistic of a constant is the constant, its spread 0: the same floats numpy returns)."""
-    one = np.array([float(value)])
-    return {key: (np.array([count]) if key == "count" else np.zeros(1) if key == "std" else one)
-            for key in STAT_KEYS}
-
-
 def run_data_task(task: DataTask) -> dict[str, Any]:
     """Write the renumbered rows; return per-episode stats of the renumbered columns."""
     rows = task.files.rows
     schema = rows.schema(task.episodes[0].data_path)
-    parts, stats = [], []
+    parts = []
     for move in task.episodes:
         source = EpisodeMeta(index=move.old, length=move.length, from_index=move.old_from,
                              to_index=move.old_from + move.length, data_path=move.data_path)
         table = rows.rows(source)
-        table = table.cast(schema) if table.schema != schema else table
-        values = {"index": np.arange(move.new_from, move.new_from + move.length),
-                  "episode_index": np.full(move.length, move.new)}
-        for name, column in values.items():
-            where = table.schema.get_field_index(name)
-            table = table.set_column(where, table.schema.field(where),
-                                     pa.array(column, table.schema.field(where).type))
-        parts.append(table)
-        stats.append({"index": to_lists(column_stats(values["index"])),
-                      "episode_index": to_lists(constant_stats(move.new, move.length))})
+        parts.append(table.cast(schema) if table.schema != schema else table)
+    table = pa.concat_tables(parts)
+    lengths = [move.length for move in task.episodes]
+    values = {"index": np.concatenate([np.arange(m.new_from, m.new_from + m.length) for m in task.episodes]),
+              "episode_index": np.repeat([move.new for move in task.episodes], lengths)}
+    for name, column in values.items():
+        where = table.schema.get_field_index(name)
+        table = table.set_column(where, table.schema.field(where), pa.array(column, table.schema.field(where).type))
+    index_stats = run_stats([move.new_from for move in task.episodes], lengths)
+    stats = [{"index": index, "episode_index": to_lists(constant_stats(move.new, move.length))}
+             for move, index in zip(task.episodes, index_stats)]
     out = Path(task.out)
-    write_parquet(out, pa.concat_tables(parts), [p.num_rows for p in parts])
+    write_parquet(out, table, lengths)
     data = out.read_bytes()
     return {"stats": stats, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
