@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from lerobot_stream_loader.mp4 import index_mp4, synthesize_mp4
 from lerobot_stream_loader.mp4.boxes import iter_boxes
+from lerobot_stream_loader.mp4.span import compute_span, compute_spans
 from tests.support.mp4_files import build_mp4
 
 
@@ -126,3 +127,31 @@ def test_tiny_tables(n: int) -> None:
     span = index.span(0.0, 10.0)
     assert (span.sample_lo, span.sample_hi, span.padding_ratio) == (0, n, 1.0)
     assert len(index_mp4(synthesize_mp4(index, span, source[span.byte_offset :][: span.byte_length]))) == n
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=streams(), data=st.data())
+def test_spans_of_many_ranges_equal_each_range_alone(stream, data) -> None:
+    """``compute_spans`` (a file's episodes together) gives each range's ``compute_span``: for ranges
+    that follow each other (B-frames, gaps, edits, a range that does not start on a sync sample),
+    overlapping or unordered ranges, and ranges that present nothing (the same error)."""
+    durations, cts, sizes, sync, _, edits = stream
+    index = index_mp4(build_mp4(durations, cts, sizes, sync, edits=edits))
+    times = list(index.frame_times()) + [float(index.frame_times()[-1]) + 1.0]
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(times) - 1), min_size=2, max_size=8)))
+    ranges = [(times[a], times[b]) for a, b in zip(cuts, cuts[1:])]
+    ranges = [r for r in ranges if data.draw(st.booleans())] or ranges[:1]
+    shape = data.draw(st.sampled_from(["in order", "overlapping", "shuffled", "empty"]))
+    if shape == "overlapping":
+        ranges.append((times[0], times[-1]))
+    elif shape == "shuffled":
+        ranges = data.draw(st.permutations(ranges))
+    elif shape == "empty":
+        ranges.insert(data.draw(st.integers(0, len(ranges))), (times[-1] + 5.0, times[-1] + 6.0))
+    try:
+        expected = [compute_span(index, lo, hi) for lo, hi in ranges]
+    except ValueError as error:
+        with pytest.raises(type(error), match="no frame is presented"):
+            compute_spans(index, ranges)
+        return
+    assert compute_spans(index, ranges) == expected

@@ -102,3 +102,46 @@ def compute_span(index: SampleTable, from_ts: float, to_ts: float, *, tolerance:
         frames=i1 - i0,
         presented_bytes=int(index.size[shown].sum()),
     )
+
+
+def compute_spans(index: SampleTable, ranges: list[tuple[float, float]], *, tolerance: float = 1e-4) -> list[Span]:
+    """:func:`compute_span` of each (from_ts, to_ts) in ``ranges``, equal span for span, computed for all
+    at once when the ranges follow each other in the file (as a file's episodes do) and their samples
+    do not overlap; otherwise (or to raise the first range's error) one range at a time."""
+    if not ranges:
+        return []
+    bounds = np.asarray(ranges, dtype=np.float64)
+    seconds = index.display_seconds
+    i0 = np.searchsorted(seconds, bounds[:, 0] - tolerance, side="left")
+    i1 = np.searchsorted(seconds, bounds[:, 1] - tolerance, side="left")
+    shown = np.concatenate((index.display_order, [0]))  # a sentinel: reduceat may start at the end
+    if not (i1 > i0).all() or not _in_order(i0, i1) or not len(index.sync_samples):
+        return [compute_span(index, lo, hi, tolerance=tolerance) for lo, hi in ranges]
+    cuts = np.column_stack((i0, i1)).ravel()
+    first = np.minimum.reduceat(shown, cuts)[::2]
+    last = np.maximum.reduceat(shown, cuts)[::2]
+    k = np.searchsorted(index.sync_samples, first, side="right") - 1
+    if (k < 0).any():
+        return [compute_span(index, lo, hi, tolerance=tolerance) for lo, hi in ranges]
+    lo, hi = index.sync_samples[k], last + 1
+    if not _in_order(lo, hi):
+        return [compute_span(index, lo, hi, tolerance=tolerance) for lo, hi in ranges]
+    samples = np.column_stack((lo, hi)).ravel()
+    start = np.minimum.reduceat(np.concatenate((index.offset, [0])), samples)[::2]
+    end = np.maximum.reduceat(np.concatenate((index.offset + index.size, [0])), samples)[::2]
+    earliest = np.minimum.reduceat(np.concatenate((index.dts + index.cts, [0])), samples)[::2] - index.dts[lo]
+    presented = np.add.reduceat(np.concatenate((index.size[index.display_order], [0])), cuts)[::2]
+    spans = []
+    for j in range(len(ranges)):
+        cts_shift = max(0, -int(earliest[j]))
+        ticks = int(index.dts[lo[j]]) - cts_shift + index.info.edit_shift
+        spans.append(Span(sample_lo=int(lo[j]), sample_hi=int(hi[j]), byte_offset=int(start[j]),
+                          byte_length=int(end[j]) - int(start[j]), time_offset=ticks / index.timescale,
+                          time_offset_ticks=ticks, timescale=index.timescale, cts_shift=cts_shift,
+                          frames=int(i1[j] - i0[j]), presented_bytes=int(presented[j])))
+    return spans
+
+
+def _in_order(starts: np.ndarray, ends: np.ndarray) -> bool:
+    """Whether the half-open ranges [starts[j], ends[j]) are each non-empty and follow each other."""
+    return bool((ends > starts).all() and (starts[1:] >= ends[:-1]).all())

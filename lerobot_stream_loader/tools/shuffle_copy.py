@@ -61,15 +61,18 @@ class SourceSurvey:
 
 def survey_videos(meta: DatasetMeta, videos: VideoSource, episodes: list[EpisodeMove]) -> SourceSurvey:
     """One pass over the episodes in source order (``episodes`` sorted by source index): consecutive
-    episodes share a file, so each MP4 index is read once and only a few are held at a time."""
+    episodes share a file, so each MP4 index is read once, and a file's spans are computed together."""
     survey = SourceSurvey({}, {})
     for key in meta.video_keys:
+        in_file: dict[str, list[EpisodeMove]] = {}
         for episode in episodes:
-            path, lo, hi = episode.video(key)
-            index, span = videos.span(path, lo, hi, episode.length, f"episode {episode.old} of {key}")
-            survey.spans[(episode.old, key)] = span
-            if path not in survey.configurations:
-                survey.configurations[path] = (without_bitrate(index.info.stsd), index.timescale)
+            in_file.setdefault(episode.video(key)[0], []).append(episode)
+        for path, members in in_file.items():
+            requests = [(*episode.video(key)[1:], episode.length, f"episode {episode.old} of {key}")
+                        for episode in members]
+            index, spans = videos.spans(path, requests)
+            survey.spans.update(((episode.old, key), span) for episode, span in zip(members, spans))
+            survey.configurations[path] = (without_bitrate(index.info.stsd), index.timescale)
     return survey
 
 

@@ -24,6 +24,7 @@ from ..fetch.assembly import READ_AHEAD_FRAMES
 from ..fetch.file_indexes import DEFAULT_INDEX_BYTES, IndexCaches
 from ..meta.dataset_meta import DatasetMeta, EpisodeMeta, load_meta
 from ..mp4 import Mp4Index, Span, index_mp4
+from ..mp4.span import compute_spans
 from ..storage.credentials import basic_auth_header, reveal_secrets, secret_values
 from ..storage.location import Location
 from ..storage.log_scrub import scrub_from_logs
@@ -227,6 +228,19 @@ class VideoSource:
             while len(self._spans) > MAX_SPANS:
                 self._spans.popitem(last=False)
         return index, span
+
+    def spans(self, path: str, requests: list[tuple[float, float, int, str]]) -> tuple[Mp4Index, list[Span]]:
+        """:meth:`span` of each (from_ts, to_ts, frames, what) of one file, computed together."""
+        index = self.index(path)
+        found = compute_spans(index, [(lo, hi) for lo, hi, _, _ in requests])
+        spans = [span if span.frames == frames else self._checked_span(index, path, lo, hi, frames, what)
+                 for span, (lo, hi, frames, what) in zip(found, requests, strict=True)]
+        with self._caches.guard:
+            for (lo, hi, frames, _), span in zip(requests, spans):
+                self._spans[(path, lo, hi, frames)] = span
+            while len(self._spans) > MAX_SPANS:
+                self._spans.popitem(last=False)
+        return index, spans
 
     def _checked_span(self, index: Mp4Index, path: str, from_ts: float, to_ts: float, frames: int,
                       what: str) -> Span:
