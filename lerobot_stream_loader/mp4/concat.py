@@ -40,7 +40,7 @@ class SampleRun:
     def samples(self) -> int:
         return len(self.size)
 
-    @property
+    @functools.cached_property
     def first_presented(self) -> int:
         """Ticks from the run's first decoded sample to its first presented frame."""
         dts = np.concatenate(([0], np.cumsum(self.duration[:-1]))) if self.samples else self.duration
