@@ -93,6 +93,25 @@ def test_batches_mix_about_as_many_episodes_as_a_uniform_sampler():
     assert distinct[0] >= 16
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_episodes_open_stay_the_pool_almost_to_the_end(seed):
+    """A shard with more episodes than the pool (80 DROID-length episodes, 64 open): the episodes
+    open stay near the pool size from the start to 95 % of the shard (slots dealt similar work end
+    together), and batches near the end mix as many episodes as the early ones."""
+    lengths = lengths_of(80, 150, 300, seed=seed)
+    order, _ = mixed_order(lengths, 64, 518, np.random.default_rng(seed))
+    decoded = decode_order(lengths, 64, run_length(64, 518), np.random.default_rng(seed))
+    segment = np.repeat(np.arange(len(lengths)), lengths)[decoded]
+    first = np.array([np.flatnonzero(segment == s)[0] for s in range(len(lengths))])
+    last = np.array([np.flatnonzero(segment == s)[-1] for s in range(len(lengths))])
+    steps = np.arange(int(0.02 * len(decoded)), int(0.95 * len(decoded)))
+    open_ = np.searchsorted(np.sort(first), steps, side="right") - np.searchsorted(np.sort(last), steps, side="left")
+    assert open_.min() >= 0.9 * 64, f"only {open_.min()} episodes open at step {steps[open_.argmin()]}"
+    distinct = distinct_per_batch(np.repeat(np.arange(len(lengths)), lengths)[order])
+    tenth = len(distinct) // 10
+    assert distinct[-tenth:].mean() >= 0.9 * distinct[tenth:2 * tenth].mean()
+
+
 def test_unshuffled_plan_decodes_in_yield_order():
     episodes = episodes_of(lengths_of(10, 5, 40))
     plan = plan_shard(episodes, shuffle=False, worker_id=1, num_workers=3)

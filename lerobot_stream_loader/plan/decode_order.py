@@ -2,9 +2,10 @@
 
 Two orders are drawn for the samples of a shard (episodes given in admission order):
 
-* **decode order**: ``pool_size`` episodes are open at once; repeatedly one of them, chosen
-  uniformly at random, decodes its next ``run`` frames (in frame order, so every decoder only
-  moves forward); an exhausted episode leaves and the next one is admitted. Every frame is decoded
+* **decode order**: ``pool_size`` episodes are open at once; repeatedly one of them decodes its
+  next ``run`` frames (in frame order, so every decoder only moves forward); an exhausted episode
+  leaves and another is admitted in its slot. The slots, each dealt a similar share of the
+  episodes, take turns at an even, jittered pace and end together (see :func:`decode_order`). Every frame is decoded
   exactly once and each episode's decoder reads its frames sequentially.
 * **yield order**: sample at decode position ``p`` gets the key ``p + U * shuffle_buffer``
   (``U`` uniform in [0, 1)) and samples are yielded by increasing key. When the sample of key
@@ -21,6 +22,8 @@ generator: a reader resumes by recomputing them and skipping what it already yie
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 DEFAULT_SHUFFLE_BUFFER = 256
@@ -33,32 +36,46 @@ def run_length(pool_size: int, shuffle_buffer: int) -> int:
 
 def decode_order(lengths: np.ndarray, pool_size: int, run: int, rng: np.random.Generator) -> np.ndarray:
     """Flat sample numbers (segment-major) in decode order: runs of ``run`` frames from ``pool_size``
-    open episodes, one chosen uniformly at random per run."""
+    open episodes.
+
+    The episodes (in admission order) are dealt to ``pool_size`` slots, each to the slot with the
+    fewest runs so far; a slot decodes its episodes one after the other. A slot with ``R`` runs has
+    its k-th run at time ``(k + u) / R`` of the shard (``u`` uniform in [0, 1), drawn per run), and
+    runs are decoded by increasing time: every slot moves through its work at an even pace, so any
+    stretch of turns holds every slot about in proportion to its work (the most episodes a stretch
+    can hold) and all slots end together, near the end of the shard (the episodes open stay
+    ``pool_size`` almost to the last batch, instead of thinning out to the few long ones left).
+    """
     lengths = np.asarray(lengths, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    cursor = (ends - lengths).tolist()
-    ends_list = ends.tolist()
-    draws = rng.random(int(np.sum(-(-lengths // run)))).tolist()
-    out = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
-    open_ = list(range(min(pool_size, len(lengths))))
-    admitted, filled, turn = len(open_), 0, 0
-    while open_:
-        j = int(draws[turn] * len(open_))
-        turn += 1
-        s = open_[j]
-        a = cursor[s]
-        b = min(a + run, ends_list[s])
-        out[filled:filled + b - a] = np.arange(a, b)
-        filled += b - a
-        cursor[s] = b
-        if b == ends_list[s]:
-            if admitted < len(lengths):
-                open_[j] = admitted
-                admitted += 1
-            else:
-                open_[j] = open_[-1]
-                open_.pop()
-    return out
+    if not len(lengths):
+        return np.empty(0, dtype=np.int64)
+    runs = -(-lengths // run)
+    slot = _deal(runs, min(max(1, pool_size), len(lengths)))
+    run_segment = np.repeat(np.arange(len(lengths)), runs)  # every run, segment-major (frame order)
+    in_chain = np.argsort(slot[run_segment], kind="stable")  # each slot's runs in its decode order
+    per_slot = np.bincount(slot[run_segment])
+    chain_slot = np.repeat(np.arange(len(per_slot)), per_slot)
+    k = np.arange(len(in_chain)) - np.repeat(np.cumsum(per_slot) - per_slot, per_slot)
+    due = (k + rng.random(len(in_chain))) / per_slot[chain_slot]
+    run_of_turn = in_chain[np.argsort(due, kind="stable")]
+    seg_start = np.cumsum(lengths) - lengths
+    first_run = np.cumsum(runs) - runs
+    within = np.arange(len(run_segment)) - first_run[run_segment]
+    run_start = seg_start[run_segment] + within * run
+    run_size = np.minimum(run, lengths[run_segment] - within * run)
+    start, size = run_start[run_of_turn], run_size[run_of_turn]
+    return np.repeat(start - (np.cumsum(size) - size), size) + np.arange(int(size.sum()))
+
+
+def _deal(runs: np.ndarray, slots: int) -> np.ndarray:
+    """The slot of each episode: in turn, the one with the fewest runs so far (the lowest on ties)."""
+    load = [(0, k) for k in range(slots)]
+    slot = np.empty(len(runs), dtype=np.int64)
+    for i, count in enumerate(runs.tolist()):
+        total, k = heapq.heappop(load)
+        slot[i] = k
+        heapq.heappush(load, (total + count, k))
+    return slot
 
 
 def mixed_order(lengths: np.ndarray, pool_size: int, shuffle_buffer: int,
