@@ -34,7 +34,7 @@ import numpy as np
 
 from ..plan.shard import ShardPlan, concatenate, order_segments, plan_rng, rank_share
 
-_PLAN_VERSION = 1
+_PLAN_VERSION = 2  # raised whenever the same settings give another order: old states are refused
 
 
 def source_counts(weights: np.ndarray, total: int) -> np.ndarray:

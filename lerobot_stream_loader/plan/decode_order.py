@@ -5,8 +5,8 @@ Two orders are drawn for the samples of a shard (episodes given in admission ord
 * **decode order**: ``pool_size`` episodes are open at once; repeatedly one of them decodes its
   next ``run`` frames (in frame order, so every decoder only moves forward); an exhausted episode
   leaves and another is admitted in its slot. The slots, each dealt a similar share of the
-  episodes, take turns at an even, jittered pace and end together (see :func:`decode_order`). Every frame is decoded
-  exactly once and each episode's decoder reads its frames sequentially.
+  episodes, take turns at an even, jittered pace and end together (see :func:`decode_order`).
+  Every frame is decoded exactly once and each episode's decoder reads its frames sequentially.
 * **yield order**: sample at decode position ``p`` gets the key ``p + U * shuffle_buffer``
   (``U`` uniform in [0, 1)) and samples are yielded by increasing key. When the sample of key
   ``x`` is yielded every sample decoded so far has a position below ``x`` + one run and every

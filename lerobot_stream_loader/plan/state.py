@@ -11,7 +11,7 @@ import numpy as np
 
 from .shard import PlanEpisode, PlanEpisodes, as_plan_episodes
 
-PLAN_VERSION = 4
+PLAN_VERSION = 5  # raised whenever the same settings give another order: old states are refused
 
 
 def fingerprint(
@@ -84,8 +84,9 @@ class PlanState:
             )
         if self.fingerprint != fingerprint:
             raise ValueError(
-                "plan state was saved for a different plan (seed, shuffle, drop_last, pool_size, shuffle_buffer or "
-                f"episode list differ): fingerprint {self.fingerprint} != {fingerprint}"
+                "plan state was saved for a different plan (seed, shuffle, drop_last, pool_size, shuffle_buffer, "
+                "episode list or the library's planner version differ): fingerprint "
+                f"{self.fingerprint} != {fingerprint}"
             )
 
 
