@@ -17,12 +17,12 @@ import torch
 
 from lerobot_stream_loader.cli import main
 from lerobot_stream_loader.meta.dataset_meta import load_meta
-from lerobot_stream_loader.meta.stats import to_lists
+from lerobot_stream_loader.meta.stats import to_lists, vector_stats
 from lerobot_stream_loader.mp4 import index_mp4
 from lerobot_stream_loader.synthetic.checks import read_frame_index
 from lerobot_stream_loader.tools import CopyNotPossible, prepare, shuffle_episodes, shuffle_order, validate
 from lerobot_stream_loader.tools.encoder import CodecSettings, FileEncoder
-from lerobot_stream_loader.tools.renumbered_stats import column_stats, constant_stats, run_stats
+from lerobot_stream_loader.tools.renumbered_stats import constant_stats, run_stats
 from lerobot_stream_loader.tools.shuffle_copy import check_copied_file
 from lerobot_stream_loader.tools.verify import OutputCheckError
 from tests.support.reference import shuffled_frames
@@ -206,7 +206,7 @@ def test_renumbered_index_runs_get_numpys_stats_without_their_column() -> None:
     starts += rng.integers(0, 10 ** rng.integers(1, 12, 500)).tolist()
     counts += rng.integers(1, 3000, 500).tolist()
     for start, count, got in zip(starts, counts, run_stats(starts, counts), strict=True):
-        expected = to_lists(column_stats(np.arange(start, start + count)))
+        expected = to_lists(vector_stats(np.arange(start, start + count)))
         assert got == expected, (start, count)
         assert [type(v[0]) for v in got.values()] == [type(v[0]) for v in expected.values()]
 
@@ -215,7 +215,7 @@ def test_renumbered_index_runs_get_numpys_stats_without_their_column() -> None:
 def test_a_renumbered_episode_index_gets_numpys_stats_without_its_column(value: int, count: int) -> None:
     """The shuffled episode's ``episode_index`` stats are computed from its number alone: the same
     dtypes, shapes and floats as numpy's statistics of the column."""
-    expected, got = column_stats(np.full(count, value)), constant_stats(value, count)
+    expected, got = vector_stats(np.full(count, value)), constant_stats(value, count)
     assert list(got) == list(expected)
     for key in expected:
         assert got[key].dtype == expected[key].dtype and got[key].shape == expected[key].shape

@@ -115,17 +115,17 @@ def compute_spans(index: SampleTable, ranges: list[tuple[float, float]], *, tole
     i0 = np.searchsorted(seconds, bounds[:, 0] - tolerance, side="left")
     i1 = np.searchsorted(seconds, bounds[:, 1] - tolerance, side="left")
     shown = np.concatenate((index.display_order, [0]))  # a sentinel: reduceat may start at the end
-    if not (i1 > i0).all() or not _in_order(i0, i1) or not len(index.sync_samples):
-        return [compute_span(index, lo, hi, tolerance=tolerance) for lo, hi in ranges]
+    if not _in_order(i0, i1) or not len(index.sync_samples):
+        return _each(index, ranges, tolerance)
     cuts = np.column_stack((i0, i1)).ravel()
     first = np.minimum.reduceat(shown, cuts)[::2]
     last = np.maximum.reduceat(shown, cuts)[::2]
     k = np.searchsorted(index.sync_samples, first, side="right") - 1
     if (k < 0).any():
-        return [compute_span(index, lo, hi, tolerance=tolerance) for lo, hi in ranges]
+        return _each(index, ranges, tolerance)
     lo, hi = index.sync_samples[k], last + 1
     if not _in_order(lo, hi):
-        return [compute_span(index, lo, hi, tolerance=tolerance) for lo, hi in ranges]
+        return _each(index, ranges, tolerance)
     samples = np.column_stack((lo, hi)).ravel()
     start = np.minimum.reduceat(np.concatenate((index.offset, [0])), samples)[::2]
     end = np.maximum.reduceat(np.concatenate((index.offset + index.size, [0])), samples)[::2]
@@ -140,6 +140,11 @@ def compute_spans(index: SampleTable, ranges: list[tuple[float, float]], *, tole
                           time_offset_ticks=ticks, timescale=index.timescale, cts_shift=cts_shift,
                           frames=int(i1[j] - i0[j]), presented_bytes=int(presented[j])))
     return spans
+
+
+def _each(index: SampleTable, ranges: list[tuple[float, float]], tolerance: float) -> list[Span]:
+    """:func:`compute_span` of one range after another (the first one without a span raises)."""
+    return [compute_span(index, start, stop, tolerance=tolerance) for start, stop in ranges]
 
 
 def _in_order(starts: np.ndarray, ends: np.ndarray) -> bool:

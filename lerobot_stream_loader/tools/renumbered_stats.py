@@ -13,23 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from ..meta.stats import QUANTILES, STAT_KEYS, Stats, to_lists
+from ..meta.stats import QUANTILES, STAT_KEYS, Stats, to_lists, vector_stats
 
 _EXACT = 2**52  # integers (and half-integers, quarters) below this are floats without rounding
 _QS = np.array(list(QUANTILES.values()))
 
 
-def column_stats(values: np.ndarray) -> Stats:
-    """``meta.stats.vector_stats`` of a scalar column, its quantiles drawn in one pass."""
-    flat = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    stats = {"min": flat.min(axis=0), "max": flat.max(axis=0), "mean": flat.mean(axis=0), "std": flat.std(axis=0),
-             "count": np.array([len(values)])}
-    stats.update(zip(QUANTILES, np.quantile(flat, list(QUANTILES.values()), axis=0)))
-    return {key: stats[key] for key in STAT_KEYS}
-
-
 def constant_stats(value: int, count: int) -> Stats:
-    """:func:`column_stats` of ``count`` copies of the integer ``value``, computed without the column
+    """``vector_stats`` of ``count`` copies of the integer ``value``, computed without the column
     (every statistic of a constant is the constant, its spread 0: the same floats numpy returns)."""
     one = np.array([float(value)])
     return {key: (np.array([count]) if key == "count" else np.zeros(1) if key == "std" else one)
@@ -37,7 +28,7 @@ def constant_stats(value: int, count: int) -> Stats:
 
 
 def run_stats(starts: list[int], counts: list[int]) -> list[dict[str, Any]]:
-    """``to_lists(column_stats(np.arange(start, start + count)))`` of each run, computed for all runs
+    """``to_lists(vector_stats(np.arange(start, start + count)))`` of each run, computed for all runs
     at once from ``start`` and ``count`` (each ``count`` >= 1)."""
     start, n = np.asarray(starts, dtype=np.int64), np.asarray(counts, dtype=np.int64)
     exact = (start >= 0) & (start + n < _EXACT) & (n.astype(np.float64) ** 3 < _EXACT)
@@ -49,7 +40,7 @@ def run_stats(starts: list[int], counts: list[int]) -> list[dict[str, Any]]:
     out = []
     for i, count in enumerate(n.tolist()):
         if not exact[i]:
-            out.append(to_lists(column_stats(np.arange(starts[i], starts[i] + count))))
+            out.append(to_lists(vector_stats(np.arange(starts[i], starts[i] + count))))
             continue
         first = float(start[i])
         stats = {"min": [first], "max": [float(start[i] + count - 1)], "mean": [float(mean[i])],
